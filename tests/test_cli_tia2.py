@@ -117,8 +117,9 @@ def test_eval_without_model_column_is_named_score(capsys, bench, tmp_path):
     assert list(json.loads(out)["comprehensive"]) == ["score"]
 
 
+ROW = '{"subset": "counting", "image": "image_0_0_0.jpg", "score": 1}\n'
 BAD = {
-    "malformed.jsonl": ('{"subset": "counting", "image": "image_0_0_0.jpg", "score": 1}\n{oops\n', ":2: malformed JSON"),
+    "malformed.jsonl": (ROW + "{oops\n", ":2: malformed JSON"),
     "unknown_subset.jsonl": ('{"subset": "nope", "image": "image_0_0_0.jpg", "score": 1}\n', ":1: unknown subset"),
     "unknown_image.csv": ("subset,image,score\ncounting,image_0_0_0.jpg,1\ncounting,x.jpg,1\n", ":3: unknown image"),
     "duplicate.csv": ("subset,image,score\ncounting,image_0_0_0.jpg,1\ncounting,image_0_0_0.jpg,2\n", ":3: duplicate"),
@@ -126,7 +127,7 @@ BAD = {
     "missing_key.jsonl": ('{"subset": "counting", "image": "image_0_0_0.jpg"}\n', ":1: missing key(s) score"),
     "text.csv": ("subset,image,score\ncounting,image_0_0_0.jpg,abc\n", ":2: score is not a number"),
     "nan.csv": ("subset,image,score\ncounting,image_0_0_0.jpg,nan\n", ":2: score must be finite"),
-    "inf.jsonl": ('{"subset": "counting", "image": "image_0_0_0.jpg", "score": Infinity}\n', ":1: score must be finite"),
+    "inf.jsonl": (ROW.replace("1}", "Infinity}"), ":1: score must be finite"),
     "empty.csv": ("", "file is empty"),
     "short_row.csv": ("subset,image,score\ncounting,image_0_0_0.jpg\n", ":2: expected 3 fields"),
     "incomplete.csv": ("subset,image,score\ncounting,image_0_0_0.jpg,1\n", "have no score"),
