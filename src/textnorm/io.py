@@ -66,7 +66,7 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = 2)
         >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.json"
         >>> write_json_atomic(p, {"a": 1}, indent=None)
         >>> p.read_text()
-        '{"a": 1}'
+        '{"a": 1}\\n'
     """
     write_text_atomic(path, json.dumps(obj, indent=indent) + "\n")
 
