@@ -87,6 +87,155 @@ def cmd_tia2_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------- rewards
+def cmd_rewards_list(args: argparse.Namespace) -> int:
+    from textnorm.rewards.registry import list_rewards
+
+    entries = list_rewards()
+    if args.json:
+        print(json.dumps([{"name": e.name, "description": e.description, "default": e.default_path}
+                          for e in entries], indent=2))
+        return 0
+    width = max(len(e.name) for e in entries)
+    for e in entries:
+        default = f"  [default: {e.default_path}]" if e.default_path else ""
+        print(f"{e.name:<{width}}  {e.description}{default}")
+    return 0
+
+
+def _reward_from_args(args: argparse.Namespace):
+    from textnorm.scoring import build_reward
+
+    return build_reward(args.reward, args.reward_arg, args.textnorm, args.prompt_sets, args.temperature,
+                        args.scaling)
+
+
+def _write_jsonl(path: str, rows: list[dict]) -> None:
+    from textnorm.io import write_text_atomic
+
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from textnorm.scoring import read_manifest, score_files
+
+    pairs = read_manifest(args.manifest)
+    reward = _reward_from_args(args)
+    scores, skipped = score_files(reward, [p for p, _ in pairs], [q for _, q in pairs],
+                                  skip_unreadable=args.skip_unreadable)
+    rows = [{"image": str(img), "prompt": prompt, "model": reward.name, "score": s}
+            for (img, prompt), s in zip(pairs, scores) if s is not None]
+    _write_jsonl(args.output, rows)
+    if skipped:
+        print(f"textnorm: note: skipped {len(skipped)} unreadable image(s), first: {skipped[0]}", file=sys.stderr)
+    print(f"wrote {len(rows)} scores to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_tia2_score(args: argparse.Namespace) -> int:
+    from textnorm.bench.tia2 import load_benchmark
+    from textnorm.scoring import score_files
+
+    subsets = load_benchmark(args.benchmark, args.subset, images=args.images)
+    reward = _reward_from_args(args)
+    rows, skipped_all = [], []
+    for name, subset in subsets.items():
+        paths = [subset.image_path(img) if not args.skip_unreadable else _maybe_path(subset, img)
+                 for img in subset.images]
+        scores, skipped = score_files(reward, paths, subset.captions, skip_unreadable=args.skip_unreadable)
+        skipped_all += skipped
+        rows += [{"subset": name, "image": img, "model": args.model_name or reward.name, "score": s}
+                 for img, s in zip(subset.images, scores) if s is not None]
+    _write_jsonl(args.output, rows)
+    if skipped_all:
+        print(f"textnorm: note: skipped {len(skipped_all)} unreadable or missing image(s), first: {skipped_all[0]}",
+              file=sys.stderr)
+    print(f"wrote {len(rows)} scores to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _maybe_path(subset, image: str):
+    from pathlib import Path
+
+    try:
+        return subset.image_path(image)
+    except InputError:
+        return Path(str(subset.image_dir or ".")) / image
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from textnorm.bench.tia2 import load_subset
+    from textnorm.calibrate.select import DEFAULT_LAMS, DEFAULT_TEMPERATURES, select_hyperparameters
+    from textnorm.calibrate.textnorm import TextNorm
+    from textnorm.prompts.files import load_prompt_sets
+    from textnorm.prompts.rules import rule_set
+    from textnorm.scoring import build_reward, open_image
+
+    subset = load_subset(args.subset, args.benchmark, images=args.images)
+    if args.prompt_sets == "rules":
+        sets, generator = {}, rule_set
+    elif args.prompt_sets:
+        sets, generator = load_prompt_sets(args.prompt_sets), None
+    else:
+        sets, generator = subset.prompt_sets, None
+    members = [TextNorm(build_reward(spec, args.reward_arg), sets, generator=generator) for spec in args.reward]
+    from tqdm.auto import tqdm
+
+    member_sets: list[list] = [[None] * len(subset.images) for _ in members]
+    wanted = sorted(i for p in subset.evaluated_prompts for i in subset.prompt_images[p])
+    for lo in tqdm(range(0, len(wanted), 128), desc="set rewards", unit="batch"):
+        idx = wanted[lo : lo + 128]
+        images = [open_image(subset.image_path(subset.images[i])) for i in idx]
+        prompts = [subset.captions[i] for i in idx]
+        for m, member in enumerate(members):
+            for i, r in zip(idx, member.set_rewards(images, prompts)):
+                member_sets[m][i] = r
+    selection = select_hyperparameters(
+        subset, member_sets, temperatures=args.temperatures or DEFAULT_TEMPERATURES,
+        lams=args.lams or DEFAULT_LAMS, ensemble_mode=args.ensemble, scaling=args.scaling, metric=args.metric,
+        k=args.k, seed=args.seed, mode="per_prompt_oracle" if args.oracle else "cv")
+    result = selection.to_dict()
+    name = ("ORACLE " if args.oracle else "") + "textnorm(" + ",".join(r.split("=")[0] for r in args.reward) + ")"
+    if args.json:
+        text = json.dumps(result, indent=2) + "\n"
+    else:
+        from textnorm.bench.report import render
+
+        chosen = f"chosen: {result['chosen']}" if result["chosen"] else "chosen: per prompt (oracle)"
+        text = render({subset.name: {name: result["heldout"]}}, args.format, title=selection.label, note=chosen)
+    _emit(text, args.output)
+    return 0
+
+
+# ----------------------------------------------------------------------------------- prompts
+def cmd_prompts_generate(args: argparse.Namespace) -> int:
+    from textnorm.io import write_json_atomic
+    from textnorm.prompts.files import read_prompt_list
+
+    prompts = read_prompt_list(args.input)
+    if args.method == "rules":
+        from textnorm.prompts.rules import rule_sets
+
+        sets = rule_sets(prompts)
+    else:
+        from textnorm.prompts import llm
+
+        common = {"n": args.n, "max_retries": args.max_retries, "cache_dir": args.cache_dir}
+        if args.local_model:
+            generator = llm.LocalLMGenerator(args.local_model, **common)
+        elif args.base_url and args.model:
+            generator = llm.OpenAIChatGenerator(args.base_url, args.model, api_key_env=args.api_key_env,
+                                                timeout=args.timeout, **common)
+        else:
+            raise InputError("prompts generate --method llm: give --base-url and --model, or --local-model PATH")
+        sets = generator.generate(prompts)
+    write_json_atomic(args.output, sets)
+    empty = sum(1 for v in sets.values() if not v)
+    print(f"wrote {len(sets)} prompt sets to {args.output}" + (f" ({empty} empty: no rule applies)" if empty else ""),
+          file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job on the embedded default: currently the published TIA2 table."""
     ns = argparse.Namespace(published=True, benchmark=None, subset=None, format="table", json=False, output=None)
@@ -132,6 +281,73 @@ def build_parser() -> argparse.ArgumentParser:
     add_benchmark(ev)
     add_output(ev)
     ev.set_defaults(func=cmd_tia2_eval)
+
+    rewards = sub.add_parser("rewards", help="reward models")
+    rsub = rewards.add_subparsers(dest="rewards_command", required=True)
+    rlist = rsub.add_parser("list", help="every registered reward")
+    rlist.add_argument("--json", action="store_true")
+    rlist.set_defaults(func=cmd_rewards_list)
+
+    def add_reward(p: argparse.ArgumentParser, textnorm: bool = True) -> None:
+        p.add_argument("--reward", required=True, metavar="NAME[=PATH]", help="registered reward, optional local path")
+        p.add_argument("--reward-arg", action="append", metavar="KEY=VALUE", help="extra reward option (repeatable)")
+        if textnorm:
+            p.add_argument("--textnorm", action="store_true", help="normalise the reward over contrastive prompts")
+            p.add_argument("--prompt-sets", metavar="FILE", help="contrastive sets: JSON file, tia2[:subset] or rules")
+            p.add_argument("--temperature", type=float, default=1.0)
+            p.add_argument("--scaling", choices=("none", "minmax"), default="none")
+        p.add_argument("--skip-unreadable", action="store_true", help="skip unreadable images (reported)")
+        p.add_argument("-o", "--output", required=True, metavar="OUT", help="scores JSONL to write")
+
+    score = sub.add_parser("score", help="score a manifest of (image, prompt) pairs")
+    score.add_argument("--manifest", required=True, metavar="FILE", help="JSONL or CSV with image and prompt")
+    add_reward(score)
+    score.set_defaults(func=cmd_score)
+
+    calibrate = sub.add_parser("calibrate", help="choose TextNorm temperature (and ensemble lambda) on a benchmark")
+    calibrate.add_argument("--reward", action="append", required=True, metavar="NAME[=PATH]",
+                           help="reward (repeat for an ensemble)")
+    calibrate.add_argument("--reward-arg", action="append", metavar="KEY=VALUE")
+    calibrate.add_argument("--subset", required=True)
+    calibrate.add_argument("--images", metavar="DIR", help="folder of the benchmark images")
+    calibrate.add_argument("--benchmark", metavar="DIR")
+    calibrate.add_argument("--prompt-sets", metavar="FILE", help="JSON file, tia2[:subset] or rules "
+                           "(default: the benchmark's own sets)")
+    calibrate.add_argument("--temperatures", type=float, nargs="+", help="grid (default: 17 values, 0.01..100, log)")
+    calibrate.add_argument("--lams", type=float, nargs="+", help="lambda grid for --ensemble ur")
+    calibrate.add_argument("--ensemble", choices=("mean", "ur", "min"), default="ur")
+    calibrate.add_argument("--scaling", choices=("none", "minmax"), default="none")
+    calibrate.add_argument("--metric", default="auroc", help="objective metric (default auroc)")
+    calibrate.add_argument("--k", type=int, default=5, help="folds over prompts")
+    calibrate.add_argument("--seed", type=int, default=0)
+    calibrate.add_argument("--oracle", action="store_true",
+                           help="per-prompt oracle choice with the test labels (the authors' released numbers)")
+    add_output(calibrate)
+    calibrate.set_defaults(func=cmd_calibrate)
+
+    prompts = sub.add_parser("prompts", help="contrastive prompt sets")
+    psub = prompts.add_subparsers(dest="prompts_command", required=True)
+    gen = psub.add_parser("generate", help="contrastive sets from rules or a language model")
+    gen.add_argument("--method", choices=("rules", "llm"), required=True)
+    gen.add_argument("--in", dest="input", required=True, metavar="PROMPTS", help="text file (one per line) or JSON")
+    gen.add_argument("-o", "--output", required=True, metavar="SETS.json")
+    gen.add_argument("--base-url", help="OpenAI-compatible API base URL, e.g. http://localhost:8000/v1")
+    gen.add_argument("--model", help="model name at that API")
+    gen.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    gen.add_argument("--local-model", metavar="PATH", help="local transformers causal LM folder")
+    gen.add_argument("--n", type=int, default=8, help="contrastive prompts asked per prompt")
+    gen.add_argument("--max-retries", type=int, default=3)
+    gen.add_argument("--timeout", type=float, default=60.0)
+    gen.add_argument("--cache-dir", default="~/.cache/textnorm/llm")
+    gen.set_defaults(func=cmd_prompts_generate)
+
+    tscore = tsub.add_parser("score", help="score the benchmark images with a reward (output feeds tia2 eval)")
+    tscore.add_argument("--images", required=True, metavar="DIR", help="folder of the images (DIR/<subset>/ or DIR/)")
+    tscore.add_argument("--subset", action="append", help="restrict to this subset (repeatable)")
+    tscore.add_argument("--model-name", help="model name written to the file (default: the reward's)")
+    add_benchmark(tscore)
+    add_reward(tscore)
+    tscore.set_defaults(func=cmd_tia2_score)
     return parser
 
 

@@ -66,8 +66,11 @@ def summarize(values: Mapping[str, np.ndarray], n_bootstrap: int = N_BOOTSTRAP, 
     return out
 
 
-def evaluate_subset(subset: Subset, scores: Mapping[str, float], allow_missing: bool = False) -> PromptResults:
-    """Per-prompt metrics of per-image ``scores`` (``{image file: score}``) on ``subset``.
+def evaluate_subset(subset: Subset, scores: Mapping[str, float] | np.ndarray,
+                    allow_missing: bool = False) -> PromptResults:
+    """Per-prompt metrics of per-image ``scores`` on ``subset``.
+
+    ``scores`` is ``{image file: score}`` or an array aligned with ``subset.images`` (NaN = missing).
 
     Every image of an evaluated prompt needs a score unless ``allow_missing``; then missing images
     are dropped (and listed), and a prompt left with one class is skipped. Scores for images of
@@ -81,13 +84,23 @@ def evaluate_subset(subset: Subset, scores: Mapping[str, float], allow_missing: 
         >>> len(res.prompts), float(res.values["auroc"].mean())
         (146, 1.0)
     """
+    if isinstance(scores, np.ndarray):
+        score_arr = np.asarray(scores, dtype=np.float64)
+        if score_arr.shape != (len(subset.images),):
+            raise InputError(f"subset {subset.name!r}: expected {len(subset.images)} scores, got {score_arr.shape}")
+    else:
+        score_arr = np.full(len(subset.images), np.nan)
+        for name, i in subset.image_index.items():
+            if name in scores:
+                score_arr[i] = scores[name]
+    present = ~np.isnan(score_arr)
     missing: list[str] = []
     kept_prompts: list[str] = []
     kept_idx: list[np.ndarray] = []
     dropped_prompts: list[str] = []
     for prompt in subset.evaluated_prompts:
         idx = subset.prompt_images[prompt]
-        have = np.array([subset.images[i] in scores for i in idx], dtype=bool)
+        have = present[idx]
         if not have.all():
             absent = [subset.images[i] for i in idx[~have]]
             if not allow_missing:
@@ -104,14 +117,6 @@ def evaluate_subset(subset: Subset, scores: Mapping[str, float], allow_missing: 
         kept_prompts.append(prompt)
         kept_idx.append(idx)
 
-    # Tied scores are ordered by image file name for AP@k.
-    name_rank = np.empty(len(subset.images), dtype=np.int64)
-    name_rank[np.argsort(np.array(subset.images), kind="stable")] = np.arange(len(subset.images))
-    score_arr = np.full(len(subset.images), np.nan)
-    for name, i in subset.image_index.items():
-        if name in scores:
-            score_arr[i] = scores[name]
-
     values = {m: np.zeros(len(kept_prompts)) for m in METRICS}
     # Prompts are grouped by image count so that each group is one rectangular array.
     by_size: dict[int, list[int]] = {}
@@ -119,7 +124,8 @@ def evaluate_subset(subset: Subset, scores: Mapping[str, float], allow_missing: 
         by_size.setdefault(len(idx), []).append(row)
     for rows in by_size.values():
         idx = np.stack([kept_idx[r] for r in rows])
-        metrics = per_prompt_metrics(score_arr[idx], subset.aligned[idx], subset.human_score[idx], name_rank[idx])
+        metrics = per_prompt_metrics(score_arr[idx], subset.aligned[idx], subset.human_score[idx],
+                                     subset.name_rank[idx])
         for m in METRICS:
             values[m][rows] = metrics[m]
     return PromptResults(kept_prompts, values, missing, dropped_prompts)

@@ -84,6 +84,13 @@ class Subset:
         return {p: np.asarray(idx, dtype=np.int64) for p, idx in groups.items()}
 
     @cached_property
+    def name_rank(self) -> np.ndarray:
+        """Rank of each image's file name in ascending order (breaks score ties in AP@k)."""
+        rank = np.empty(len(self.images), dtype=np.int64)
+        rank[np.argsort(np.array(self.images), kind="stable")] = np.arange(len(self.images))
+        return rank
+
+    @cached_property
     def n_yes(self) -> np.ndarray:
         """Number of votes equal to 1, per image."""
         return np.array([sum(v == 1 for v in votes) for votes in self.votes], dtype=np.int64)

@@ -1,0 +1,169 @@
+"""Scoring image files with a reward, in chunks, with a progress bar and clear errors for bad images."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from textnorm.errors import InputError
+from textnorm.rewards.base import Reward
+
+
+def parse_reward_spec(spec: str) -> tuple[str, str | None]:
+    """``"clip=/models/clip"`` -> ``("clip", "/models/clip")``; ``"clip"`` -> ``("clip", None)``.
+
+    Example:
+        >>> parse_reward_spec("pickscore=/m/ps")
+        ('pickscore', '/m/ps')
+    """
+    name, _, path = spec.partition("=")
+    if not name:
+        raise InputError(f"bad reward spec {spec!r}: expected NAME or NAME=PATH")
+    return name, path or None
+
+
+def parse_key_values(items: Sequence[str] | None) -> dict[str, Any]:
+    """``["batch_size=8", "head=itc", "allow_pickle=true"]`` -> typed keyword arguments.
+
+    Example:
+        >>> parse_key_values(["batch_size=8", "head=itc", "allow_pickle=true"])
+        {'batch_size': 8, 'head': 'itc', 'allow_pickle': True}
+    """
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"bad argument {item!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(value.lower() if value.lower() in ("true", "false", "null") else value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def build_reward(spec: str, reward_args: Sequence[str] | None = None, textnorm: bool = False,
+                 prompt_sets: str | None = None, temperature: float = 1.0, scaling: str = "none") -> Reward:
+    """A reward from a CLI spec, optionally wrapped in TextNorm (sets from a file, ``tia2`` or ``rules``).
+
+    Example:
+        >>> build_reward("nope")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        textnorm.errors.InputError: unknown reward 'nope' (registered: ...)
+    """
+    from textnorm.rewards.registry import load_reward
+
+    name, path = parse_reward_spec(spec)
+    reward = load_reward(name, path, **parse_key_values(reward_args))
+    if not textnorm:
+        return reward
+    from textnorm.calibrate.textnorm import TextNorm
+    from textnorm.prompts.rules import rule_set
+
+    if prompt_sets in (None, "rules"):
+        return TextNorm(reward, {}, temperature, scaling, generator=rule_set)
+    from textnorm.prompts.files import load_prompt_sets
+
+    return TextNorm(reward, load_prompt_sets(prompt_sets), temperature, scaling)
+
+
+def read_manifest(path: str | os.PathLike) -> list[tuple[Path, str]]:
+    """``(image path, prompt)`` pairs from a JSONL or CSV manifest with keys ``image`` and ``prompt``.
+
+    Relative image paths are taken relative to the manifest's folder.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "m.csv"
+        >>> _ = p.write_text("image,prompt\\na.png,a cat\\n")
+        >>> [(x.name, y) for x, y in read_manifest(p)]
+        [('a.png', 'a cat')]
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    rows: list[tuple[int, dict]] = []
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        absent = [c for c in ("image", "prompt") if c not in (reader.fieldnames or [])]
+        if absent:
+            raise InputError(f"{path}:1: missing column(s) {', '.join(absent)}")
+        rows = [(reader.line_num, r) for r in reader]
+    else:
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{path}:{lineno}: malformed JSON: {e.msg}") from None
+            if not isinstance(row, dict) or "image" not in row or "prompt" not in row:
+                raise InputError(f"{path}:{lineno}: expected an object with keys image and prompt")
+            rows.append((lineno, row))
+    if not rows:
+        raise InputError(f"{path}: no rows found")
+    out = []
+    for lineno, row in rows:
+        if not isinstance(row["prompt"], str) or not row["prompt"]:
+            raise InputError(f"{path}:{lineno}: prompt must be a non-empty string")
+        image = Path(str(row["image"]))
+        out.append((image if image.is_absolute() else path.parent / image, row["prompt"]))
+    return out
+
+
+def open_image(path: Path) -> Image.Image:
+    """An RGB PIL image, or an :class:`InputError` naming the file."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise InputError(f"{path}: image not found") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise InputError(f"{path}: unreadable image ({type(e).__name__})") from None
+
+
+def score_files(reward: Reward, images: Sequence[Path], prompts: Sequence[str], chunk: int = 256,
+                skip_unreadable: bool = False, progress: bool = True) -> tuple[list[float | None], list[Path]]:
+    """Score image files against prompts; returns (scores, None where skipped) and the skipped files.
+
+    Example:
+        >>> score_files(lambda i, p: [0.0], [Path("missing.png")], ["x"])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        textnorm.errors.InputError: missing.png: image not found
+    """
+    from tqdm.auto import tqdm
+
+    from textnorm.rewards.base import as_reward
+
+    reward = as_reward(reward)
+    scores: list[float | None] = [None] * len(images)
+    skipped: list[Path] = []
+    bar = tqdm(total=len(images), desc=f"scoring ({reward.name})", unit="img", disable=not progress)
+    for lo in range(0, len(images), chunk):
+        batch, idx = [], []
+        for i in range(lo, min(lo + chunk, len(images))):
+            try:
+                batch.append(open_image(images[i]))
+                idx.append(i)
+            except InputError:
+                if not skip_unreadable:
+                    raise
+                skipped.append(images[i])
+        if batch:
+            with torch.no_grad():
+                values = reward.score(batch, [prompts[i] for i in idx])
+            for i, v in zip(idx, values.tolist()):
+                scores[i] = float(v)
+        bar.update(min(chunk, len(images) - lo))
+    bar.close()
+    return scores, skipped
