@@ -29,7 +29,8 @@ def pad_sets(set_rewards: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.T
         [[True, True], [True, False]]
     """
     k = max((len(r) for r in set_rewards), default=1)
-    values = torch.zeros(len(set_rewards), k)
+    dtype = set_rewards[0].dtype if len(set_rewards) and set_rewards[0].is_floating_point() else torch.float32
+    values = torch.zeros(len(set_rewards), k, dtype=dtype)
     mask = torch.zeros(len(set_rewards), k, dtype=torch.bool)
     for i, r in enumerate(set_rewards):
         values[i, : len(r)] = r

@@ -65,6 +65,8 @@ def _square_resize(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _check_pairs(images: Images, prompts: Sequence[str]) -> int:
+    if isinstance(images, torch.Tensor) and (images.ndim != 4 or images.shape[1] != 3):
+        raise InputError(f"image tensor must be N x 3 x H x W, got shape {tuple(images.shape)}")
     n = len(images)
     if isinstance(prompts, str):
         raise InputError("prompts must be a sequence of strings, one per image, not a single string")

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from textnorm.rewards.base import Images, Reward, to_tensor
-from textnorm.rewards.hub import load_pretrained
+from textnorm.rewards.hub import load_pretrained, processor_stats
 
 BLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 BLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -42,12 +42,7 @@ class BLIP2Reward(Reward):
 
         model = load_pretrained(Blip2ForImageTextRetrieval, path_or_id, "blip2")
         tokenizer = load_pretrained(AutoTokenizer, path_or_id, "blip2")
-        try:
-            proc = BlipImageProcessor.from_pretrained(path_or_id)
-            stats = {"image_mean": tuple(proc.image_mean), "image_std": tuple(proc.image_std),
-                     "image_size": proc.size["height"]}
-        except OSError:
-            stats = {}
+        stats = processor_stats(BlipImageProcessor, path_or_id)
         return cls(model, tokenizer, **stats, **kwargs)
 
     def preprocess(self, images: Images) -> torch.Tensor:

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from textnorm.rewards.base import DualEncoderReward, Images, to_tensor
-from textnorm.rewards.hub import load_pretrained
+from textnorm.rewards.hub import load_pretrained, processor_stats
 
 # OpenAI CLIP's pixel statistics, used when a folder has no image-processor config.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -68,13 +68,7 @@ class CLIPReward(DualEncoderReward):
         reward = "pickscore" if convention == "pickscore" else "clip"
         model = load_pretrained(CLIPModel, path_or_id, reward)
         tokenizer = load_pretrained(AutoTokenizer, processor or path_or_id, reward)
-        try:
-            proc = CLIPImageProcessor.from_pretrained(processor or path_or_id)
-            stats = {"image_mean": tuple(proc.image_mean), "image_std": tuple(proc.image_std)}
-            crop = proc.crop_size
-            stats["image_size"] = crop["height"] if isinstance(crop, dict) else int(crop)
-        except OSError:
-            stats = {}
+        stats = processor_stats(CLIPImageProcessor, processor or path_or_id)
         return cls(model, tokenizer, convention=convention, **stats, **kwargs)
 
     def preprocess(self, images: Images) -> torch.Tensor:

@@ -1,0 +1,126 @@
+"""Reward backends on tiny local models: loading, batching, and scores equal to a hand computation."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tiny_models import save_tiny_blip2, save_tiny_clip
+
+from textnorm.errors import InputError
+from textnorm.rewards import CallableReward, as_reward, list_rewards, load_reward, to_tensor
+
+PROMPTS = ["a red circle", "two blue squares", "a photo of three cats", "a red circle"]
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    return save_tiny_clip(tmp_path_factory.mktemp("clip"))
+
+
+@pytest.fixture(scope="module")
+def blip2_dir(tmp_path_factory):
+    return save_tiny_blip2(tmp_path_factory.mktemp("blip2"))
+
+
+@pytest.fixture(scope="module")
+def images():
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(4, 3, 32, 32, generator=g)
+
+
+def hand_clip(model_dir, images, prompts, scale):
+    from transformers import AutoTokenizer, CLIPModel
+
+    model = CLIPModel.from_pretrained(model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+    enc = tok(prompts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                    pixel_values=(images - mean) / std)
+    cos = (F.normalize(out.image_embeds, dim=-1) * F.normalize(out.text_embeds, dim=-1)).sum(-1)
+    s = scale if scale is not None else model.logit_scale.exp()
+    return s * cos
+
+
+@pytest.mark.parametrize("name,scale", [("clip", 100.0), ("pickscore", None)])
+def test_clip_family_matches_hand_computation(clip_dir, images, name, scale):
+    reward = load_reward(name, str(clip_dir), batch_size=3)
+    got = reward.score(images, PROMPTS)
+    assert got.shape == (4,) and got.dtype == torch.float32
+    torch.testing.assert_close(got, hand_clip(clip_dir, images, PROMPTS, scale), rtol=1e-5, atol=1e-4)
+    # PIL input gives the same scores as the equivalent tensor.
+    pil = [Image.fromarray((x.permute(1, 2, 0).numpy() * 255).round().astype("uint8")) for x in images]
+    quantised = to_tensor(pil)
+    torch.testing.assert_close(reward.score(pil, PROMPTS), reward.score(quantised, PROMPTS))
+
+
+def test_clip_text_cache_and_score_sets(clip_dir, images):
+    reward = load_reward("clip", str(clip_dir))
+    sets = [["a red circle", "two red circles"], ["a cat"], ["a cat", "a dog", "a red circle"], ["two dogs"]]
+    got = reward.score_sets(images, sets)
+    for i, ps in enumerate(sets):
+        torch.testing.assert_close(got[i], reward.score(images[[i] * len(ps)], ps))
+    assert set(reward._text_cache) == {p for ps in sets for p in ps}
+
+
+def test_clip_gradients(clip_dir, images):
+    reward = load_reward("clip", str(clip_dir))
+    x = images.clone().requires_grad_(True)
+    reward.score(x, PROMPTS, grad=True).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert not reward.score(images, PROMPTS).requires_grad
+
+
+@pytest.mark.parametrize("head", ["itm", "itc"])
+def test_blip2_matches_hand_computation(blip2_dir, images, head):
+    from transformers import AutoTokenizer, Blip2ForImageTextRetrieval
+
+    reward = load_reward("blip2", str(blip2_dir), head=head, batch_size=2)
+    got = reward.score(images, PROMPTS)
+    model = Blip2ForImageTextRetrieval.from_pretrained(blip2_dir).eval()
+    tok = AutoTokenizer.from_pretrained(blip2_dir)
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+    expected = []
+    with torch.no_grad():
+        for i, p in enumerate(PROMPTS):
+            enc = tok([p], return_tensors="pt")
+            out = model(pixel_values=(images[i : i + 1] - mean) / std, input_ids=enc["input_ids"],
+                        attention_mask=enc["attention_mask"], use_image_text_matching_head=head == "itm")
+            expected.append(out.logits_per_image.softmax(-1)[0, 1] if head == "itm" else out.logits_per_image[0, 0])
+    torch.testing.assert_close(got, torch.stack(expected), rtol=1e-4, atol=1e-5)
+    if head == "itm":
+        assert ((got > 0) & (got < 1)).all()
+
+
+def test_offline_load_fails_with_one_clear_message(tmp_path):
+    with pytest.raises(InputError) as info:
+        load_reward("clip", str(tmp_path / "missing"))
+    msg = str(info.value)
+    assert "\n" not in msg and "clip" in msg and "huggingface-cli download" in msg
+
+
+def test_optional_packages_and_pickle_opt_in():
+    for name in ("imagereward", "hpsv2"):
+        with pytest.raises(InputError, match="pip install|allow_pickle"):
+            load_reward(name)
+
+
+def test_registry_lists_backends():
+    assert {"clip", "pickscore", "blip2", "imagereward", "hpsv2"} <= {e.name for e in list_rewards()}
+    with pytest.raises(InputError, match="unknown reward"):
+        load_reward("nope")
+
+
+def test_callable_and_validation():
+    r = as_reward(lambda images, prompts: [float(len(p)) for p in prompts])
+    assert isinstance(r, CallableReward)
+    assert r.score(torch.zeros(2, 3, 8, 8), ["ab", "c"]).tolist() == [2.0, 1.0]
+    with pytest.raises(InputError, match="2 images but 1 prompts"):
+        r.score(torch.zeros(2, 3, 8, 8), ["ab"])
+    with pytest.raises(InputError, match="N x 3 x H x W"):
+        r.score(torch.zeros(2, 8, 8), ["a", "b"])
+    with pytest.raises(InputError, match="not a reward"):
+        as_reward(3)
