@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from textnorm.errors import InputError
 
@@ -236,6 +237,45 @@ def cmd_prompts_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------- world
+def cmd_world_render(args: argparse.Namespace) -> int:
+    from textnorm.world.scene import render
+
+    if not args.output.lower().endswith(".png"):
+        raise InputError(f"{args.output}: the output must be a .png file")
+    img = render(args.prompt, seed=args.seed, size=args.size)
+    from textnorm.io import atomic_write
+
+    with atomic_write(args.output, "wb") as f:
+        img.save(f, format="PNG")
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_world_judge(args: argparse.Namespace) -> int:
+    from textnorm.scoring import open_image
+    from textnorm.world.grammar import parse
+    from textnorm.world.oracle import judge
+
+    spec = parse(args.prompt)
+    results = [{"image": str(path), **judge(open_image(Path(path)), spec).to_dict()} for path in args.images]
+    if args.json:
+        # One image: its verdict object; several: a list of them, in the order given.
+        print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
+        return 0
+    for v in results:
+        print(f"{v['image']}: {'ALIGNED' if v['aligned'] else 'NOT ALIGNED'} - {'; '.join(v['reasons'])}")
+    return 0
+
+
+def cmd_world_prompts(args: argparse.Namespace) -> int:
+    from textnorm.world.grammar import sample_prompts
+
+    for p in sample_prompts(args.subset, args.n, args.seed):
+        print(p)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job on the embedded default: currently the published TIA2 table."""
     ns = argparse.Namespace(published=True, benchmark=None, subset=None, format="table", json=False, output=None)
@@ -348,6 +388,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_benchmark(tscore)
     add_reward(tscore)
     tscore.set_defaults(func=cmd_tia2_score)
+
+    world = sub.add_parser("world", help="the embedded synthetic world")
+    wsub = world.add_subparsers(dest="world_command", required=True)
+    wr = wsub.add_parser("render", help="draw a random scene that satisfies a prompt")
+    wr.add_argument("--prompt", required=True)
+    wr.add_argument("--seed", type=int, default=0)
+    wr.add_argument("--size", type=int, default=32)
+    wr.add_argument("-o", "--output", required=True, metavar="IMG.png")
+    wr.set_defaults(func=cmd_world_render)
+    wj = wsub.add_parser("judge", help="the oracle's verdict on images for a prompt")
+    wj.add_argument("--prompt", required=True)
+    wj.add_argument("images", nargs="+", metavar="IMG")
+    wj.add_argument("--json", action="store_true")
+    wj.set_defaults(func=cmd_world_judge)
+    wp = wsub.add_parser("prompts", help="sample prompts of a subset")
+    wp.add_argument("--subset", required=True, choices=("counting", "composition", "comprehensive"))
+    wp.add_argument("--n", type=int, default=10)
+    wp.add_argument("--seed", type=int, default=0)
+    wp.set_defaults(func=cmd_world_prompts)
     return parser
 
 
