@@ -20,10 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from tiny_models import WORDS, word_tokenizer  # noqa: E402
-
 from textnorm.calibrate import TextNorm  # noqa: E402
 from textnorm.rewards.clip import CLIPReward  # noqa: E402
+from tiny_models import WORDS, word_tokenizer  # noqa: E402
 
 
 def build_clip(path: Path) -> CLIPReward:
@@ -73,7 +72,38 @@ def main() -> None:
           f"torch threads: {torch.get_num_threads()}")
     print(f"plain reward   (best of {args.repeats}): {min(plain_t):.3f} s")
     print(f"TextNorm reward (best of {args.repeats}): {min(tn_t):.3f} s")
+    embedded = embedded_ratio(args.repeats, args.contrastive)
+    if embedded is not None:
+        print(f"embedded reward shapes-clip-b, 1024 images at 32x32: TextNorm/plain ratio {embedded:.2f}")
     print(f"TextNorm/plain ratio {min(tn_t) / min(plain_t):.2f}")
+
+
+def embedded_ratio(repeats: int, contrastive: int) -> float | None:
+    """The same measurement with the shipped embedded reward (world prompts, rule-based sets)."""
+    from textnorm.prompts.rules import rule_set
+    from textnorm.rewards.registry import load_reward
+    from textnorm.world.grammar import sample_prompts
+    from textnorm.world.vocab import COLORS
+
+    try:
+        reward = load_reward("shapes-clip-b", batch_size=256)
+    except Exception:  # not shipped in this checkout
+        return None
+    prompts = sample_prompts("composition", 32, seed=0)
+    sets = {p: (rule_set(p, colors=tuple(COLORS)) * 4)[:contrastive] for p in prompts}
+    images = torch.rand(1024, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    batch_prompts = [prompts[i // 32] for i in range(1024)]
+    plain_t, tn_t = [], []
+    for _ in range(repeats):
+        reward._text_cache.clear()
+        t = time.perf_counter()
+        reward.score(images, batch_prompts)
+        plain_t.append(time.perf_counter() - t)
+        reward._text_cache.clear()
+        t = time.perf_counter()
+        TextNorm(reward, sets).score(images, batch_prompts)
+        tn_t.append(time.perf_counter() - t)
+    return min(tn_t) / min(plain_t)
 
 
 if __name__ == "__main__":

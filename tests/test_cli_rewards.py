@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_models import save_tiny_clip
 
 from textnorm.cli import main
+from tiny_models import save_tiny_clip
 
 PROMPTS = ["a photo of two red circles", "a photo of a blue square", "a photo of three cats", "a photo of a dog",
            "a photo of two books", "a photo of an apple"]

@@ -4,10 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tiny_models import save_tiny_blip2, save_tiny_clip
 
 from textnorm.errors import InputError
 from textnorm.rewards import CallableReward, as_reward, list_rewards, load_reward, to_tensor
+from tiny_models import save_tiny_blip2, save_tiny_clip
 
 PROMPTS = ["a red circle", "two blue squares", "a photo of three cats", "a red circle"]
 

@@ -5,10 +5,10 @@ import random
 
 import numpy as np
 import pytest
-from independent_renderer import draw as draw_independent
-from independent_renderer import place as place_independent
 from PIL import Image
 
+from independent_renderer import draw as draw_independent
+from independent_renderer import place as place_independent
 from textnorm.bench.tia2 import load_subset
 from textnorm.cli import main
 from textnorm.errors import InputError

@@ -59,3 +59,46 @@ def save_tiny_blip2(path: Path, seed: int = 0) -> Path:
     tokenizer.save_pretrained(path)
     BlipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
     return path
+
+
+def save_tiny_shapes_pipeline(path: Path, seed: int = 0) -> Path:
+    from textnorm.generate.pipeline import build_pipeline
+
+    build_pipeline({"block_out_channels": [8, 16, 16], "text_hidden": 16, "attention_head_dim": 4},
+                   seed=seed).save_pretrained(path)
+    return path
+
+
+def save_tiny_sd_pipeline(path: Path, seed: int = 0) -> Path:
+    """A Stable Diffusion-style pipeline (VAE + UNet + CLIP text encoder) with tiny random weights."""
+    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer, vocab = word_tokenizer()
+    tokenizer.model_max_length = 16
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16),
+                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), layers_per_block=1,
+                                cross_attention_dim=16, attention_head_dim=4, norm_num_groups=4)
+    vae = AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4,
+                        sample_size=16)
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32,
+                                        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16,
+                                        pad_token_id=0, bos_token_id=vocab["[BOS]"], eos_token_id=vocab["[EOS]"]))
+    scheduler = DDPMScheduler(prediction_type="epsilon", steps_offset=1, clip_sample=False)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(path)
+    return path
+
+
+def save_tiny_shapes_reward(path: Path, seed: int = 0) -> Path:
+    from textnorm.rewards.shapes import ShapesDualEncoder, ShapesReward, reward_tokenizer
+
+    tok = reward_tokenizer()
+    torch.manual_seed(seed)
+    model = ShapesDualEncoder({"arch": "cnn-bow", "dim": 16, "image_widths": [8, 16]}, len(tok))
+    ShapesReward(model, tok, name="tiny-shapes").save_pretrained(path)
+    return path

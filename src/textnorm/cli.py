@@ -276,10 +276,104 @@ def cmd_world_prompts(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------- train/generate
+def cmd_train_generator(args: argparse.Namespace) -> int:
+    from textnorm.config import load_config
+    from textnorm.generate.train import train_generator
+
+    out = train_generator(load_config(args.config, args.set), args.out, resume=args.resume)
+    print(f"pipeline written to {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_train_reward(args: argparse.Namespace) -> int:
+    from textnorm.config import load_config
+    from textnorm.rewards.train_shapes import train_reward
+
+    config = load_config(args.config, args.set)
+    out = train_reward(config, args.out or f"runs/{config.get('name', 'reward')}")
+    print(f"reward model written to {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from textnorm.generate.grid import image_grid
+    from textnorm.generate.load import load_generator
+    from textnorm.io import atomic_write
+
+    pipe = load_generator(args.model)
+    images = pipe([args.prompt] * args.n, seed=args.seed, num_inference_steps=args.steps,
+                  guidance_scale=args.guidance).images
+    out = Path(args.output)
+    if out.suffix.lower() == ".png":
+        with atomic_write(out, "wb") as f:
+            image_grid(images, rows=max(1, round(len(images) ** 0.5)), scale=4).save(f, format="PNG")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        for i, img in enumerate(images):
+            with atomic_write(out / f"sample_{i:03d}.png", "wb") as f:
+                img.save(f, format="PNG")
+    print(f"wrote {len(images)} sample(s) to {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_world_benchmark_build(args: argparse.Namespace) -> int:
+    from textnorm.study.benchmark import build_shapes_benchmark
+
+    out = build_shapes_benchmark(args.output, args.prompts_per_subset, args.samples, args.seed, args.model,
+                                 args.steps)
+    print(f"TIA2-Shapes written to {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_world_benchmark_table(args: argparse.Namespace) -> int:
+    from textnorm.bench.report import render
+    from textnorm.study.misalignment import misalignment_table
+
+    results = misalignment_table(args.benchmark, args.reward or ("shapes-clip-a", "shapes-clip-b"), k=args.k)
+    note = ("textnorm(...) and ensembles: temperature/lambda chosen by "
+            f"{args.k}-fold cross-validation over prompts; held-out metrics.")
+    if args.json:
+        text = json.dumps(results, indent=2) + "\n"
+    else:
+        text = render(results, args.format, title=f"Misalignment of proxy rewards on {args.benchmark}", note=note)
+    _emit(text, args.output)
+    return 0
+
+
+# ---------------------------------------------------------------------------------- finetune
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from textnorm.config import load_config
+
+    config = load_config(args.config, args.set)
+    if args.method == "rl":
+        from textnorm.finetune.rl import run_rl
+
+        out = run_rl(config, resume=args.resume)
+    elif args.method == "sft":
+        from textnorm.finetune.sft import run_sft
+
+        out = run_sft(config, resume=args.resume)
+    else:
+        from textnorm.finetune.bon import run_bon
+
+        out = run_bon(config)
+    print(f"results in {out}", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on the embedded default: currently the published TIA2 table."""
+    """The main job on the embedded default: the published TIA2 table, then the misalignment table of
+    the embedded proxy rewards on the shipped TIA2-Shapes benchmark."""
+    from textnorm.bench.tia2 import shipped_shapes_dir
+
     ns = argparse.Namespace(published=True, benchmark=None, subset=None, format="table", json=False, output=None)
-    return cmd_tia2_table(ns)
+    cmd_tia2_table(ns)
+    if (shipped_shapes_dir() / "human_annotations").is_dir():
+        print()
+        cmd_world_benchmark_table(argparse.Namespace(benchmark="shapes", reward=None, k=5, json=False,
+                                                     format="table", output=None))
+    return 0
 
 
 # ------------------------------------------------------------------------------------ parser
@@ -407,6 +501,54 @@ def build_parser() -> argparse.ArgumentParser:
     wp.add_argument("--n", type=int, default=10)
     wp.add_argument("--seed", type=int, default=0)
     wp.set_defaults(func=cmd_world_prompts)
+
+    wb = wsub.add_parser("benchmark", help="TIA2-Shapes: build it, or print its misalignment table")
+    wbsub = wb.add_subparsers(dest="benchmark_command", required=True)
+    wbb = wbsub.add_parser("build", help="build TIA2-Shapes from the embedded generator")
+    wbb.add_argument("-o", "--output", required=True, metavar="DIR")
+    wbb.add_argument("--prompts-per-subset", type=int, default=40)
+    wbb.add_argument("--samples", type=int, default=50)
+    wbb.add_argument("--seed", type=int, default=0)
+    wbb.add_argument("--steps", type=int, default=20, help="DDIM steps")
+    wbb.add_argument("--model", default="shapes", help="generator: 'shapes' (shipped) or a pipeline folder")
+    wbb.set_defaults(func=cmd_world_benchmark_build)
+    wbt = wbsub.add_parser("table", help="proxy rewards, TextNorm (CV) and ensembles on a benchmark")
+    wbt.add_argument("--benchmark", default="shapes")
+    wbt.add_argument("--reward", action="append", help="reward name (repeatable; default the embedded ones)")
+    wbt.add_argument("--k", type=int, default=5)
+    add_output(wbt)
+    wbt.set_defaults(func=cmd_world_benchmark_table)
+
+    train = sub.add_parser("train", help="train the embedded models")
+    trsub = train.add_subparsers(dest="train_command", required=True)
+    tg = trsub.add_parser("generator", help="train the embedded text-to-image model from scratch")
+    tg.add_argument("--config", default="configs/generator.yaml")
+    tg.add_argument("--out", default="runs/generator", help="run folder (checkpoints, logs, final pipeline)")
+    tg.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    tg.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    tg.set_defaults(func=cmd_train_generator)
+    trw = trsub.add_parser("reward", help="train an embedded proxy reward model")
+    trw.add_argument("--config", required=True)
+    trw.add_argument("--out", help="output folder (default runs/<name>)")
+    trw.add_argument("--set", action="append", metavar="KEY=VALUE")
+    trw.set_defaults(func=cmd_train_reward)
+
+    gen_img = sub.add_parser("generate", help="sample images from the embedded generator")
+    gen_img.add_argument("--prompt", required=True)
+    gen_img.add_argument("--n", type=int, default=8)
+    gen_img.add_argument("--seed", type=int, default=0)
+    gen_img.add_argument("--steps", type=int, default=25, help="DDIM steps")
+    gen_img.add_argument("--guidance", type=float, default=3.0)
+    gen_img.add_argument("--model", default="shapes", help="'shapes' (shipped) or a pipeline folder")
+    gen_img.add_argument("-o", "--output", required=True, metavar="OUT", help="a .png grid, or a folder")
+    gen_img.set_defaults(func=cmd_generate)
+
+    ft = sub.add_parser("finetune", help="best-of-n, reward-weighted SFT or RL (LoRA) against any reward")
+    ft.add_argument("--method", choices=("bon", "sft", "rl"), required=True)
+    ft.add_argument("--config", required=True, metavar="FILE")
+    ft.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    ft.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the run folder")
+    ft.set_defaults(func=cmd_finetune)
     return parser
 
 

@@ -168,9 +168,16 @@ def _parse_prompt_sets(path: Path) -> dict[str, list[str]]:
     return data
 
 
+def shipped_shapes_dir() -> Path:
+    """Folder of the TIA2-Shapes benchmark shipped with the package (``--benchmark shapes``)."""
+    return Path(str(resources.files("textnorm") / "data" / "benchmarks" / "shapes"))
+
+
 def _resolve_root(benchmark: str | os.PathLike | None) -> Path:
     if benchmark is None or str(benchmark) == "tia2":
         return shipped_tia2_dir()
+    if str(benchmark) == "shapes" and not Path("shapes").exists():
+        return shipped_shapes_dir()
     root = Path(benchmark)
     if not (root / "human_annotations").is_dir():
         raise InputError(f"{root}: not a benchmark folder (expected {root / 'human_annotations'}/)")

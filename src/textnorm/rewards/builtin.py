@@ -43,3 +43,21 @@ def _hpsv2(path_or_id: str | None, **kw: Any):
     from textnorm.rewards.external import HPSv2Reward
 
     return HPSv2Reward(path_or_id, **kw)
+
+
+def _shipped_model(name: str) -> str:
+    from importlib import resources
+
+    return str(resources.files("textnorm") / "data" / "models" / name)
+
+
+def _register_shapes(name: str, description: str) -> None:
+    @register_reward(name, description, _shipped_model(name))
+    def _build(path_or_id: str, **kw: Any):
+        from textnorm.rewards.shapes import ShapesReward
+
+        return ShapesReward.from_pretrained(path_or_id, **kw)
+
+
+_register_shapes("shapes-clip-a", "embedded proxy: CNN + bag-of-words dual encoder, noisy captions (shipped)")
+_register_shapes("shapes-clip-b", "embedded proxy: CNN + transformer dual encoder, noisy captions (shipped)")

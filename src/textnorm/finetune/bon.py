@@ -1,0 +1,119 @@
+"""Best-of-n sampling: the classic over-optimisation curve.
+
+For each prompt, ``n_max`` samples are drawn once; for each n in ``ns`` they are split into
+``n_max / n`` disjoint groups, the best of each group by the optimised reward is kept, and the kept
+images' optimised reward, raw reward, TextNorm reward and gold alignment (the oracle) are averaged.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from textnorm.errors import InputError
+from textnorm.finetune.backend import DiffusionBackend
+from textnorm.finetune.common import DEFAULTS, build_objective, merge, print_accounting, training_prompts
+from textnorm.finetune.ddim import DDIMPolicy, sample_trajectories
+from textnorm.finetune.models import load_pipeline
+from textnorm.finetune.rl import _seed
+
+BON_DEFAULTS: dict[str, Any] = {"n_max": 16, "ns": [1, 2, 4, 8, 16]}
+
+
+def best_of_n_curve(values: dict[str, np.ndarray], objective: np.ndarray, ns: list[int]) -> list[dict]:
+    """Rows ``{n, <value>...}``: mean over prompts and groups of the values of each group's best sample.
+
+    ``objective`` and every value array have shape ``(n_prompts, n_max)``.
+
+    Example:
+        >>> obj = np.array([[0.1, 0.9, 0.5, 0.2]])
+        >>> best_of_n_curve({"gold": np.array([[1.0, 0.0, 1.0, 1.0]])}, obj, [1, 2, 4])
+        [{'n': 1, 'gold': 0.75}, {'n': 2, 'gold': 0.5}, {'n': 4, 'gold': 0.0}]
+    """
+    n_prompts, n_max = objective.shape
+    rows = []
+    for n in ns:
+        if n_max % n:
+            raise InputError(f"best-of-n: n={n} does not divide n_max={n_max}")
+        groups = objective.reshape(n_prompts, n_max // n, n)
+        best = groups.argmax(axis=2)
+        row: dict[str, Any] = {"n": n}
+        for name, v in values.items():
+            picked = np.take_along_axis(v.reshape(n_prompts, n_max // n, n), best[..., None], axis=2)
+            row[name] = float(np.nanmean(picked))
+        rows.append(row)
+    return rows
+
+
+def run_bon(config: dict, progress: bool = True) -> Path:
+    """Run best-of-n; writes ``bon.csv``, ``bon.png`` and a grid of the best-of-n_max images."""
+    from tqdm.auto import tqdm
+
+    from textnorm.finetune.common import gold_alignment
+
+    cfg = merge(merge(DEFAULTS, BON_DEFAULTS), config)
+    out = Path(cfg["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    pipe = load_pipeline(cfg["generator"])
+    backend = DiffusionBackend(pipe)
+    objective, raw, normed = build_objective(cfg)
+    prompts = training_prompts(cfg)
+    n_max = int(cfg["n_max"])
+    policy = DDIMPolicy(pipe.scheduler.config, cfg["sampling"]["steps"], eta=cfg["sampling"]["eta"])
+    print_accounting("bon", cfg, 1, len(prompts) * n_max, f" ({len(prompts)} prompts x {n_max})")
+    values: dict[str, list] = {"objective": [], "raw_reward": [], "textnorm_reward": [], "gold_alignment": []}
+    best_images = []
+    for p_idx, prompt in enumerate(tqdm(prompts, desc="best-of-n", disable=not progress)):
+        batch = [prompt] * n_max
+        images = sample_trajectories(backend, batch, policy, cfg["sampling"]["guidance_scale"],
+                                     torch.Generator().manual_seed(_seed(cfg["seed"], 9, p_idx))).images
+        obj = objective.score(images, batch).numpy()
+        values["objective"].append(obj)
+        values["raw_reward"].append(raw.score(images, batch).numpy())
+        values["textnorm_reward"].append(normed.score(images, batch).numpy())
+        gold = [gold_alignment(images[i: i + 1], [prompt]) for i in range(n_max)]
+        values["gold_alignment"].append(np.array([np.nan if g is None else g for g in gold]))
+        best_images.append(images[int(obj.argmax())])
+    arrays = {k: np.stack(v) for k, v in values.items()}
+    rows = best_of_n_curve(arrays, arrays["objective"], [n for n in cfg["ns"] if n <= n_max])
+    with (out / "bon.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    _plot(rows, out / "bon.png", cfg)
+    from PIL import Image
+
+    from textnorm.generate.grid import image_grid
+
+    pil = [Image.fromarray(a) for a in (torch.stack(best_images).permute(0, 2, 3, 1).numpy() * 255).round()
+           .astype(np.uint8)]
+    image_grid(pil, rows=len(pil), scale=3, labels=prompts).save(out / f"best_of_{n_max}.png")
+    return out
+
+
+def _plot(rows: list[dict], path: Path, cfg: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ns = [r["n"] for r in rows]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax[0].plot(ns, [r["objective"] for r in rows], "o-", label="optimised reward")
+    ax[0].set_xscale("log", base=2)
+    ax[0].set_xlabel("n")
+    ax[0].set_title("optimised reward of the best of n")
+    ax[1].plot(ns, [r["gold_alignment"] for r in rows], "o-", color="tab:green", label="gold (oracle)")
+    ax[1].set_xscale("log", base=2)
+    ax[1].set_xlabel("n")
+    ax[1].set_ylim(0, 1)
+    ax[1].set_title("gold alignment of the best of n")
+    name = cfg["reward"]["name"]
+    fig.suptitle(f"best-of-n, reward {name}{' + TextNorm' if cfg['reward'].get('textnorm') else ''}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,35 @@
+"""LoRA on the UNet through peft (diffusers' adapter integration), and its trainable state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "conv1", "conv2", "ff.net.0.proj",
+                   "ff.net.2")
+
+
+def add_lora(unet: Any, rank: int = 4, alpha: float | None = None, targets: tuple[str, ...] = DEFAULT_TARGETS,
+             seed: int = 0) -> list[torch.nn.Parameter]:
+    """Freeze the UNet and add a LoRA adapter; returns the trainable parameters.
+
+    Only target names present in the UNet are used (the embedded UNet has few attention layers, so
+    its ResNet convolutions are adapted too). LoRA's B matrices start at zero: the adapted model
+    starts exactly equal to the base model.
+    """
+    from peft import LoraConfig
+
+    present = {name.rsplit(".", 1)[-1] for name, _ in unet.named_modules()}
+    full_names = {name for name, _ in unet.named_modules()}
+    chosen = [t for t in targets if t in present or any(n.endswith("." + t) for n in full_names)]
+    unet.requires_grad_(False)
+    torch.manual_seed(seed)
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian",
+                                target_modules=chosen))
+    return [p for p in unet.parameters() if p.requires_grad]
+
+
+def trainable_state(unet: Any) -> dict[str, torch.Tensor]:
+    """The trainable (LoRA) tensors by name, for checkpoints and rank-sync checks."""
+    return {name: p for name, p in unet.named_parameters() if p.requires_grad}

@@ -1,0 +1,215 @@
+"""RL fine-tuning (DDPO, with DPOK's KL penalty as an option), LoRA on the UNet.
+
+Read top to bottom. Each epoch: sample a batch of trajectories with the stochastic DDIM policy,
+score the final images, turn rewards into per-prompt normalised advantages, then take PPO-clipped
+policy-gradient steps over the denoising steps. Every random draw comes from a generator seeded by
+(seed, epoch, rank), so a run resumed from a checkpoint equals an uninterrupted one. Runs unchanged
+under ``accelerate launch``: each process samples its share of the batch and gradients are averaged.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from textnorm.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from textnorm.finetune.backend import DiffusionBackend
+from textnorm.finetune.common import (
+    DEFAULTS,
+    Evaluator,
+    PromptStatTracker,
+    RunLog,
+    build_objective,
+    merge,
+    params_digest,
+    print_accounting,
+    save_json,
+    training_prompts,
+)
+from textnorm.finetune.ddim import DDIMPolicy, guided_output, sample_trajectories
+from textnorm.finetune.lora import DEFAULT_TARGETS, add_lora, trainable_state
+from textnorm.finetune.models import load_pipeline
+
+RL_DEFAULTS: dict[str, Any] = {
+    "epochs": 10,
+    "batch_size": 8,             # samples per process per epoch
+    "train_batch_size": 4,       # samples per gradient step
+    "inner_epochs": 1,
+    "lr": 3e-4,
+    "clip_range": 1e-4,
+    "adv_clip_max": 5.0,
+    "kl_coef": 0.0,              # > 0: DPOK-style KL penalty to the base model
+    "grad_clip": 1.0,
+    "checkpoint_every": 1,
+    "stat_tracking": {"buffer_size": 32, "min_count": 8},
+}
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def rl_step_loss(unet: Any, policy: DDIMPolicy, latents: torch.Tensor, next_latents: torch.Tensor, t: torch.Tensor,
+                 cond: torch.Tensor, uncond: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor,
+                 guidance_scale: float, clip_range: float, kl_coef: float = 0.0, base_unet: Any = None
+                 ) -> tuple[torch.Tensor, dict]:
+    """PPO-clipped policy-gradient loss of one denoising step (plus an optional KL penalty)."""
+    out = guided_output(unet, latents, t, cond, uncond, guidance_scale)
+    mean, std = policy.step_distribution(out, t, latents)
+    log_prob = policy.log_prob(next_latents, mean, std)
+    ratio = torch.exp(log_prob - old_log_probs)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1 - clip_range, 1 + clip_range)
+    loss = torch.maximum(unclipped, clipped).mean()
+    stats = {"clipfrac": float((torch.abs(ratio - 1) > clip_range).float().mean()), "kl": float("nan")}
+    if kl_coef > 0:
+        with torch.no_grad(), base_unet():
+            base_out = guided_output(unet, latents, t, cond, uncond, guidance_scale)
+        base_mean, _ = policy.step_distribution(base_out, t, latents)
+        # KL between two Gaussians with the same std: |mu - mu_base|^2 / (2 std^2), per dimension.
+        kl = ((mean - base_mean) ** 2).mean(dim=tuple(range(1, mean.ndim))) / (2 * std.clamp_min(1e-8) ** 2)
+        loss = loss + kl_coef * kl.mean()
+        stats["kl"] = float(kl.mean())
+    return loss, stats
+
+
+def run_rl(config: dict, resume: bool = False, progress: bool = True) -> Path:
+    """Run RL fine-tuning; returns the run folder (``eval.csv``, ``grids/``, ``checkpoint-*``, ``lora.safetensors``)."""
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    cfg = merge(merge(DEFAULTS, RL_DEFAULTS), config)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    out = Path(cfg["out"])
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    seed = int(cfg["seed"])
+
+    pipe = load_pipeline(cfg["generator"])
+    pipe.to(accelerator.device)
+    backend = DiffusionBackend(pipe)
+    unet = backend.unet
+    params = add_lora(unet, cfg["lora"]["rank"], cfg["lora"]["alpha"],
+                      tuple(cfg["lora"]["targets"] or DEFAULT_TARGETS), seed=seed)
+    optimizer = torch.optim.AdamW(params, lr=cfg["lr"])
+    wrapped, optimizer = accelerator.prepare(unet, optimizer)
+    objective, raw, normed = build_objective(cfg)
+    tracker = PromptStatTracker(**cfg["stat_tracking"])
+    policy = DDIMPolicy(pipe.scheduler.config, cfg["sampling"]["steps"], cfg["sampling"]["eta"])
+    guidance = cfg["sampling"]["guidance_scale"]
+    log = RunLog(out, enabled=main, tensorboard=cfg["log"]["tensorboard"], resume=resume)
+    evaluate = main and cfg["eval"]["every"] > 0  # every <= 0: no evaluation (e.g. for throughput runs)
+    evaluator = Evaluator(cfg, backend, objective, raw, normed, out) if evaluate else None
+
+    start_epoch, samples_seen = 0, 0
+    if resume and (ckpt := latest_checkpoint(out)) is not None:
+        state = load_checkpoint(ckpt, {"lora": trainable_state(unet)}, optimizer)
+        start_epoch, samples_seen = state["epoch"], state["samples"]
+        tracker.load(state["tracker"])
+        if evaluate:
+            log.truncate_after(start_epoch)
+            evaluator.base_images = torch.load(out / "base_eval.pt", weights_only=True)
+    pool = training_prompts(cfg)
+    batch = cfg["batch_size"]
+    print_accounting("rl", cfg, world, batch, f"; gradient steps per epoch: "
+                     f"{cfg['inner_epochs'] * -(-batch // cfg['train_batch_size'])}; denoising steps: "
+                     f"{cfg['sampling']['steps']}; epochs {start_epoch}->{cfg['epochs']}") if main else None
+    if evaluate and start_epoch == 0:
+        with torch.no_grad():
+            log.write(evaluator(0, {"samples": 0, "train_reward": float("nan"), "seconds": 0.0,
+                                    "clipfrac": float("nan"), "kl": float("nan")}))
+        torch.save(evaluator.base_images, out / "base_eval.pt")
+
+    t0 = time.time()
+    uncond_one = backend.encode([""])
+    bar = tqdm(range(start_epoch, cfg["epochs"]), initial=start_epoch, total=cfg["epochs"], desc="rl",
+               disable=not (progress and main))
+    for epoch in bar:
+        # The epoch's prompts are the same on every rank; each rank takes every world-th one.
+        rng = np.random.default_rng(_seed(seed, epoch))
+        global_prompts = [pool[i] for i in rng.integers(0, len(pool), size=batch * world)]
+        prompts = global_prompts[rank::world]
+        unet.eval()
+        traj = sample_trajectories(backend, prompts, policy, guidance,
+                                   torch.Generator().manual_seed(_seed(seed, epoch, rank, 1)), unet=unet)
+        rewards = objective.score(traj.images, prompts).to(accelerator.device)
+        gathered = accelerator.gather(rewards).cpu().numpy()
+        gathered_prompts = [p for r in range(world) for p in global_prompts[r::world]]
+        advantages = tracker.update(gathered_prompts, gathered)[rank * batch:(rank + 1) * batch]
+        advantages = torch.as_tensor(np.clip(advantages, -cfg["adv_clip_max"], cfg["adv_clip_max"]),
+                                     dtype=torch.float32, device=accelerator.device)
+
+        unet.train()
+        uncond = uncond_one.expand(cfg["train_batch_size"], *uncond_one.shape[1:])
+        train_steps = [j for j, stochastic in enumerate(policy.stochastic) if stochastic]
+        n_steps = len(train_steps)
+        stats: dict = {"clipfrac": float("nan"), "kl": float("nan")}
+        for inner in range(cfg["inner_epochs"]):
+            order = torch.randperm(batch, generator=torch.Generator().manual_seed(_seed(seed, epoch, rank, 2, inner)))
+            for lo in range(0, batch, cfg["train_batch_size"]):
+                idx = order[lo: lo + cfg["train_batch_size"]]
+                for k, j in enumerate(train_steps):
+                    # Gradients are synchronised across processes only on the last denoising step.
+                    sync = accelerator.no_sync(wrapped) if k < n_steps - 1 else _nullcontext()
+                    with sync:
+                        loss, stats = rl_step_loss(
+                            wrapped, policy, traj.latents[j][idx], traj.latents[j + 1][idx],
+                            traj.timesteps[j].to(accelerator.device), traj.cond[idx], uncond[: len(idx)],
+                            traj.log_probs[j][idx], advantages[idx], guidance, cfg["clip_range"], cfg["kl_coef"],
+                            base_unet=_adapters_off(unet))
+                        accelerator.backward(loss / n_steps)
+                accelerator.clip_grad_norm_(params, cfg["grad_clip"])
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        samples_seen += batch * world
+        if main:
+            bar.set_postfix(reward=f"{gathered.mean():.3f}")
+        if evaluate and (epoch + 1) % cfg["eval"]["every"] == 0:
+            unet.eval()
+            log.write(evaluator(epoch + 1, {"samples": samples_seen, "train_reward": float(gathered.mean()),
+                                            "seconds": round(time.time() - t0, 2), **stats}))
+        if (epoch + 1) % cfg["checkpoint_every"] == 0 or epoch + 1 == cfg["epochs"]:
+            accelerator.wait_for_everyone()
+            if main:
+                save_checkpoint(out / f"checkpoint-{epoch + 1}", {"lora": trainable_state(unet)}, optimizer,
+                                state={"epoch": epoch + 1, "samples": samples_seen, "tracker": tracker.state()})
+    _finish(out, unet, rank, main, samples_seen, accelerator)
+    return out
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def _adapters_off(unet: Any):
+    """A context-manager factory that runs the UNet with its LoRA adapters disabled (the base model)."""
+    class _Off:
+        def __enter__(self) -> None:
+            unet.disable_adapters()
+
+        def __exit__(self, *exc: Any) -> None:
+            unet.enable_adapters()
+
+    return _Off
+
+
+def _finish(out: Path, unet: Any, rank: int, main: bool, samples_seen: int, accelerator: Any) -> None:
+    """Write each rank's weight digest (sync check) and, on the main process, the final LoRA weights."""
+    from safetensors.torch import save_file
+
+    accelerator.wait_for_everyone()
+    state = trainable_state(unet)
+    (out / "ranks").mkdir(parents=True, exist_ok=True)
+    save_json(out / "ranks" / f"rank{rank}.json", {"digest": params_digest(state), "samples_seen": samples_seen})
+    if main:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, out / "lora.safetensors")
+    accelerator.wait_for_everyone()

@@ -1,0 +1,145 @@
+"""Reward-weighted supervised fine-tuning: generate, keep the top q% per prompt by the reward,
+fine-tune LoRA with the denoising loss (optionally weighted by reward), optionally regularised
+towards the frozen base model's prediction.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from textnorm.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from textnorm.finetune.backend import DiffusionBackend
+from textnorm.finetune.common import (
+    DEFAULTS,
+    Evaluator,
+    RunLog,
+    build_objective,
+    merge,
+    print_accounting,
+    save_json,
+    training_prompts,
+)
+from textnorm.finetune.ddim import DDIMPolicy, sample_trajectories
+from textnorm.finetune.lora import DEFAULT_TARGETS, add_lora, trainable_state
+from textnorm.finetune.models import load_pipeline
+from textnorm.finetune.rl import _adapters_off, _seed
+
+SFT_DEFAULTS: dict[str, Any] = {
+    "samples_per_prompt": 16,
+    "top_fraction": 0.1,
+    "weight_by_reward": False,
+    "steps": 100,
+    "train_batch_size": 16,
+    "lr": 1e-4,
+    "reg_coef": 0.0,        # > 0: MSE towards the frozen base model's prediction
+    "checkpoint_every": 50,
+}
+
+
+def select_top(prompts: list[str], rewards: np.ndarray, fraction: float) -> np.ndarray:
+    """Indices of the top ``fraction`` of samples of each prompt by reward (at least one each).
+
+    Example:
+        >>> select_top(["a", "a", "a", "b", "b"], np.array([1.0, 3.0, 2.0, 0.0, 5.0]), 0.4).tolist()
+        [1, 4]
+    """
+    keep: list[int] = []
+    for p in dict.fromkeys(prompts):
+        idx = np.array([i for i, q in enumerate(prompts) if q == p])
+        k = max(1, int(round(fraction * len(idx))))
+        keep += idx[np.argsort(-rewards[idx], kind="stable")[:k]].tolist()
+    return np.array(sorted(keep))
+
+
+def run_sft(config: dict, resume: bool = False, progress: bool = True) -> Path:
+    """Run reward-weighted SFT; returns the run folder."""
+    from tqdm.auto import tqdm
+
+    cfg = merge(merge(DEFAULTS, SFT_DEFAULTS), config)
+    out = Path(cfg["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    seed = int(cfg["seed"])
+    pipe = load_pipeline(cfg["generator"])
+    backend = DiffusionBackend(pipe)
+    unet, noise_scheduler = backend.unet, pipe.scheduler
+    objective, raw, normed = build_objective(cfg)
+
+    # 1. Generate and keep the best samples (deterministic from the seed, so a resume rebuilds the same set).
+    pool = training_prompts(cfg)
+    policy = DDIMPolicy(pipe.scheduler.config, cfg["sampling"]["steps"], eta=cfg["sampling"]["eta"])
+    prompts = [p for p in pool for _ in range(cfg["samples_per_prompt"])]
+    latents, rewards = [], []
+    for lo in range(0, len(prompts), 64):
+        chunk = prompts[lo: lo + 64]
+        traj = sample_trajectories(backend, chunk, policy, cfg["sampling"]["guidance_scale"],
+                                   torch.Generator().manual_seed(_seed(seed, 7, lo)))
+        latents.append(traj.latents[-1])
+        rewards.append(objective.score(traj.images, chunk))
+    latents_all, rewards_all = torch.cat(latents), torch.cat(rewards).numpy()
+    keep = select_top(prompts, rewards_all, cfg["top_fraction"])
+    data_x0, data_prompts = latents_all[keep], [prompts[i] for i in keep]
+    weights = torch.ones(len(keep))
+    if cfg["weight_by_reward"]:
+        r = torch.as_tensor(rewards_all[keep], dtype=torch.float32)
+        weights = torch.softmax((r - r.mean()) / (r.std() + 1e-6), 0) * len(r)
+    cond_all = backend.encode(data_prompts)
+    print_accounting("sft", cfg, 1, len(prompts), f"; kept {len(keep)} (top {cfg['top_fraction']:.0%} per prompt); "
+                     f"mean reward all {rewards_all.mean():.4f}, kept {rewards_all[keep].mean():.4f}; "
+                     f"steps {cfg['steps']} x batch {cfg['train_batch_size']}")
+
+    # 2. Fine-tune LoRA on the kept samples.
+    params = add_lora(unet, cfg["lora"]["rank"], cfg["lora"]["alpha"],
+                      tuple(cfg["lora"]["targets"] or DEFAULT_TARGETS), seed=seed)
+    optimizer = torch.optim.AdamW(params, lr=cfg["lr"])
+    log = RunLog(out, tensorboard=cfg["log"]["tensorboard"], resume=resume)
+    evaluator = Evaluator(cfg, backend, objective, raw, normed, out)
+    start = 0
+    if resume and (ckpt := latest_checkpoint(out)) is not None:
+        start = load_checkpoint(ckpt, {"lora": trainable_state(unet)}, optimizer)["step"]
+        log.truncate_after(start)
+        evaluator.base_images = torch.load(out / "base_eval.pt", weights_only=True)
+    if start == 0:
+        with torch.no_grad():
+            log.write(evaluator(0, {"loss": float("nan")}))
+        torch.save(evaluator.base_images, out / "base_eval.pt")
+    base_off = _adapters_off(unet)
+    t0 = time.time()
+    for step in tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc="sft", disable=not progress):
+        g = torch.Generator().manual_seed(_seed(seed, 8, step))
+        idx = torch.randint(0, len(data_x0), (cfg["train_batch_size"],), generator=g)
+        x0 = data_x0[idx]
+        noise = torch.randn(x0.shape, generator=g)
+        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),), generator=g)
+        xt = noise_scheduler.add_noise(x0, noise, t)
+        target = noise_scheduler.get_velocity(x0, noise, t) if noise_scheduler.config.prediction_type == \
+            "v_prediction" else noise
+        unet.train()
+        pred = unet(xt, t, encoder_hidden_states=cond_all[idx]).sample
+        loss = (F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3)) * weights[idx]).mean()
+        if cfg["reg_coef"] > 0:
+            with torch.no_grad(), base_off():
+                base = unet(xt, t, encoder_hidden_states=cond_all[idx]).sample
+            loss = loss + cfg["reg_coef"] * F.mse_loss(pred, base)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        if (step + 1) % cfg["eval"]["every"] == 0 or step + 1 == cfg["steps"]:
+            unet.eval()
+            log.write(evaluator(step + 1, {"loss": float(loss), "seconds": round(time.time() - t0, 2)}))
+        if (step + 1) % cfg["checkpoint_every"] == 0 or step + 1 == cfg["steps"]:
+            save_checkpoint(out / f"checkpoint-{step + 1}", {"lora": trainable_state(unet)}, optimizer,
+                            state={"step": step + 1})
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous() for k, v in trainable_state(unet).items()}, out / "lora.safetensors")
+    save_json(out / "data.json", {"generated": len(prompts), "kept": len(keep),
+                                  "mean_reward_all": float(rewards_all.mean()),
+                                  "mean_reward_kept": float(rewards_all[keep].mean())})
+    return out

@@ -1,0 +1,214 @@
+"""The fine-tuning engine on tiny local models: the DDIM policy, best-of-n, SFT, RL, resume, processes."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from textnorm.finetune.bon import best_of_n_curve
+from textnorm.finetune.common import PromptStatTracker, params_digest
+from textnorm.finetune.ddim import DDIMPolicy
+from textnorm.finetune.sft import select_top
+from tiny_models import save_tiny_sd_pipeline, save_tiny_shapes_pipeline, save_tiny_shapes_reward
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPTS = ["a red circle", "two blue squares", "a green triangle and a yellow circle"]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ft")
+    return {"shapes": save_tiny_shapes_pipeline(root / "shapes"), "sd": save_tiny_sd_pipeline(root / "sd"),
+            "reward": save_tiny_shapes_reward(root / "reward")}
+
+
+def config(assets, out, generator="shapes", **extra):
+    cfg = {"seed": 0, "generator": str(assets[generator]), "out": str(out),
+           "prompts": {"list": PROMPTS},
+           "reward": {"name": "shapes-clip-a", "path": str(assets["reward"]), "textnorm": False},
+           "sampling": {"steps": 3, "guidance_scale": 2.0, "eta": 1.0},
+           "lora": {"rank": 2, "alpha": 2},
+           "eval": {"every": 1, "prompts": PROMPTS[:2], "steps": 3, "seed": 5},
+           "log": {"tensorboard": False}}
+    for k, v in extra.items():
+        cfg[k] = v
+    return cfg
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_ddim_step_matches_diffusers(prediction):
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    cfg = DDPMScheduler(prediction_type=prediction, beta_schedule="squaredcos_cap_v2", clip_sample=False).config
+    policy = DDIMPolicy(cfg, num_steps=5, eta=0.7)
+    ref = DDIMScheduler.from_config(cfg, set_alpha_to_one=False)
+    ref.set_timesteps(5)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 4, 4, generator=g)
+    for t in policy.timesteps:
+        out = torch.randn(x.shape, generator=g)
+        noise = torch.randn(x.shape, generator=g)
+        mean, std = policy.step_distribution(out, t, x)
+        ours = mean + std * noise
+        theirs = ref.step(out, t, x, eta=0.7, variance_noise=noise).prev_sample
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+        lp = policy.log_prob(ours, mean, std)
+        if std > 0:
+            expected = torch.distributions.Normal(mean, std).log_prob(ours).mean(dim=(1, 2, 3))
+        else:
+            expected = torch.zeros(2)  # a deterministic step has no log-probability
+        torch.testing.assert_close(lp, expected)
+        x = ours
+
+
+def test_helpers():
+    rows = best_of_n_curve({"g": np.array([[0.0, 1.0, 1.0, 0.0]])}, np.array([[0.3, 0.4, 0.9, 0.1]]), [1, 2, 4])
+    assert [r["g"] for r in rows] == [0.5, 1.0, 1.0]
+    assert select_top(["a"] * 10, np.arange(10.0), 0.1).tolist() == [9]
+    tracker = PromptStatTracker(buffer_size=8, min_count=2)
+    adv = tracker.update(["a", "a", "b", "b"], np.array([0.0, 2.0, 5.0, 7.0]))
+    assert np.allclose(adv, [-1, 1, -1, 1], atol=1e-5)
+    tracker2 = PromptStatTracker()
+    tracker2.load(json.loads(json.dumps(tracker.state())))
+    assert tracker2.state() == tracker.state()
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("generator", ["shapes", "sd"])
+def test_rl_runs_and_logs(assets, tmp_path, generator):
+    from textnorm.finetune.rl import run_rl
+
+    cfg = config(assets, tmp_path / "rl", generator, epochs=2, batch_size=4, train_batch_size=2)
+    cfg["reward"]["textnorm"] = True
+    out = run_rl(cfg, progress=False)
+    rows = read_csv(out / "eval.csv")
+    assert [int(r["step"]) for r in rows] == [0, 1, 2]
+    assert {"objective", "raw_reward", "textnorm_reward", "gold_alignment", "drift", "samples"} <= set(rows[0])
+    assert float(rows[0]["drift"]) == 0.0 and int(rows[-1]["samples"]) == 8
+    assert (out / "grids" / "step_00002.png").exists() and (out / "lora.safetensors").exists()
+    lora = load_file(out / "lora.safetensors")
+    assert lora and all("lora" in k for k in lora)
+    if generator == "shapes":
+        assert 0.0 <= float(rows[0]["gold_alignment"]) <= 1.0
+
+
+def test_policy_gradient_step_moves_log_probs_the_right_way(assets):
+    """One RL step with advantage +1 on sample 0 and -1 on sample 1 makes sample 0's denoising path more
+    likely and sample 1's less likely under the updated policy."""
+    from textnorm.finetune.backend import DiffusionBackend
+    from textnorm.finetune.ddim import sample_trajectories
+    from textnorm.finetune.lora import add_lora
+    from textnorm.finetune.models import load_pipeline
+    from textnorm.finetune.rl import rl_step_loss
+
+    pipe = load_pipeline(assets["shapes"])
+    backend = DiffusionBackend(pipe)
+    params = add_lora(backend.unet, rank=4, alpha=4)
+    policy = DDIMPolicy(pipe.scheduler.config, 3, eta=1.0)
+    traj = sample_trajectories(backend, PROMPTS[:2], policy, 2.0, torch.Generator().manual_seed(0))
+    uncond = backend.encode(["", ""])
+    adv = torch.tensor([1.0, -1.0])
+
+    def log_probs():
+        from textnorm.finetune.ddim import guided_output
+
+        total = torch.zeros(2)
+        with torch.no_grad():
+            for j, t in enumerate(traj.timesteps):
+                out = guided_output(backend.unet, traj.latents[j], t, traj.cond, uncond, 2.0)
+                mean, std = policy.step_distribution(out, t, traj.latents[j])
+                total += policy.log_prob(traj.latents[j + 1], mean, std)
+        return total
+
+    before = log_probs()
+    torch.testing.assert_close(before, traj.log_probs.sum(0))  # LoRA starts as the identity
+    assert policy.stochastic == [True, True, False]  # the step from t = 0 is deterministic
+    for j, t in enumerate(traj.timesteps[:2]):
+        loss, _ = rl_step_loss(backend.unet, policy, traj.latents[j], traj.latents[j + 1], t, traj.cond, uncond,
+                               traj.log_probs[j], adv, 2.0, clip_range=10.0)
+        loss.backward()
+    # A step of tiny fixed length along the negative gradient: the first-order regime, where the
+    # change of each log-prob has the sign of its gradient's dot product with the step.
+    norm = torch.sqrt(sum((p.grad**2).sum() for p in params))
+    with torch.no_grad():
+        for p in params:
+            p -= 1e-4 * p.grad / norm
+    delta = log_probs() - before
+    assert delta[0] > 0 > delta[1]
+
+
+def test_sft_and_bon(assets, tmp_path):
+    from textnorm.finetune.bon import run_bon
+    from textnorm.finetune.sft import run_sft
+
+    cfg = config(assets, tmp_path / "sft", samples_per_prompt=4, top_fraction=0.25, steps=3, train_batch_size=2,
+                 weight_by_reward=True, reg_coef=0.1, checkpoint_every=2)
+    out = run_sft(cfg, progress=False)
+    assert json.loads((out / "data.json").read_text())["kept"] == 3
+    assert [int(r["step"]) for r in read_csv(out / "eval.csv")] == [0, 1, 2, 3]
+    out = run_bon(config(assets, tmp_path / "bon", n_max=4, ns=[1, 2, 4]), progress=False)
+    rows = read_csv(out / "bon.csv")
+    assert [int(r["n"]) for r in rows] == [1, 2, 4]
+    assert float(rows[-1]["objective"]) >= float(rows[0]["objective"])
+    assert (out / "bon.png").exists()
+
+
+def _cli(cfg_path, *extra, env=None):
+    return [sys.executable, "-m", "textnorm.cli", "finetune", "--method", "rl", "--config", str(cfg_path), *extra]
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
+    return env
+
+
+def test_rl_resume_after_sigkill_is_bitwise_identical(assets, tmp_path):
+    base = config(assets, tmp_path / "x", epochs=5, batch_size=4, train_batch_size=2, checkpoint_every=1)
+    cfg_a, cfg_b = dict(base, out=str(tmp_path / "a")), dict(base, out=str(tmp_path / "b"))
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(cfg_a))
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(cfg_b))
+    subprocess.run(_cli(tmp_path / "a.yaml"), check=True, env=_env(), capture_output=True)
+    proc = subprocess.Popen(_cli(tmp_path / "b.yaml"), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    rng = np.random.default_rng()
+    target = int(rng.integers(1, 4))
+    while time.time() < deadline and not (tmp_path / "b" / f"checkpoint-{target}").exists():
+        time.sleep(0.05)
+    time.sleep(float(rng.uniform(0, 0.5)))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "b" / "lora.safetensors").exists()
+    subprocess.run(_cli(tmp_path / "b.yaml", "--resume"), check=True, env=_env(), capture_output=True)
+    a, b = load_file(tmp_path / "a" / "lora.safetensors"), load_file(tmp_path / "b" / "lora.safetensors")
+    assert params_digest(a) == params_digest(b)
+    assert [r["step"] for r in read_csv(tmp_path / "b" / "eval.csv")] == [str(i) for i in range(6)]
+
+
+def test_two_processes_stay_in_sync(assets, tmp_path):
+    cfg = config(assets, tmp_path / "ddp", epochs=2, batch_size=2, train_batch_size=2)
+    (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", "-m", "textnorm.cli", "finetune",
+           "--method", "rl", "--config", str(tmp_path / "ddp.yaml")]
+    result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    ranks = [json.loads((tmp_path / "ddp" / "ranks" / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0]["digest"] == ranks[1]["digest"]
+    rows = read_csv(tmp_path / "ddp" / "eval.csv")
+    assert int(rows[-1]["samples"]) == 2 * 2 * 2  # epochs x per-process batch x processes, counted once
+    assert result.stdout.count("processes: 2") == 1
