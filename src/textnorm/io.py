@@ -71,6 +71,49 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = 2)
     write_text_atomic(path, json.dumps(obj, indent=indent) + "\n")
 
 
+def read_text(path: str | os.PathLike) -> str:
+    """A UTF-8 text file's content; a missing or unreadable file is a one-line :class:`InputError`.
+
+    Example:
+        >>> read_text("/nonexistent.txt")
+        Traceback (most recent call last):
+        ...
+        textnorm.errors.InputError: /nonexistent.txt: file not found
+    """
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read file: {e}") from None
+
+
+def iter_jsonl(path: str | os.PathLike, text: str, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for each non-blank line of JSONL ``text`` read from ``path``.
+
+    Every line must be a JSON object holding the ``required`` keys; otherwise an :class:`InputError`
+    names the file and line.
+
+    Example:
+        >>> list(iter_jsonl("f.jsonl", '{"a": 1}\\n\\n{"a": 2}\\n', required=("a",)))
+        [(1, {'a': 1}), (3, {'a': 2})]
+    """
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}:{lineno}: malformed JSON: {e.msg}") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{path}:{lineno}: expected a JSON object with keys {', '.join(required)}")
+        absent = [c for c in required if c not in row]
+        if absent:
+            raise InputError(f"{path}:{lineno}: missing key(s) {', '.join(absent)}")
+        yield lineno, row
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """Read a JSON file, turning I/O and syntax problems into a one-line :class:`InputError`.
 
@@ -82,12 +125,7 @@ def read_json(path: str | os.PathLike) -> Any:
         [1, 2]
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read file: {e}") from None
+    text = read_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:

@@ -13,6 +13,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from textnorm.errors import InputError
+from textnorm.io import iter_jsonl, read_text
 from textnorm.rewards.base import Reward
 
 
@@ -87,10 +88,7 @@ def read_manifest(path: str | os.PathLike) -> list[tuple[Path, str]]:
         [('a.png', 'a cat')]
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
+    text = read_text(path)
     rows: list[tuple[int, dict]] = []
     if path.suffix.lower() == ".csv":
         reader = csv.DictReader(text.splitlines())
@@ -99,16 +97,7 @@ def read_manifest(path: str | os.PathLike) -> list[tuple[Path, str]]:
             raise InputError(f"{path}:1: missing column(s) {', '.join(absent)}")
         rows = [(reader.line_num, r) for r in reader]
     else:
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{lineno}: malformed JSON: {e.msg}") from None
-            if not isinstance(row, dict) or "image" not in row or "prompt" not in row:
-                raise InputError(f"{path}:{lineno}: expected an object with keys image and prompt")
-            rows.append((lineno, row))
+        rows = list(iter_jsonl(path, text, ("image", "prompt")))
     if not rows:
         raise InputError(f"{path}: no rows found")
     out = []

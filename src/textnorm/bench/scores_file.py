@@ -6,7 +6,6 @@ Columns: ``subset``, ``image`` (the benchmark image file name), ``score``, optio
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from textnorm.bench.tia2 import Subset, benchmark_subsets, load_subset
 from textnorm.errors import InputError
+from textnorm.io import iter_jsonl, read_text
 
 REQUIRED = ("subset", "image", "score")
 DEFAULT_MODEL = "score"
@@ -23,12 +23,7 @@ Scores = dict[str, dict[str, dict[str, float]]]
 
 
 def _records(path: Path) -> Iterator[tuple[int, dict]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read file: {e}") from None
+    text = read_text(path)
     if not text.strip():
         raise InputError(f"{path}: file is empty")
     is_csv = path.suffix.lower() == ".csv" or (
@@ -48,19 +43,7 @@ def _records(path: Path) -> Iterator[tuple[int, dict]]:
                 row.pop("model", None)
             yield reader.line_num, row
         return
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}:{lineno}: malformed JSON: {e.msg}") from None
-        if not isinstance(row, dict):
-            raise InputError(f"{path}:{lineno}: expected a JSON object with keys {', '.join(REQUIRED)}")
-        absent = [c for c in REQUIRED if c not in row]
-        if absent:
-            raise InputError(f"{path}:{lineno}: missing key(s) {', '.join(absent)}")
-        yield lineno, row
+    yield from iter_jsonl(path, text, REQUIRED)
 
 
 def _parse_score(value: object, where: str) -> float:

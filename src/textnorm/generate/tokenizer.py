@@ -21,8 +21,9 @@ def world_vocabulary() -> list[str]:
     return list(dict.fromkeys(words))
 
 
-def build_tokenizer():
-    """A ``PreTrainedTokenizerFast`` over :func:`world_vocabulary`, adding [BOS]/[EOS], lower-casing.
+def build_tokenizer(extra_words: tuple[str, ...] = (), max_length: int = MAX_LENGTH):
+    """A ``PreTrainedTokenizerFast`` over :func:`world_vocabulary` (plus ``extra_words``), adding
+    [BOS]/[EOS], lower-casing.
 
     Example:
         >>> tok = build_tokenizer()
@@ -32,11 +33,11 @@ def build_tokenizer():
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {t: i for i, t in enumerate(SPECIALS + world_vocabulary())}
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(SPECIALS + world_vocabulary() + list(extra_words)))}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(
         single="[BOS] $A [EOS]", special_tokens=[("[BOS]", vocab["[BOS]"]), ("[EOS]", vocab["[EOS]"])])
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]",
-                                   eos_token="[EOS]", model_max_length=MAX_LENGTH)
+                                   eos_token="[EOS]", model_max_length=max_length)

@@ -36,19 +36,9 @@ def reward_tokenizer():
         >>> tok.convert_ids_to_tokens(tok("some circles")["input_ids"])
         ['[BOS]', 'some', 'circles', '[EOS]']
     """
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    from textnorm.generate.tokenizer import build_tokenizer
 
-    from textnorm.generate.tokenizer import SPECIALS, world_vocabulary
-
-    vocab = {t: i for i, t in enumerate(dict.fromkeys(SPECIALS + world_vocabulary() + list(EXTRA_WORDS)))}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[BOS] $A [EOS]", special_tokens=[("[BOS]", vocab["[BOS]"]), ("[EOS]", vocab["[EOS]"])])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]",
-                                   eos_token="[EOS]", model_max_length=24)
+    return build_tokenizer(EXTRA_WORDS, max_length=24)
 
 
 class ImageEncoder(nn.Module):
