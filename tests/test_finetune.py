@@ -203,7 +203,8 @@ def test_two_processes_stay_in_sync(assets, tmp_path):
     cfg = config(assets, tmp_path / "ddp", epochs=2, batch_size=2, train_batch_size=2)
     (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(cfg))
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", "-m", "textnorm.cli", "finetune",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu", "--num_cpu_threads_per_process", "1",
+           "-m", "textnorm.cli", "finetune",
            "--method", "rl", "--config", str(tmp_path / "ddp.yaml")]
     result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]

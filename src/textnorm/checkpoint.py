@@ -118,8 +118,9 @@ def load_checkpoint(folder: str | os.PathLike, modules: dict[str, torch.nn.Modul
         if isinstance(module, torch.nn.Module):
             module.load_state_dict(sd)
         else:
-            for k, v in sd.items():
-                module[k].copy_(v)
+            with torch.no_grad():
+                for k, v in sd.items():
+                    module[k].copy_(v)
     meta = json.loads((folder / "state.json").read_text())
     extra = load_file(folder / "optimizer.safetensors")
     if optimizer is not None:

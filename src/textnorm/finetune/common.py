@@ -260,6 +260,19 @@ class Evaluator:
         return row
 
 
+def warm_caches(backend: Any, rewards: list[Reward], prompts: list[str]) -> None:
+    """Fill the text-embedding caches for every prompt up front, in one fixed order.
+
+    Batched text encoding can differ in the last bits with the batch's make-up; encoding all prompts
+    once, the same way in a fresh and in a resumed run, keeps resumed runs bitwise identical.
+    """
+    prompts = list(dict.fromkeys(["", *prompts]))
+    backend.encode(prompts)
+    dummy = torch.zeros(len(prompts) - 1, 3, 32, 32)
+    for reward in rewards:
+        reward.score(dummy, prompts[1:])
+
+
 def params_digest(params: dict[str, torch.Tensor]) -> str:
     """SHA-256 of the trainable tensors (to compare ranks and runs bit for bit)."""
     h = hashlib.sha256()
@@ -280,6 +293,6 @@ def save_json(path: Path, obj: Any) -> None:
     write_json_atomic(path, obj)
 
 
-__all__ = ["DEFAULTS", "Evaluator", "PromptStatTracker", "RunLog", "build_objective", "eval_prompts",
+__all__ = ["DEFAULTS", "Evaluator", "warm_caches", "PromptStatTracker", "RunLog", "build_objective", "eval_prompts",
            "gold_alignment", "merge", "params_digest", "print_accounting", "save_json", "training_prompts",
            "json"]

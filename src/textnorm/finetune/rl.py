@@ -24,11 +24,13 @@ from textnorm.finetune.common import (
     PromptStatTracker,
     RunLog,
     build_objective,
+    eval_prompts,
     merge,
     params_digest,
     print_accounting,
     save_json,
     training_prompts,
+    warm_caches,
 )
 from textnorm.finetune.ddim import DDIMPolicy, guided_output, sample_trajectories
 from textnorm.finetune.lora import DEFAULT_TARGETS, add_lora, trainable_state
@@ -115,6 +117,7 @@ def run_rl(config: dict, resume: bool = False, progress: bool = True) -> Path:
             log.truncate_after(start_epoch)
             evaluator.base_images = torch.load(out / "base_eval.pt", weights_only=True)
     pool = training_prompts(cfg)
+    warm_caches(backend, [objective, raw, normed], pool + (eval_prompts(cfg) if evaluate else []))
     batch = cfg["batch_size"]
     print_accounting("rl", cfg, world, batch, f"; gradient steps per epoch: "
                      f"{cfg['inner_epochs'] * -(-batch // cfg['train_batch_size'])}; denoising steps: "

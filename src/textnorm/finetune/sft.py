@@ -20,10 +20,12 @@ from textnorm.finetune.common import (
     Evaluator,
     RunLog,
     build_objective,
+    eval_prompts,
     merge,
     print_accounting,
     save_json,
     training_prompts,
+    warm_caches,
 )
 from textnorm.finetune.ddim import DDIMPolicy, sample_trajectories
 from textnorm.finetune.lora import DEFAULT_TARGETS, add_lora, trainable_state
@@ -72,6 +74,7 @@ def run_sft(config: dict, resume: bool = False, progress: bool = True) -> Path:
 
     # 1. Generate and keep the best samples (deterministic from the seed, so a resume rebuilds the same set).
     pool = training_prompts(cfg)
+    warm_caches(backend, [objective, raw, normed], pool + eval_prompts(cfg))
     policy = DDIMPolicy(pipe.scheduler.config, cfg["sampling"]["steps"], eta=cfg["sampling"]["eta"])
     prompts = [p for p in pool for _ in range(cfg["samples_per_prompt"])]
     latents, rewards = [], []
@@ -106,7 +109,7 @@ def run_sft(config: dict, resume: bool = False, progress: bool = True) -> Path:
         evaluator.base_images = torch.load(out / "base_eval.pt", weights_only=True)
     if start == 0:
         with torch.no_grad():
-            log.write(evaluator(0, {"loss": float("nan")}))
+            log.write(evaluator(0, {"loss": float("nan"), "seconds": 0.0}))
         torch.save(evaluator.base_images, out / "base_eval.pt")
     base_off = _adapters_off(unet)
     t0 = time.time()
