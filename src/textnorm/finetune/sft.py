@@ -135,7 +135,7 @@ def run_sft(config: dict, resume: bool = False, progress: bool = True) -> Path:
         optimizer.step()
         if (step + 1) % cfg["eval"]["every"] == 0 or step + 1 == cfg["steps"]:
             unet.eval()
-            log.write(evaluator(step + 1, {"loss": float(loss), "seconds": round(time.time() - t0, 2)}))
+            log.write(evaluator(step + 1, {"loss": float(loss.detach()), "seconds": round(time.time() - t0, 2)}))
         if (step + 1) % cfg["checkpoint_every"] == 0 or step + 1 == cfg["steps"]:
             save_checkpoint(out / f"checkpoint-{step + 1}", {"lora": trainable_state(unet)}, optimizer,
                             state={"step": step + 1})

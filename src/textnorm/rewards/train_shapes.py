@@ -36,7 +36,7 @@ def noisy_caption(scene: Scene, rng: random.Random, cfg: dict) -> str:
         >>> from textnorm.world.scene import SceneObject
         >>> scene = Scene(32, (SceneObject("circle", "red", (2, 2, 8, 8)),))
         >>> noisy_caption(scene, random.Random(0), {**DEFAULTS, "count_noise": 0, "color_drop": 0})
-        'a red circle'
+        'an image of a red circle'
     """
     groups = list(Counter((o.shape, o.color) for o in scene.objects).items())
     rng.shuffle(groups)
