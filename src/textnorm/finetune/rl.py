@@ -10,6 +10,7 @@ under ``accelerate launch``: each process samples its share of the batch and gra
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -119,9 +120,10 @@ def run_rl(config: dict, resume: bool = False, progress: bool = True) -> Path:
     pool = training_prompts(cfg)
     warm_caches(backend, [objective, raw, normed], pool + (eval_prompts(cfg) if evaluate else []))
     batch = cfg["batch_size"]
-    print_accounting("rl", cfg, world, batch, f"; gradient steps per epoch: "
-                     f"{cfg['inner_epochs'] * -(-batch // cfg['train_batch_size'])}; denoising steps: "
-                     f"{cfg['sampling']['steps']}; epochs {start_epoch}->{cfg['epochs']}") if main else None
+    if main:
+        print_accounting("rl", cfg, world, batch, f"; gradient steps per epoch: "
+                         f"{cfg['inner_epochs'] * -(-batch // cfg['train_batch_size'])}; denoising steps: "
+                         f"{cfg['sampling']['steps']}; epochs {start_epoch}->{cfg['epochs']}")
     if evaluate and start_epoch == 0:
         with torch.no_grad():
             log.write(evaluator(0, {"samples": 0, "train_reward": float("nan"), "seconds": 0.0,
@@ -158,7 +160,7 @@ def run_rl(config: dict, resume: bool = False, progress: bool = True) -> Path:
                 idx = order[lo: lo + cfg["train_batch_size"]]
                 for k, j in enumerate(train_steps):
                     # Gradients are synchronised across processes only on the last denoising step.
-                    sync = accelerator.no_sync(wrapped) if k < n_steps - 1 else _nullcontext()
+                    sync = accelerator.no_sync(wrapped) if k < n_steps - 1 else nullcontext()
                     with sync:
                         loss, stats = rl_step_loss(
                             wrapped, policy, traj.latents[j][idx], traj.latents[j + 1][idx],
@@ -185,24 +187,18 @@ def run_rl(config: dict, resume: bool = False, progress: bool = True) -> Path:
     return out
 
 
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
-
-
 def _adapters_off(unet: Any):
     """A context-manager factory that runs the UNet with its LoRA adapters disabled (the base model)."""
-    class _Off:
-        def __enter__(self) -> None:
-            unet.disable_adapters()
 
-        def __exit__(self, *exc: Any) -> None:
+    @contextmanager
+    def off():
+        unet.disable_adapters()
+        try:
+            yield
+        finally:
             unet.enable_adapters()
 
-    return _Off
+    return off
 
 
 def _finish(out: Path, unet: Any, rank: int, main: bool, samples_seen: int, accelerator: Any) -> None:
