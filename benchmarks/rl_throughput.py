@@ -6,10 +6,14 @@ batch size, denoising steps, eta, guidance, learning rate, clip range, and the s
 brightness). trl is the last release that ships ``DDPOTrainer`` (0.23.1); it is installed by this
 script in its own virtual environment (``.bench-venvs/trl``) with torch 2.13.0, transformers < 4.57,
 diffusers < 0.36, peft and accelerate. Each side runs in a fresh process; throughput counts the
-samples trained on divided by the wall time of the training call, peak memory is the process's
-maximum resident set size. The last line is ``throughput ratio X.XX`` (ours / trl).
+samples trained on divided by the wall time, peak memory is the process's
+maximum resident set size. The clock runs from loading the pipeline to the end of training on both
+sides (imports excluded on both). The last line is ``throughput ratio X.XX`` (ours / trl).
 
-    python benchmarks/rl_throughput.py [--epochs 4] [--batch 8] [--steps 10]
+    python benchmarks/rl_throughput.py [--epochs 4] [--batch 8] [--steps 10] [--unet embedded|attention]
+
+Our loop also runs with several denoising steps per UNet call in training (``timesteps_per_pass``:
+the same loss and gradient, fewer and larger calls, more activation memory); each setting is printed.
 """
 
 from __future__ import annotations
@@ -39,10 +43,8 @@ vocab = {t: i for i, t in enumerate(["<|startoftext|>", "<|endoftext|>"] + chars
 (out / "vocab.json").write_text(json.dumps(vocab)); (out / "merges.txt").write_text("#version: 0.2\n")
 tok = CLIPTokenizer(str(out / "vocab.json"), str(out / "merges.txt"), model_max_length=32)
 torch.manual_seed(0)
-unet = UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64),
-                            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1,
-                            cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8)
+unet = UNet2DConditionModel(in_channels=4, out_channels=4, layers_per_block=1, cross_attention_dim=32,
+                            attention_head_dim=8, norm_num_groups=8, **json.loads(sys.argv[2]))
 vae = AutoencoderKL(block_out_channels=(16, 32), down_block_types=("DownEncoderBlock2D",) * 2,
                     up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8, sample_size=32)
 text = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -54,6 +56,18 @@ StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, sc
                         feature_extractor=None, requires_safety_checker=False).save_pretrained(out / "pipe",
                                                                                                safe_serialization=True)
 '''
+
+# The UNet: "embedded" has the embedded generator's shape (channels 16/32/64, cross-attention only at
+# the lowest resolution); "attention" puts attention with 8 heads of 4 channels at full latent resolution,
+# where CPU attention kernels dominate the time.
+UNETS = {
+    "embedded": {"sample_size": 32, "block_out_channels": [16, 32, 64],
+                 "down_block_types": ["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"],
+                 "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"]},
+    "attention": {"sample_size": 16, "block_out_channels": [32, 64],
+                  "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+                  "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"]},
+}
 
 TRL_SIDE = r'''
 import json, resource, sys, time, torch
@@ -77,9 +91,10 @@ config = DDPOConfig(num_epochs=args["epochs"], sample_batch_size=args["batch"], 
                     log_with=None, save_freq=10**6, allow_tf32=False, async_reward_computation=False,
                     project_kwargs={"project_dir": args["out"], "logging_dir": args["out"]},
                     accelerator_kwargs={"cpu": True})
+t = time.perf_counter()  # from loading the pipeline to the end of training, as on our side
 pipe = DefaultDDPOStableDiffusionPipeline(args["pipe"], use_lora=True)
 trainer = DDPOTrainer(config, reward_fn, prompt_fn, pipe)
-t = time.perf_counter(); trainer.train(); seconds = time.perf_counter() - t
+trainer.train(); seconds = time.perf_counter() - t
 print(json.dumps({"samples": args["epochs"] * args["batch"], "seconds": seconds,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 '''
@@ -87,6 +102,9 @@ print(json.dumps({"samples": args["epochs"] * args["batch"], "seconds": seconds,
 OURS_SIDE = r'''
 import json, resource, sys, time, torch
 args = json.loads(sys.argv[1])
+# Imported before the clock starts, as importing trl does on its side.
+import accelerate, peft, transformers
+from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from textnorm.finetune.rl import run_rl
 from textnorm.rewards.base import CallableReward
 from textnorm.rewards.registry import register_reward
@@ -100,7 +118,7 @@ cfg = {"seed": 0, "generator": args["pipe"], "out": args["out"],
        "lora": {"rank": 4, "alpha": 4, "targets": ["to_k", "to_q", "to_v", "to_out.0"]},
        "epochs": args["epochs"], "batch_size": args["batch"], "train_batch_size": args["train_batch"],
        "lr": args["lr"], "clip_range": 1e-4, "checkpoint_every": 10**6, "eval": {"every": 0},
-       "log": {"tensorboard": False}}
+       "log": {"tensorboard": False}, "timesteps_per_pass": args["timesteps_per_pass"]}
 t = time.perf_counter(); run_rl(cfg, progress=False); seconds = time.perf_counter() - t
 print(json.dumps({"samples": args["epochs"] * args["batch"], "seconds": seconds,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -114,7 +132,7 @@ def ensure_trl_venv() -> Path:
         return python
     print(f"installing {' '.join(TRL_REQUIREMENTS)} into {TRL_VENV} ...", flush=True)
     subprocess.run([sys.executable, "-m", "venv", str(TRL_VENV)], check=True)
-    subprocess.run([str(TRL_VENV / "bin" / "pip"), "install", "-q", *TRL_REQUIREMENTS], check=True)
+    subprocess.run([str(TRL_VENV / "bin" / "pip"), "install", *TRL_REQUIREMENTS], check=True)
     return python
 
 
@@ -132,24 +150,36 @@ def main() -> None:
     parser.add_argument("--train-batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=10, help="denoising steps")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--unet", choices=sorted(UNETS), default="embedded")
+    parser.add_argument("--timesteps-per-pass", type=int, default=1,
+                        help="our setting for the last lines (1 = the engine's default, one denoising step per call)")
+    parser.add_argument("--also", type=int, nargs="*", default=[5], help="further timesteps_per_pass values to run")
     args = parser.parse_args()
     trl_python = ensure_trl_venv()
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                PYTHONPATH=str(ROOT / "src"), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([str(trl_python), "-c", BUILD, tmp], check=True, env=env, capture_output=True)
+        subprocess.run([str(trl_python), "-c", BUILD, tmp, json.dumps(UNETS[args.unet])], check=True, env=env,
+                       capture_output=True)
         common = {"pipe": str(Path(tmp) / "pipe"), "epochs": args.epochs, "batch": args.batch,
                   "train_batch": args.train_batch, "steps": args.steps, "guidance": 3.0, "lr": 3e-4}
         theirs = run_side(str(trl_python), TRL_SIDE, {**common, "out": str(Path(tmp) / "trl")}, env)
-        ours = run_side(sys.executable, OURS_SIDE, {**common, "out": str(Path(tmp) / "ours")}, env)
+        ours = {k: run_side(sys.executable, OURS_SIDE, {**common, "out": str(Path(tmp) / f"ours{k}"),
+                                                        "timesteps_per_pass": k}, env)
+                for k in sorted({args.timesteps_per_pass, *args.also})}
     print(f"settings: {args.epochs} epochs x {args.batch} samples, train batch {args.train_batch}, "
-          f"{args.steps} denoising steps, CFG 3.0, LoRA r=4 on attention, {args.threads} threads")
-    for name, r in (("textnorm", ours), ("trl 0.23.1 DDPOTrainer", theirs)):
-        print(f"{name:>24}: {r['samples'] / r['seconds']:.2f} samples/s ({r['seconds']:.1f} s), "
-              f"peak memory {r['peak_rss_mb']:.0f} MB")
-    print(f"memory ratio {ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f}")
-    print(f"throughput ratio {(ours['samples'] / ours['seconds']) / (theirs['samples'] / theirs['seconds']):.2f}")
-
+          f"{args.steps} denoising steps, CFG 3.0, LoRA r=4 on attention, {args.threads} threads, UNet {args.unet!r}")
+    rate = {k: r["samples"] / r["seconds"] for k, r in ours.items()}
+    trl_rate = theirs["samples"] / theirs["seconds"]
+    print(f"{'trl 0.23.1 DDPOTrainer':>34}: {trl_rate:.2f} samples/s ({theirs['seconds']:.1f} s), "
+          f"peak memory {theirs['peak_rss_mb']:.0f} MB")
+    for k, r in ours.items():
+        print(f"{f'textnorm, timesteps_per_pass={k}':>34}: {rate[k]:.2f} samples/s ({r['seconds']:.1f} s), "
+              f"peak memory {r['peak_rss_mb']:.0f} MB; vs trl: throughput x{rate[k] / trl_rate:.2f}, "
+              f"memory x{r['peak_rss_mb'] / theirs['peak_rss_mb']:.2f}")
+    k = args.timesteps_per_pass
+    print(f"memory ratio {ours[k]['peak_rss_mb'] / theirs['peak_rss_mb']:.2f} (timesteps_per_pass={k})")
+    print(f"throughput ratio {rate[k] / trl_rate:.2f}")
 
 if __name__ == "__main__":
     main()

@@ -151,6 +151,48 @@ def test_policy_gradient_step_moves_log_probs_the_right_way(assets):
     assert delta[0] > 0 > delta[1]
 
 
+@pytest.mark.parametrize("kl_coef", [0.0, 0.5])
+def test_several_denoising_steps_in_one_pass_equal_one_step_at_a_time(assets, kl_coef):
+    """The batched training pass (timesteps_per_pass > 1) gives the loss and gradient of the per-step sum."""
+    from textnorm.finetune.backend import DiffusionBackend
+    from textnorm.finetune.ddim import sample_trajectories
+    from textnorm.finetune.lora import add_lora
+    from textnorm.finetune.models import load_pipeline
+    from textnorm.finetune.rl import _adapters_off, rl_step_loss
+
+    pipe = load_pipeline(assets["sd"])
+    backend = DiffusionBackend(pipe)
+    params = add_lora(backend.unet, rank=2, alpha=2)
+    with torch.no_grad():  # LoRA B starts at zero; move it so that the adapter matters for the KL term
+        for p in params:
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    policy = DDIMPolicy(pipe.scheduler.config, 4, eta=1.0)
+    traj = sample_trajectories(backend, PROMPTS, policy, 2.0, torch.Generator().manual_seed(1))
+    steps = [j for j, s in enumerate(policy.stochastic) if s]
+    n, adv = len(PROMPTS), torch.tensor([1.0, -0.5, 0.25])
+    uncond = backend.encode([""] * n)
+    off = _adapters_off(backend.unet)
+
+    def grads(loss):
+        for p in params:
+            p.grad = None
+        loss.backward()
+        return [p.grad.clone() for p in params]
+
+    per_step = sum(rl_step_loss(backend.unet, policy, traj.latents[j], traj.latents[j + 1], traj.timesteps[j],
+                                traj.cond, uncond, traj.log_probs[j], adv, 2.0, 0.1, kl_coef, off)[0]
+                   for j in steps) / len(steps)
+    expected = grads(per_step)
+    batched, _ = rl_step_loss(backend.unet, policy, traj.latents[steps].flatten(0, 1),
+                              traj.latents[[j + 1 for j in steps]].flatten(0, 1),
+                              traj.timesteps[steps].repeat_interleave(n), traj.cond.repeat(len(steps), 1, 1),
+                              uncond.repeat(len(steps), 1, 1), traj.log_probs[steps].flatten(),
+                              adv.repeat(len(steps)), 2.0, 0.1, kl_coef, off)
+    torch.testing.assert_close(batched, per_step, rtol=1e-5, atol=1e-6)
+    for got, want in zip(grads(batched), expected):  # float32 sums in another order: compare at the tensor's scale
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+
+
 def test_sft_and_bon(assets, tmp_path):
     from textnorm.finetune.bon import run_bon
     from textnorm.finetune.sft import run_sft

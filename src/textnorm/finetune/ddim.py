@@ -66,26 +66,35 @@ class DDIMPolicy:
 
     def step_distribution(self, model_output: torch.Tensor, t: torch.Tensor, x: torch.Tensor
                           ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and standard deviation of x_{t-1} given x_t (``t`` a scalar tensor)."""
+        """Mean and standard deviation of x_{t-1} given x_t.
+
+        ``t`` is a scalar tensor (one step for the whole batch; std is then a scalar) or holds one
+        timestep per sample (several denoising steps in one batch; std then broadcasts over ``x``).
+        """
+        t = torch.as_tensor(t, device=self.alphas_cumprod.device)
         a_t, a_prev = self._alphas(t)
-        a_t, a_prev = float(a_t), float(a_prev)
+        # Coefficients in float64, then cast once: the same numbers for one step or many.
+        var = ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).clamp_min(0)
+        std = self.eta * var.sqrt()
+        coef = {"sqrt_a": a_t.sqrt(), "sqrt_1ma": (1 - a_t).sqrt(), "sqrt_ap": a_prev.sqrt(),
+                "dir": (1 - a_prev - std**2).clamp_min(0).sqrt(), "std": std}
+        shape = (-1,) + (1,) * (x.ndim - 1) if t.ndim else ()
+        c = {k: v.to(dtype=x.dtype, device=x.device).reshape(shape) for k, v in coef.items()}
         if self.prediction_type == "epsilon":
             eps = model_output
-            x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+            x0 = (x - c["sqrt_1ma"] * eps) / c["sqrt_a"]
         elif self.prediction_type == "v_prediction":
-            x0 = math.sqrt(a_t) * x - math.sqrt(1 - a_t) * model_output
-            eps = math.sqrt(a_t) * model_output + math.sqrt(1 - a_t) * x
+            x0 = c["sqrt_a"] * x - c["sqrt_1ma"] * model_output
+            eps = c["sqrt_a"] * model_output + c["sqrt_1ma"] * x
         else:
             raise ValueError(f"unsupported prediction type {self.prediction_type!r}")
-        var = (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
-        std = self.eta * math.sqrt(max(var, 0.0))
-        mean = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - std**2, 0.0)) * eps
-        return mean, torch.full((), std, dtype=x.dtype)
+        mean = c["sqrt_ap"] * x0 + c["dir"] * eps
+        return mean, c["std"]
 
     @staticmethod
     def log_prob(sample: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
         """Gaussian log-density of ``sample``, averaged over all but the batch dimension (0 if deterministic)."""
-        if float(std) == 0.0:
+        if not bool((std > 0).any()):
             return torch.zeros(sample.shape[0], dtype=sample.dtype, device=sample.device)
         lp = -((sample.detach() - mean) ** 2) / (2 * std**2) - torch.log(std) - 0.5 * math.log(2 * math.pi)
         return lp.mean(dim=tuple(range(1, sample.ndim)))
@@ -93,9 +102,10 @@ class DDIMPolicy:
 
 def guided_output(unet: Any, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
                   guidance_scale: float) -> torch.Tensor:
-    """UNet output with classifier-free guidance (one batched call)."""
+    """UNet output with classifier-free guidance (one batched call); ``t`` is a scalar or per sample."""
     if guidance_scale == 1.0:
         return unet(x, t, encoder_hidden_states=cond).sample
+    t = torch.cat([t, t]) if t.ndim else t
     out = unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
     out_uncond, out_cond = out.chunk(2)
     return out_uncond + guidance_scale * (out_cond - out_uncond)

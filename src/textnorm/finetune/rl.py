@@ -42,6 +42,7 @@ RL_DEFAULTS: dict[str, Any] = {
     "batch_size": 8,             # samples per process per epoch
     "train_batch_size": 4,       # samples per gradient step
     "inner_epochs": 1,
+    "timesteps_per_pass": 1,     # denoising steps per UNet call in training: more is faster, uses more memory
     "lr": 3e-4,
     "clip_range": 1e-4,
     "adv_clip_max": 5.0,
@@ -60,7 +61,11 @@ def rl_step_loss(unet: Any, policy: DDIMPolicy, latents: torch.Tensor, next_late
                  cond: torch.Tensor, uncond: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor,
                  guidance_scale: float, clip_range: float, kl_coef: float = 0.0, base_unet: Any = None
                  ) -> tuple[torch.Tensor, dict]:
-    """PPO-clipped policy-gradient loss of one denoising step (plus an optional KL penalty)."""
+    """PPO-clipped policy-gradient loss, averaged over a batch of denoising steps (plus an optional KL penalty).
+
+    ``t`` is a scalar (every sample at the same step) or holds one timestep per sample, so that several
+    denoising steps of a trajectory go through the UNet in one call.
+    """
     out = guided_output(unet, latents, t, cond, uncond, guidance_scale)
     mean, std = policy.step_distribution(out, t, latents)
     log_prob = policy.log_prob(next_latents, mean, std)
@@ -74,9 +79,9 @@ def rl_step_loss(unet: Any, policy: DDIMPolicy, latents: torch.Tensor, next_late
             base_out = guided_output(unet, latents, t, cond, uncond, guidance_scale)
         base_mean, _ = policy.step_distribution(base_out, t, latents)
         # KL between two Gaussians with the same std: |mu - mu_base|^2 / (2 std^2), per dimension.
-        kl = ((mean - base_mean) ** 2).mean(dim=tuple(range(1, mean.ndim))) / (2 * std.clamp_min(1e-8) ** 2)
+        kl = ((mean - base_mean) ** 2).mean(dim=tuple(range(1, mean.ndim))) / (2 * std.clamp_min(1e-8).flatten() ** 2)
         loss = loss + kl_coef * kl.mean()
-        stats["kl"] = float(kl.mean())
+        stats["kl"] = float(kl.mean().detach())
     return loss, stats
 
 
@@ -150,24 +155,29 @@ def run_rl(config: dict, resume: bool = False, progress: bool = True) -> Path:
                                      dtype=torch.float32, device=accelerator.device)
 
         unet.train()
-        uncond = uncond_one.expand(cfg["train_batch_size"], *uncond_one.shape[1:])
         train_steps = [j for j, stochastic in enumerate(policy.stochastic) if stochastic]
-        n_steps = len(train_steps)
+        n_steps, per_pass = len(train_steps), max(1, int(cfg["timesteps_per_pass"]))
+        passes = [train_steps[i:i + per_pass] for i in range(0, n_steps, per_pass)]
         stats: dict = {"clipfrac": float("nan"), "kl": float("nan")}
         for inner in range(cfg["inner_epochs"]):
             order = torch.randperm(batch, generator=torch.Generator().manual_seed(_seed(seed, epoch, rank, 2, inner)))
             for lo in range(0, batch, cfg["train_batch_size"]):
                 idx = order[lo: lo + cfg["train_batch_size"]]
-                for k, j in enumerate(train_steps):
-                    # Gradients are synchronised across processes only on the last denoising step.
-                    sync = accelerator.no_sync(wrapped) if k < n_steps - 1 else nullcontext()
+                for k, steps in enumerate(passes):
+                    # Several denoising steps of the same samples in one UNet call: the loss is the same
+                    # sum over steps, with far fewer (and larger) calls. Gradients are synchronised across
+                    # processes only on the last pass.
+                    sync = accelerator.no_sync(wrapped) if k < len(passes) - 1 else nullcontext()
+                    n = len(idx)
                     with sync:
                         loss, stats = rl_step_loss(
-                            wrapped, policy, traj.latents[j][idx], traj.latents[j + 1][idx],
-                            traj.timesteps[j].to(accelerator.device), traj.cond[idx], uncond[: len(idx)],
-                            traj.log_probs[j][idx], advantages[idx], guidance, cfg["clip_range"], cfg["kl_coef"],
-                            base_unet=_adapters_off(unet))
-                        accelerator.backward(loss / n_steps)
+                            wrapped, policy, traj.latents[steps][:, idx].flatten(0, 1),
+                            traj.latents[[j + 1 for j in steps]][:, idx].flatten(0, 1),
+                            traj.timesteps[steps].repeat_interleave(n).to(accelerator.device),
+                            traj.cond[idx].repeat(len(steps), 1, 1), uncond_one.expand(n * len(steps), -1, -1),
+                            traj.log_probs[steps][:, idx].flatten(), advantages[idx].repeat(len(steps)), guidance,
+                            cfg["clip_range"], cfg["kl_coef"], base_unet=_adapters_off(unet))
+                        accelerator.backward(loss * len(steps) / n_steps)
                 accelerator.clip_grad_norm_(params, cfg["grad_clip"])
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)

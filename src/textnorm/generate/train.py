@@ -113,10 +113,10 @@ def train_generator(config: dict, out_dir: str | Path, resume: bool = False, pro
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg["warmup_steps"])))
     ema = {f"{n}.{k}": v.detach().clone() for n, m in modules.items() for k, v in m.state_dict().items()}
-    start = 0
+    start, elapsed = 0, 0.0
     if resume and (ckpt := latest_checkpoint(out)) is not None:
         state = load_checkpoint(ckpt, {**modules, "ema": ema}, optimizer, lr_schedule)
-        start = state["step"]
+        start, elapsed = state["step"], float(state.get("seconds", 0.0))
     n_params = sum(p.numel() for p in params)
     print(f"generator: {n_params / 1e6:.2f}M parameters, batch {cfg['batch_size']}, steps {start}->{cfg['steps']}, "
           f"{cfg['batch_size'] * cfg['steps']:,} samples in all", flush=True)
@@ -126,7 +126,7 @@ def train_generator(config: dict, out_dir: str | Path, resume: bool = False, pro
     tok = pipe.tokenizer
     bar = tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc="train generator",
                disable=not progress)
-    t0, running = time.time(), []
+    t0, running = time.time() - elapsed, []  # the log's seconds count the whole run, across resumes
     for step in bar:
         captions, x0 = make_batch(seed, step, cfg["batch_size"], cfg)
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)
@@ -155,7 +155,7 @@ def train_generator(config: dict, out_dir: str | Path, resume: bool = False, pro
                 f.write(f"{step + 1},{mean:.6f},{lr_schedule.get_last_lr()[0]:.3g},{time.time() - t0:.1f}\n")
         if (step + 1) % cfg["checkpoint_every"] == 0 or step + 1 == cfg["steps"]:
             folder = save_checkpoint(out / f"checkpoint-{step + 1}", {**modules, "ema": ema}, optimizer, lr_schedule,
-                                     state={"step": step + 1, "config": cfg})
+                                     state={"step": step + 1, "config": cfg, "seconds": time.time() - t0})
             save_sample_grid(ema_pipeline(pipe, ema), cfg["sample_prompts"], folder / "samples.png")
     final = ema_pipeline(pipe, ema)
     final.save_pretrained(out / "pipeline")
