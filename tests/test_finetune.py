@@ -155,10 +155,11 @@ def test_policy_gradient_step_moves_log_probs_the_right_way(assets):
 def test_several_denoising_steps_in_one_pass_equal_one_step_at_a_time(assets, kl_coef):
     """The batched training pass (timesteps_per_pass > 1) gives the loss and gradient of the per-step sum."""
     from textnorm.finetune.backend import DiffusionBackend
+    from textnorm.finetune.common import adapters_off
     from textnorm.finetune.ddim import sample_trajectories
     from textnorm.finetune.lora import add_lora
     from textnorm.finetune.models import load_pipeline
-    from textnorm.finetune.rl import _adapters_off, rl_step_loss
+    from textnorm.finetune.rl import rl_step_loss
 
     pipe = load_pipeline(assets["sd"])
     backend = DiffusionBackend(pipe)
@@ -171,7 +172,7 @@ def test_several_denoising_steps_in_one_pass_equal_one_step_at_a_time(assets, kl
     steps = [j for j, s in enumerate(policy.stochastic) if s]
     n, adv = len(PROMPTS), torch.tensor([1.0, -0.5, 0.25])
     uncond = backend.encode([""] * n)
-    off = _adapters_off(backend.unet)
+    off = adapters_off(backend.unet)
 
     def grads(loss):
         for p in params:

@@ -16,10 +16,17 @@ import torch
 
 from textnorm.errors import InputError
 from textnorm.finetune.backend import DiffusionBackend
-from textnorm.finetune.common import DEFAULTS, build_objective, merge, print_accounting, training_prompts
+from textnorm.finetune.common import (
+    DEFAULTS,
+    build_objective,
+    derived_seed,
+    gold_verdicts,
+    merge,
+    print_accounting,
+    training_prompts,
+)
 from textnorm.finetune.ddim import DDIMPolicy, sample_trajectories
 from textnorm.finetune.models import load_pipeline
-from textnorm.finetune.rl import _seed
 
 BON_DEFAULTS: dict[str, Any] = {"n_max": 16, "ns": [1, 2, 4, 8, 16]}
 
@@ -53,8 +60,6 @@ def run_bon(config: dict, progress: bool = True) -> Path:
     """Run best-of-n; writes ``bon.csv``, ``bon.png`` and a grid of the best-of-n_max images."""
     from tqdm.auto import tqdm
 
-    from textnorm.finetune.common import gold_alignment
-
     cfg = merge(merge(DEFAULTS, BON_DEFAULTS), config)
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
@@ -70,13 +75,13 @@ def run_bon(config: dict, progress: bool = True) -> Path:
     for p_idx, prompt in enumerate(tqdm(prompts, desc="best-of-n", disable=not progress)):
         batch = [prompt] * n_max
         images = sample_trajectories(backend, batch, policy, cfg["sampling"]["guidance_scale"],
-                                     torch.Generator().manual_seed(_seed(cfg["seed"], 9, p_idx))).images
+                                     torch.Generator().manual_seed(derived_seed(cfg["seed"], 9, p_idx))).images
         obj = objective.score(images, batch).numpy()
         values["objective"].append(obj)
         values["raw_reward"].append(raw.score(images, batch).numpy())
         values["textnorm_reward"].append(normed.score(images, batch).numpy())
-        gold = [gold_alignment(images[i: i + 1], [prompt]) for i in range(n_max)]
-        values["gold_alignment"].append(np.array([np.nan if g is None else g for g in gold]))
+        gold = gold_verdicts(images, batch)
+        values["gold_alignment"].append(np.full(n_max, np.nan) if gold is None else gold)
         best_images.append(images[int(obj.argmax())])
     arrays = {k: np.stack(v) for k, v in values.items()}
     rows = best_of_n_curve(arrays, arrays["objective"], [n for n in cfg["ns"] if n <= n_max])
@@ -85,13 +90,10 @@ def run_bon(config: dict, progress: bool = True) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     _plot(rows, out / "bon.png", cfg)
-    from PIL import Image
+    from textnorm.generate.grid import image_grid, to_pil
 
-    from textnorm.generate.grid import image_grid
-
-    pil = [Image.fromarray(a) for a in (torch.stack(best_images).permute(0, 2, 3, 1).numpy() * 255).round()
-           .astype(np.uint8)]
-    image_grid(pil, rows=len(pil), scale=3, labels=prompts).save(out / f"best_of_{n_max}.png")
+    image_grid(to_pil(torch.stack(best_images)), rows=len(best_images), scale=3, labels=prompts).save(
+        out / f"best_of_{n_max}.png")
     return out
 
 

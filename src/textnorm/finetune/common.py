@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 from collections import defaultdict, deque
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -113,9 +113,10 @@ def eval_prompts(cfg: dict) -> list[str]:
     return [pool[i] for i in sorted(rng.choice(len(pool), size=min(ec["n_prompts"], len(pool)), replace=False))]
 
 
-def gold_alignment(images: Any, prompts: list[str]) -> float | None:
-    """Fraction judged aligned by the oracle, when every prompt is a world prompt and the images are
-    world-sized (else None)."""
+def gold_verdicts(images: Any, prompts: list[str]) -> np.ndarray | None:
+    """The oracle's verdict (1.0 aligned, 0.0 not) per image, when every prompt is a world prompt and the
+    images are world-sized (else None)."""
+    from textnorm.generate.grid import to_uint8
     from textnorm.world.grammar import parse
     from textnorm.world.oracle import judge
     from textnorm.world.vocab import BASE_SIZE
@@ -126,8 +127,37 @@ def gold_alignment(images: Any, prompts: list[str]) -> float | None:
         return None
     if images.shape[-1] < BASE_SIZE or images.shape[-1] != images.shape[-2]:
         return None
-    arr = (images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-    return float(np.mean([judge(a, s).aligned for a, s in zip(arr, specs)]))
+    return np.array([float(judge(a, s).aligned) for a, s in zip(to_uint8(images), specs)])
+
+
+def gold_alignment(images: Any, prompts: list[str]) -> float | None:
+    """Fraction judged aligned by the oracle (None where :func:`gold_verdicts` is None)."""
+    verdicts = gold_verdicts(images, prompts)
+    return None if verdicts is None else float(verdicts.mean())
+
+
+def derived_seed(*parts: int) -> int:
+    """A seed derived from integers (run seed, epoch, rank, purpose ...), independent across parts.
+
+    Example:
+        >>> derived_seed(0, 1) == derived_seed(0, 1) != derived_seed(1, 0)
+        True
+    """
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def adapters_off(unet: Any):
+    """A context-manager factory that runs the UNet with its LoRA adapters disabled (the base model)."""
+
+    @contextmanager
+    def off():
+        unet.disable_adapters()
+        try:
+            yield
+        finally:
+            unet.enable_adapters()
+
+    return off
 
 
 class PromptStatTracker:
@@ -238,7 +268,7 @@ class Evaluator:
                                    g).images
 
     def __call__(self, step: int, extra: dict | None = None) -> dict:
-        from textnorm.generate.grid import image_grid
+        from textnorm.generate.grid import image_grid, to_pil
 
         images = self.sample()
         if self.base_images is None:
@@ -251,12 +281,9 @@ class Evaluator:
         row["gold_alignment"] = float("nan") if gold is None else gold
         row["drift"] = float(((images - self.base_images) ** 2).mean())
         row.update(extra or {})
-        from PIL import Image
-
-        pil = [Image.fromarray(a) for a in (images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)]
         grids = self.out / "grids"
         grids.mkdir(parents=True, exist_ok=True)
-        image_grid(pil, rows=len(pil), scale=3, labels=self.prompts).save(grids / f"step_{step:05d}.png")
+        image_grid(to_pil(images), rows=len(images), scale=3, labels=self.prompts).save(grids / f"step_{step:05d}.png")
         return row
 
 
@@ -285,14 +312,3 @@ def params_digest(params: dict[str, torch.Tensor]) -> str:
 def print_accounting(method: str, cfg: dict, world_size: int, per_rank: int, extra: str = "") -> None:
     print(f"[{method}] processes: {world_size}; samples per process per epoch: {per_rank}; "
           f"samples per epoch: {per_rank * world_size}{extra}", flush=True)
-
-
-def save_json(path: Path, obj: Any) -> None:
-    from textnorm.io import write_json_atomic
-
-    write_json_atomic(path, obj)
-
-
-__all__ = ["DEFAULTS", "Evaluator", "warm_caches", "PromptStatTracker", "RunLog", "build_objective", "eval_prompts",
-           "gold_alignment", "merge", "params_digest", "print_accounting", "save_json", "training_prompts",
-           "json"]

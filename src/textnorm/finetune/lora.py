@@ -20,9 +20,8 @@ def add_lora(unet: Any, rank: int = 4, alpha: float | None = None, targets: tupl
     """
     from peft import LoraConfig
 
-    present = {name.rsplit(".", 1)[-1] for name, _ in unet.named_modules()}
-    full_names = {name for name, _ in unet.named_modules()}
-    chosen = [t for t in targets if t in present or any(n.endswith("." + t) for n in full_names)]
+    names = [name for name, _ in unet.named_modules()]
+    chosen = [t for t in targets if any(n == t or n.endswith("." + t) for n in names)]
     unet.requires_grad_(False)
     torch.manual_seed(seed)
     unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian",

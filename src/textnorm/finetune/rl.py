@@ -10,7 +10,7 @@ under ``accelerate launch``: each process samples its share of the batch and gra
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +24,20 @@ from textnorm.finetune.common import (
     Evaluator,
     PromptStatTracker,
     RunLog,
+    adapters_off,
     build_objective,
+    derived_seed,
     eval_prompts,
     merge,
     params_digest,
     print_accounting,
-    save_json,
     training_prompts,
     warm_caches,
 )
 from textnorm.finetune.ddim import DDIMPolicy, guided_output, sample_trajectories
 from textnorm.finetune.lora import DEFAULT_TARGETS, add_lora, trainable_state
 from textnorm.finetune.models import load_pipeline
+from textnorm.io import write_json_atomic
 
 RL_DEFAULTS: dict[str, Any] = {
     "epochs": 10,
@@ -51,10 +53,6 @@ RL_DEFAULTS: dict[str, Any] = {
     "checkpoint_every": 1,
     "stat_tracking": {"buffer_size": 32, "min_count": 8},
 }
-
-
-def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
 def rl_step_loss(unet: Any, policy: DDIMPolicy, latents: torch.Tensor, next_latents: torch.Tensor, t: torch.Tensor,
@@ -137,16 +135,21 @@ def run_rl(config: dict, resume: bool = False, progress: bool = True) -> Path:
 
     t0 = time.time()
     uncond_one = backend.encode([""])
+    # The denoising steps trained on (deterministic ones have no log-probability), in groups of
+    # timesteps_per_pass that go through the UNet together.
+    train_steps = [j for j, stochastic in enumerate(policy.stochastic) if stochastic]
+    n_steps, per_pass = len(train_steps), max(1, int(cfg["timesteps_per_pass"]))
+    passes = [train_steps[i:i + per_pass] for i in range(0, n_steps, per_pass)]
     bar = tqdm(range(start_epoch, cfg["epochs"]), initial=start_epoch, total=cfg["epochs"], desc="rl",
                disable=not (progress and main))
     for epoch in bar:
         # The epoch's prompts are the same on every rank; each rank takes every world-th one.
-        rng = np.random.default_rng(_seed(seed, epoch))
+        rng = np.random.default_rng(derived_seed(seed, epoch))
         global_prompts = [pool[i] for i in rng.integers(0, len(pool), size=batch * world)]
         prompts = global_prompts[rank::world]
         unet.eval()
         traj = sample_trajectories(backend, prompts, policy, guidance,
-                                   torch.Generator().manual_seed(_seed(seed, epoch, rank, 1)), unet=unet)
+                                   torch.Generator().manual_seed(derived_seed(seed, epoch, rank, 1)), unet=unet)
         rewards = objective.score(traj.images, prompts).to(accelerator.device)
         gathered = accelerator.gather(rewards).cpu().numpy()
         gathered_prompts = [p for r in range(world) for p in global_prompts[r::world]]
@@ -155,12 +158,10 @@ def run_rl(config: dict, resume: bool = False, progress: bool = True) -> Path:
                                      dtype=torch.float32, device=accelerator.device)
 
         unet.train()
-        train_steps = [j for j, stochastic in enumerate(policy.stochastic) if stochastic]
-        n_steps, per_pass = len(train_steps), max(1, int(cfg["timesteps_per_pass"]))
-        passes = [train_steps[i:i + per_pass] for i in range(0, n_steps, per_pass)]
         stats: dict = {"clipfrac": float("nan"), "kl": float("nan")}
         for inner in range(cfg["inner_epochs"]):
-            order = torch.randperm(batch, generator=torch.Generator().manual_seed(_seed(seed, epoch, rank, 2, inner)))
+            g = torch.Generator().manual_seed(derived_seed(seed, epoch, rank, 2, inner))
+            order = torch.randperm(batch, generator=g)
             for lo in range(0, batch, cfg["train_batch_size"]):
                 idx = order[lo: lo + cfg["train_batch_size"]]
                 for k, steps in enumerate(passes):
@@ -176,7 +177,7 @@ def run_rl(config: dict, resume: bool = False, progress: bool = True) -> Path:
                             traj.timesteps[steps].repeat_interleave(n).to(accelerator.device),
                             traj.cond[idx].repeat(len(steps), 1, 1), uncond_one.expand(n * len(steps), -1, -1),
                             traj.log_probs[steps][:, idx].flatten(), advantages[idx].repeat(len(steps)), guidance,
-                            cfg["clip_range"], cfg["kl_coef"], base_unet=_adapters_off(unet))
+                            cfg["clip_range"], cfg["kl_coef"], base_unet=adapters_off(unet))
                         accelerator.backward(loss * len(steps) / n_steps)
                 accelerator.clip_grad_norm_(params, cfg["grad_clip"])
                 optimizer.step()
@@ -197,20 +198,6 @@ def run_rl(config: dict, resume: bool = False, progress: bool = True) -> Path:
     return out
 
 
-def _adapters_off(unet: Any):
-    """A context-manager factory that runs the UNet with its LoRA adapters disabled (the base model)."""
-
-    @contextmanager
-    def off():
-        unet.disable_adapters()
-        try:
-            yield
-        finally:
-            unet.enable_adapters()
-
-    return off
-
-
 def _finish(out: Path, unet: Any, rank: int, main: bool, samples_seen: int, accelerator: Any) -> None:
     """Write each rank's weight digest (sync check) and, on the main process, the final LoRA weights."""
     from safetensors.torch import save_file
@@ -218,7 +205,8 @@ def _finish(out: Path, unet: Any, rank: int, main: bool, samples_seen: int, acce
     accelerator.wait_for_everyone()
     state = trainable_state(unet)
     (out / "ranks").mkdir(parents=True, exist_ok=True)
-    save_json(out / "ranks" / f"rank{rank}.json", {"digest": params_digest(state), "samples_seen": samples_seen})
+    write_json_atomic(out / "ranks" / f"rank{rank}.json",
+                      {"digest": params_digest(state), "samples_seen": samples_seen})
     if main:
         save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, out / "lora.safetensors")
     accelerator.wait_for_everyone()

@@ -19,18 +19,19 @@ from textnorm.finetune.common import (
     DEFAULTS,
     Evaluator,
     RunLog,
+    adapters_off,
     build_objective,
+    derived_seed,
     eval_prompts,
     merge,
     print_accounting,
-    save_json,
     training_prompts,
     warm_caches,
 )
 from textnorm.finetune.ddim import DDIMPolicy, sample_trajectories
 from textnorm.finetune.lora import DEFAULT_TARGETS, add_lora, trainable_state
 from textnorm.finetune.models import load_pipeline
-from textnorm.finetune.rl import _adapters_off, _seed
+from textnorm.io import write_json_atomic
 
 SFT_DEFAULTS: dict[str, Any] = {
     "samples_per_prompt": 16,
@@ -81,7 +82,7 @@ def run_sft(config: dict, resume: bool = False, progress: bool = True) -> Path:
     for lo in range(0, len(prompts), 64):
         chunk = prompts[lo: lo + 64]
         traj = sample_trajectories(backend, chunk, policy, cfg["sampling"]["guidance_scale"],
-                                   torch.Generator().manual_seed(_seed(seed, 7, lo)))
+                                   torch.Generator().manual_seed(derived_seed(seed, 7, lo)))
         latents.append(traj.latents[-1])
         rewards.append(objective.score(traj.images, chunk))
     latents_all, rewards_all = torch.cat(latents), torch.cat(rewards).numpy()
@@ -111,10 +112,10 @@ def run_sft(config: dict, resume: bool = False, progress: bool = True) -> Path:
         with torch.no_grad():
             log.write(evaluator(0, {"loss": float("nan"), "seconds": 0.0}))
         torch.save(evaluator.base_images, out / "base_eval.pt")
-    base_off = _adapters_off(unet)
+    base_off = adapters_off(unet)
     t0 = time.time()
     for step in tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc="sft", disable=not progress):
-        g = torch.Generator().manual_seed(_seed(seed, 8, step))
+        g = torch.Generator().manual_seed(derived_seed(seed, 8, step))
         idx = torch.randint(0, len(data_x0), (cfg["train_batch_size"],), generator=g)
         x0 = data_x0[idx]
         noise = torch.randn(x0.shape, generator=g)
@@ -142,7 +143,7 @@ def run_sft(config: dict, resume: bool = False, progress: bool = True) -> Path:
     from safetensors.torch import save_file
 
     save_file({k: v.detach().contiguous() for k, v in trainable_state(unet).items()}, out / "lora.safetensors")
-    save_json(out / "data.json", {"generated": len(prompts), "kept": len(keep),
+    write_json_atomic(out / "data.json", {"generated": len(prompts), "kept": len(keep),
                                   "mean_reward_all": float(rewards_all.mean()),
                                   "mean_reward_kept": float(rewards_all[keep].mean())})
     return out

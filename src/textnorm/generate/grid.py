@@ -4,7 +4,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+import torch
 from PIL import Image, ImageDraw
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """``N x 3 x H x W`` images in [0, 1] as an ``N x H x W x 3`` uint8 array.
+
+    Example:
+        >>> to_uint8(torch.ones(1, 3, 2, 2)).shape
+        (1, 2, 2, 3)
+    """
+    return (images.detach().cpu().permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """``N x 3 x H x W`` images in [0, 1] as PIL images.
+
+    Example:
+        >>> to_pil(torch.zeros(2, 3, 4, 4))[0].size
+        (4, 4)
+    """
+    return [Image.fromarray(a) for a in to_uint8(images)]
 
 
 def image_grid(images: Sequence[Image.Image], rows: int, scale: int = 1, labels: Sequence[str] | None = None,

@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from diffusers import DDIMScheduler, DiffusionPipeline
-from PIL import Image
 
 from textnorm.errors import InputError
+from textnorm.generate.grid import to_pil
 
 
 class ShapesPipeline(DiffusionPipeline):
@@ -83,8 +82,7 @@ class ShapesPipeline(DiffusionPipeline):
             outputs.append(((x.clamp(-1, 1) + 1) / 2).cpu())
         images = torch.cat(outputs) if outputs else torch.zeros(0, 3, size, size)
         if output_type == "pil":
-            arr = (images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-            images = [Image.fromarray(a) for a in arr]
+            images = to_pil(images)
         return _Output(images)
 
 
