@@ -6,11 +6,12 @@ batch size, denoising steps, eta, guidance, learning rate, clip range, and the s
 brightness). trl is the last release that ships ``DDPOTrainer`` (0.23.1); it is installed by this
 script in its own virtual environment (``.bench-venvs/trl``) with torch 2.13.0, transformers < 4.57,
 diffusers < 0.36, peft and accelerate. Each side runs in a fresh process; throughput counts the
-samples trained on divided by the wall time, peak memory is the process's
-maximum resident set size. The clock runs from loading the pipeline to the end of training on both
-sides (imports excluded on both). The last line is ``throughput ratio X.XX`` (ours / trl).
+samples trained on divided by the wall time (median over alternating rounds), peak memory is the
+process's maximum resident set size (largest over the rounds). The clock runs from loading the
+pipeline to the end of training on both sides (imports excluded on both). The last line is
+``throughput ratio X.XX`` (ours / trl).
 
-    python benchmarks/rl_throughput.py [--epochs 4] [--batch 8] [--steps 10] [--unet embedded|attention]
+    python benchmarks/rl_throughput.py [--epochs 4] [--batch 8] [--steps 10] [--repeats 3] [--unet embedded|attention]
 
 Our loop also runs with several denoising steps per UNet call in training (``timesteps_per_pass``:
 the same loss and gradient, fewer and larger calls, more activation memory); each setting is printed.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -150,6 +152,7 @@ def main() -> None:
     parser.add_argument("--train-batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=10, help="denoising steps")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="alternating rounds of all sides; medians are reported")
     parser.add_argument("--unet", choices=sorted(UNETS), default="embedded")
     parser.add_argument("--timesteps-per-pass", type=int, default=1,
                         help="our setting for the last lines (1 = the engine's default, one denoising step per call)")
@@ -158,28 +161,35 @@ def main() -> None:
     trl_python = ensure_trl_venv()
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                PYTHONPATH=str(ROOT / "src"), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+    ks = sorted({args.timesteps_per_pass, *args.also})
+    runs: dict = {"trl": [], **{k: [] for k in ks}}
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([str(trl_python), "-c", BUILD, tmp, json.dumps(UNETS[args.unet])], check=True, env=env,
                        capture_output=True)
         common = {"pipe": str(Path(tmp) / "pipe"), "epochs": args.epochs, "batch": args.batch,
                   "train_batch": args.train_batch, "steps": args.steps, "guidance": 3.0, "lr": 3e-4}
-        theirs = run_side(str(trl_python), TRL_SIDE, {**common, "out": str(Path(tmp) / "trl")}, env)
-        ours = {k: run_side(sys.executable, OURS_SIDE, {**common, "out": str(Path(tmp) / f"ours{k}"),
-                                                        "timesteps_per_pass": k}, env)
-                for k in sorted({args.timesteps_per_pass, *args.also})}
+        # Rounds alternate the sides, so that a slow spell of this shared machine hits them alike.
+        for r in range(args.repeats):
+            runs["trl"].append(run_side(str(trl_python), TRL_SIDE, {**common, "out": str(Path(tmp) / f"trl{r}")}, env))
+            for k in ks:
+                runs[k].append(run_side(sys.executable, OURS_SIDE, {**common, "out": str(Path(tmp) / f"ours{k}-{r}"),
+                                                                    "timesteps_per_pass": k}, env))
+            times = [f"{'trl' if side == 'trl' else f'ours k={side}'} {rs[-1]['seconds']:.1f} s"
+                     for side, rs in runs.items()]
+            print(f"round {r + 1}/{args.repeats}: {', '.join(times)}", flush=True)
     print(f"settings: {args.epochs} epochs x {args.batch} samples, train batch {args.train_batch}, "
-          f"{args.steps} denoising steps, CFG 3.0, LoRA r=4 on attention, {args.threads} threads, UNet {args.unet!r}")
-    rate = {k: r["samples"] / r["seconds"] for k, r in ours.items()}
-    trl_rate = theirs["samples"] / theirs["seconds"]
-    print(f"{'trl 0.23.1 DDPOTrainer':>34}: {trl_rate:.2f} samples/s ({theirs['seconds']:.1f} s), "
-          f"peak memory {theirs['peak_rss_mb']:.0f} MB")
-    for k, r in ours.items():
-        print(f"{f'textnorm, timesteps_per_pass={k}':>34}: {rate[k]:.2f} samples/s ({r['seconds']:.1f} s), "
-              f"peak memory {r['peak_rss_mb']:.0f} MB; vs trl: throughput x{rate[k] / trl_rate:.2f}, "
-              f"memory x{r['peak_rss_mb'] / theirs['peak_rss_mb']:.2f}")
+          f"{args.steps} denoising steps, CFG 3.0, LoRA r=4 on attention, {args.threads} threads, UNet {args.unet!r}; "
+          f"median of {args.repeats} alternating rounds, peak memory the largest")
+    rate = {side: statistics.median(r["samples"] / r["seconds"] for r in rs) for side, rs in runs.items()}
+    peak = {side: max(r["peak_rss_mb"] for r in rs) for side, rs in runs.items()}
+    print(f"{'trl 0.23.1 DDPOTrainer':>34}: {rate['trl']:.2f} samples/s, peak memory {peak['trl']:.0f} MB")
+    for k in ks:
+        print(f"{f'textnorm, timesteps_per_pass={k}':>34}: {rate[k]:.2f} samples/s, peak memory {peak[k]:.0f} MB; "
+              f"vs trl: throughput x{rate[k] / rate['trl']:.2f}, memory x{peak[k] / peak['trl']:.2f}")
     k = args.timesteps_per_pass
-    print(f"memory ratio {ours[k]['peak_rss_mb'] / theirs['peak_rss_mb']:.2f} (timesteps_per_pass={k})")
-    print(f"throughput ratio {rate[k] / trl_rate:.2f}")
+    print(f"memory ratio {peak[k] / peak['trl']:.2f} (timesteps_per_pass={k})")
+    print(f"throughput ratio {rate[k] / rate['trl']:.2f}")
+
 
 if __name__ == "__main__":
     main()

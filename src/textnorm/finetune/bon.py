@@ -27,6 +27,7 @@ from textnorm.finetune.common import (
 )
 from textnorm.finetune.ddim import DDIMPolicy, sample_trajectories
 from textnorm.finetune.models import load_pipeline
+from textnorm.io import atomic_write
 
 BON_DEFAULTS: dict[str, Any] = {"n_max": 16, "ns": [1, 2, 4, 8, 16]}
 
@@ -85,7 +86,7 @@ def run_bon(config: dict, progress: bool = True) -> Path:
         best_images.append(images[int(obj.argmax())])
     arrays = {k: np.stack(v) for k, v in values.items()}
     rows = best_of_n_curve(arrays, arrays["objective"], [n for n in cfg["ns"] if n <= n_max])
-    with (out / "bon.csv").open("w", newline="") as f:
+    with atomic_write(out / "bon.csv", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from textnorm.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from textnorm.generate.pipeline import ShapesPipeline, build_pipeline
+from textnorm.io import write_text_atomic
 from textnorm.world.grammar import Spec, sample_spec
 from textnorm.world.scene import draw_scene, sample_scene
 
@@ -159,5 +160,5 @@ def train_generator(config: dict, out_dir: str | Path, resume: bool = False, pro
             save_sample_grid(ema_pipeline(pipe, ema), cfg["sample_prompts"], folder / "samples.png")
     final = ema_pipeline(pipe, ema)
     final.save_pretrained(out / "pipeline")
-    (out / "pipeline" / "training.json").write_text(json.dumps({"config": cfg, "steps": cfg["steps"]}, indent=1))
+    write_text_atomic(out / "pipeline" / "training.json", json.dumps({"config": cfg, "steps": cfg["steps"]}, indent=1))
     return out / "pipeline"

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from textnorm.io import write_text_atomic
 from textnorm.rewards.shapes import ShapesDualEncoder, ShapesReward, contrastive_loss, reward_tokenizer
 from textnorm.world.grammar import Clause, Spec
 from textnorm.world.scene import Scene, draw_scene, sample_scene
@@ -115,5 +116,5 @@ def train_reward(config: dict, out_dir: str | Path, progress: bool = True) -> Pa
             log.append(f"{step + 1},{loss.item():.5f},{time.time() - t0:.1f}")
     model.config = {**cfg["model"], "training": {k: v for k, v in cfg.items() if k != "model"}}
     ShapesReward(model, tokenizer, name=cfg["name"]).save_pretrained(out)
-    (out / "train_log.csv").write_text("\n".join(log) + "\n")
+    write_text_atomic(out / "train_log.csv", "\n".join(log) + "\n")
     return out

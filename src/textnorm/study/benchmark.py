@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from textnorm.errors import InputError
+from textnorm.io import write_text_atomic
 from textnorm.prompts.rules import rule_set
 from textnorm.world.annotators import annotate, write_subset
 from textnorm.world.grammar import SUBSETS, sample_prompts
@@ -55,8 +56,9 @@ def build_shapes_benchmark(out_dir: str | os.PathLike, prompts_per_subset: int =
         write_subset(out, subset, names, captions, votes, sets, images)
         info["subsets"][subset] = {"prompts": len(prompts), "images": len(images)}
     info["seconds"] = round(time.time() - t0, 1)
-    (out / "benchmark.json").write_text(json.dumps(info, indent=1))
-    (out / "README.md").write_text(
+    write_text_atomic(out / "benchmark.json", json.dumps(info, indent=1))
+    write_text_atomic(
+        out / "README.md",
         "# TIA2-Shapes\n\nBuilt by `textnorm world benchmark build` from the embedded generator; votes are "
         f"simulated annotators over the oracle judge (flip {flip}, unsure {unsure}). See benchmark.json.\n")
     return out
