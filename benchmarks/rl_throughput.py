@@ -7,11 +7,12 @@ brightness). trl is the last release that ships ``DDPOTrainer`` (0.23.1); it is 
 script in its own virtual environment (``.bench-venvs/trl``) with torch 2.13.0, transformers < 4.57,
 diffusers < 0.36, peft and accelerate. Each side runs in a fresh process; throughput counts the
 samples trained on divided by the wall time (median over alternating rounds), peak memory is the
-process's maximum resident set size (largest over the rounds). The clock runs from loading the
-pipeline to the end of training on both sides (imports excluded on both). The last line is
-``throughput ratio X.XX`` (ours / trl).
+process's maximum resident set size (largest over the rounds; with ``--device cuda``, the peak
+allocated CUDA memory). The clock runs from loading the pipeline to the end of training on both
+sides (imports excluded on both). The last line is ``throughput ratio X.XX`` (ours / trl).
 
-    python benchmarks/rl_throughput.py [--epochs 4] [--batch 8] [--steps 10] [--repeats 3] [--unet embedded|attention]
+    python benchmarks/rl_throughput.py [--epochs 4] [--batch 8] [--steps 10] [--repeats 3]
+                                       [--unet embedded|attention] [--device cpu|cuda]
 
 Our loop also runs with several denoising steps per UNet call in training (``timesteps_per_pass``:
 the same loss and gradient, fewer and larger calls, more activation memory); each setting is printed.
@@ -76,7 +77,8 @@ import json, resource, sys, time, torch
 args = json.loads(sys.argv[1])
 torch.manual_seed(0)
 from accelerate import PartialState
-PartialState(cpu=True)  # trl's pipeline wants the accelerate state before it is built
+cpu = args["device"] == "cpu"
+PartialState(cpu=cpu)  # trl's pipeline wants the accelerate state before it is built
 from trl import DDPOConfig, DDPOTrainer, DefaultDDPOStableDiffusionPipeline
 prompts = ["a red circle", "two blue squares", "a green triangle", "three yellow circles"]
 counter = {"i": 0}
@@ -92,13 +94,14 @@ config = DDPOConfig(num_epochs=args["epochs"], sample_batch_size=args["batch"], 
                     train_timestep_fraction=1.0, per_prompt_stat_tracking=False, mixed_precision="no",
                     log_with=None, save_freq=10**6, allow_tf32=False, async_reward_computation=False,
                     project_kwargs={"project_dir": args["out"], "logging_dir": args["out"]},
-                    accelerator_kwargs={"cpu": True})
+                    accelerator_kwargs={"cpu": cpu})
 t = time.perf_counter()  # from loading the pipeline to the end of training, as on our side
 pipe = DefaultDDPOStableDiffusionPipeline(args["pipe"], use_lora=True)
 trainer = DDPOTrainer(config, reward_fn, prompt_fn, pipe)
 trainer.train(); seconds = time.perf_counter() - t
 print(json.dumps({"samples": args["epochs"] * args["batch"], "seconds": seconds,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None}))
 '''
 
 OURS_SIDE = r'''
@@ -123,7 +126,8 @@ cfg = {"seed": 0, "generator": args["pipe"], "out": args["out"],
        "log": {"tensorboard": False}, "timesteps_per_pass": args["timesteps_per_pass"]}
 t = time.perf_counter(); run_rl(cfg, progress=False); seconds = time.perf_counter() - t
 print(json.dumps({"samples": args["epochs"] * args["batch"], "seconds": seconds,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None}))
 '''
 
 
@@ -136,6 +140,12 @@ def ensure_trl_venv() -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(TRL_VENV)], check=True)
     subprocess.run([str(TRL_VENV / "bin" / "pip"), "install", *TRL_REQUIREMENTS], check=True)
     return python
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def run_side(python: str, code: str, args: dict, env: dict) -> dict:
@@ -152,6 +162,8 @@ def main() -> None:
     parser.add_argument("--train-batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=10, help="denoising steps")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="cuda: both sides on the GPU, peak memory is peak allocated CUDA memory")
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds of all sides; medians are reported")
     parser.add_argument("--unet", choices=sorted(UNETS), default="embedded")
     parser.add_argument("--timesteps-per-pass", type=int, default=1,
@@ -161,13 +173,18 @@ def main() -> None:
     trl_python = ensure_trl_venv()
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                PYTHONPATH=str(ROOT / "src"), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+    if args.device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # both sides on the CPU even where a GPU is present
+    elif not torch_cuda_available():
+        raise SystemExit("--device cuda: no CUDA device is visible")
     ks = sorted({args.timesteps_per_pass, *args.also})
     runs: dict = {"trl": [], **{k: [] for k in ks}}
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([str(trl_python), "-c", BUILD, tmp, json.dumps(UNETS[args.unet])], check=True, env=env,
                        capture_output=True)
         common = {"pipe": str(Path(tmp) / "pipe"), "epochs": args.epochs, "batch": args.batch,
-                  "train_batch": args.train_batch, "steps": args.steps, "guidance": 3.0, "lr": 3e-4}
+                  "train_batch": args.train_batch, "steps": args.steps, "guidance": 3.0, "lr": 3e-4,
+                  "device": args.device}
         # Rounds alternate the sides, so that a slow spell of this shared machine hits them alike.
         for r in range(args.repeats):
             runs["trl"].append(run_side(str(trl_python), TRL_SIDE, {**common, "out": str(Path(tmp) / f"trl{r}")}, env))
@@ -178,10 +195,13 @@ def main() -> None:
                      for side, rs in runs.items()]
             print(f"round {r + 1}/{args.repeats}: {', '.join(times)}", flush=True)
     print(f"settings: {args.epochs} epochs x {args.batch} samples, train batch {args.train_batch}, "
-          f"{args.steps} denoising steps, CFG 3.0, LoRA r=4 on attention, {args.threads} threads, UNet {args.unet!r}; "
+          f"{args.steps} denoising steps, CFG 3.0, LoRA r=4 on attention, {args.threads} threads, {args.device}, "
+          f"UNet {args.unet!r}; "
           f"median of {args.repeats} alternating rounds, peak memory the largest")
     rate = {side: statistics.median(r["samples"] / r["seconds"] for r in rs) for side, rs in runs.items()}
-    peak = {side: max(r["peak_rss_mb"] for r in rs) for side, rs in runs.items()}
+    # On a GPU the memory that matters is the accelerator's: peak allocated CUDA memory.
+    memory = "peak_cuda_mb" if args.device == "cuda" else "peak_rss_mb"
+    peak = {side: max(r[memory] for r in rs) for side, rs in runs.items()}
     print(f"{'trl 0.23.1 DDPOTrainer':>34}: {rate['trl']:.2f} samples/s, peak memory {peak['trl']:.0f} MB")
     for k in ks:
         print(f"{f'textnorm, timesteps_per_pass={k}':>34}: {rate[k]:.2f} samples/s, peak memory {peak[k]:.0f} MB; "
