@@ -19,6 +19,7 @@ from textnorm.finetune.backend import DiffusionBackend
 from textnorm.finetune.common import (
     DEFAULTS,
     build_objective,
+    default_device,
     derived_seed,
     gold_verdicts,
     merge,
@@ -65,6 +66,7 @@ def run_bon(config: dict, progress: bool = True) -> Path:
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
     pipe = load_pipeline(cfg["generator"])
+    pipe.to(default_device())
     backend = DiffusionBackend(pipe)
     objective, raw, normed = build_objective(cfg)
     prompts = training_prompts(cfg)

@@ -146,6 +146,11 @@ def derived_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
+def default_device() -> torch.device:
+    """Where fine-tuning runs: the GPU when there is one, else the CPU (as ``accelerate`` picks for RL)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def adapters_off(unet: Any):
     """A context-manager factory that runs the UNet with its LoRA adapters disabled (the base model)."""
 

@@ -21,6 +21,7 @@ from textnorm.finetune.common import (
     RunLog,
     adapters_off,
     build_objective,
+    default_device,
     derived_seed,
     eval_prompts,
     merge,
@@ -69,6 +70,8 @@ def run_sft(config: dict, resume: bool = False, progress: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     seed = int(cfg["seed"])
     pipe = load_pipeline(cfg["generator"])
+    device = default_device()
+    pipe.to(device)
     backend = DiffusionBackend(pipe)
     unet, noise_scheduler = backend.unet, pipe.scheduler
     objective, raw, normed = build_objective(cfg)
@@ -83,7 +86,7 @@ def run_sft(config: dict, resume: bool = False, progress: bool = True) -> Path:
         chunk = prompts[lo: lo + 64]
         traj = sample_trajectories(backend, chunk, policy, cfg["sampling"]["guidance_scale"],
                                    torch.Generator().manual_seed(derived_seed(seed, 7, lo)))
-        latents.append(traj.latents[-1])
+        latents.append(traj.latents[-1].cpu())
         rewards.append(objective.score(traj.images, chunk))
     latents_all, rewards_all = torch.cat(latents), torch.cat(rewards).numpy()
     keep = select_top(prompts, rewards_all, cfg["top_fraction"])
@@ -92,6 +95,7 @@ def run_sft(config: dict, resume: bool = False, progress: bool = True) -> Path:
     if cfg["weight_by_reward"]:
         r = torch.as_tensor(rewards_all[keep], dtype=torch.float32)
         weights = torch.softmax((r - r.mean()) / (r.std() + 1e-6), 0) * len(r)
+    weights = weights.to(device)
     cond_all = backend.encode(data_prompts)
     print_accounting("sft", cfg, 1, len(prompts), f"; kept {len(keep)} (top {cfg['top_fraction']:.0%} per prompt); "
                      f"mean reward all {rewards_all.mean():.4f}, kept {rewards_all[keep].mean():.4f}; "
@@ -117,9 +121,10 @@ def run_sft(config: dict, resume: bool = False, progress: bool = True) -> Path:
     for step in tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc="sft", disable=not progress):
         g = torch.Generator().manual_seed(derived_seed(seed, 8, step))
         idx = torch.randint(0, len(data_x0), (cfg["train_batch_size"],), generator=g)
-        x0 = data_x0[idx]
-        noise = torch.randn(x0.shape, generator=g)
-        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),), generator=g)
+        # Random draws come from the CPU generator, then move: the same numbers on any device.
+        x0 = data_x0[idx].to(device)
+        noise = torch.randn(x0.shape, generator=g).to(device)
+        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),), generator=g).to(device)
         xt = noise_scheduler.add_noise(x0, noise, t)
         target = noise_scheduler.get_velocity(x0, noise, t) if noise_scheduler.config.prediction_type == \
             "v_prediction" else noise
@@ -142,7 +147,7 @@ def run_sft(config: dict, resume: bool = False, progress: bool = True) -> Path:
                             state={"step": step + 1})
     from safetensors.torch import save_file
 
-    save_file({k: v.detach().contiguous() for k, v in trainable_state(unet).items()}, out / "lora.safetensors")
+    save_file({k: v.detach().cpu().contiguous() for k, v in trainable_state(unet).items()}, out / "lora.safetensors")
     write_json_atomic(out / "data.json", {"generated": len(prompts), "kept": len(keep),
                                   "mean_reward_all": float(rewards_all.mean()),
                                   "mean_reward_kept": float(rewards_all[keep].mean())})
