@@ -35,7 +35,7 @@ from textnorm.finetune.common import (
     warm_caches,
 )
 from textnorm.finetune.ddim import DDIMPolicy, guided_output, sample_trajectories
-from textnorm.finetune.lora import DEFAULT_TARGETS, add_lora, trainable_state
+from textnorm.finetune.lora import DEFAULT_TARGETS, add_lora, save_lora, trainable_state
 from textnorm.finetune.models import load_pipeline
 from textnorm.io import write_json_atomic
 
@@ -135,6 +135,7 @@ def run_rl(config: dict, resume: bool = False, progress: bool = True) -> Path:
 
     t0 = time.time()
     uncond_one = backend.encode([""])
+    base_off = adapters_off(unet)
     # The denoising steps trained on (deterministic ones have no log-probability), in groups of
     # timesteps_per_pass that go through the UNet together.
     train_steps = [j for j, stochastic in enumerate(policy.stochastic) if stochastic]
@@ -164,12 +165,12 @@ def run_rl(config: dict, resume: bool = False, progress: bool = True) -> Path:
             order = torch.randperm(batch, generator=g)
             for lo in range(0, batch, cfg["train_batch_size"]):
                 idx = order[lo: lo + cfg["train_batch_size"]]
+                n = len(idx)
                 for k, steps in enumerate(passes):
                     # Several denoising steps of the same samples in one UNet call: the loss is the same
                     # sum over steps, with far fewer (and larger) calls. Gradients are synchronised across
                     # processes only on the last pass.
                     sync = accelerator.no_sync(wrapped) if k < len(passes) - 1 else nullcontext()
-                    n = len(idx)
                     with sync:
                         loss, stats = rl_step_loss(
                             wrapped, policy, traj.latents[steps][:, idx].flatten(0, 1),
@@ -177,7 +178,7 @@ def run_rl(config: dict, resume: bool = False, progress: bool = True) -> Path:
                             traj.timesteps[steps].repeat_interleave(n).to(accelerator.device),
                             traj.cond[idx].repeat(len(steps), 1, 1), uncond_one.expand(n * len(steps), -1, -1),
                             traj.log_probs[steps][:, idx].flatten(), advantages[idx].repeat(len(steps)), guidance,
-                            cfg["clip_range"], cfg["kl_coef"], base_unet=adapters_off(unet))
+                            cfg["clip_range"], cfg["kl_coef"], base_unet=base_off)
                         accelerator.backward(loss * len(steps) / n_steps)
                 accelerator.clip_grad_norm_(params, cfg["grad_clip"])
                 optimizer.step()
@@ -200,13 +201,11 @@ def run_rl(config: dict, resume: bool = False, progress: bool = True) -> Path:
 
 def _finish(out: Path, unet: Any, rank: int, main: bool, samples_seen: int, accelerator: Any) -> None:
     """Write each rank's weight digest (sync check) and, on the main process, the final LoRA weights."""
-    from safetensors.torch import save_file
-
     accelerator.wait_for_everyone()
     state = trainable_state(unet)
     (out / "ranks").mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "ranks" / f"rank{rank}.json",
                       {"digest": params_digest(state), "samples_seen": samples_seen})
     if main:
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, out / "lora.safetensors")
+        save_lora(unet, out / "lora.safetensors")
     accelerator.wait_for_everyone()

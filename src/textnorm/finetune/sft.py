@@ -30,7 +30,7 @@ from textnorm.finetune.common import (
     warm_caches,
 )
 from textnorm.finetune.ddim import DDIMPolicy, sample_trajectories
-from textnorm.finetune.lora import DEFAULT_TARGETS, add_lora, trainable_state
+from textnorm.finetune.lora import DEFAULT_TARGETS, add_lora, save_lora, trainable_state
 from textnorm.finetune.models import load_pipeline
 from textnorm.io import write_json_atomic
 
@@ -145,9 +145,7 @@ def run_sft(config: dict, resume: bool = False, progress: bool = True) -> Path:
         if (step + 1) % cfg["checkpoint_every"] == 0 or step + 1 == cfg["steps"]:
             save_checkpoint(out / f"checkpoint-{step + 1}", {"lora": trainable_state(unet)}, optimizer,
                             state={"step": step + 1})
-    from safetensors.torch import save_file
-
-    save_file({k: v.detach().cpu().contiguous() for k, v in trainable_state(unet).items()}, out / "lora.safetensors")
+    save_lora(unet, out / "lora.safetensors")
     write_json_atomic(out / "data.json", {"generated": len(prompts), "kept": len(keep),
                                   "mean_reward_all": float(rewards_all.mean()),
                                   "mean_reward_kept": float(rewards_all[keep].mean())})

@@ -31,11 +31,10 @@ def _require_pickle_opt_in(reward: str, allow_pickle: bool) -> None:
 
 
 def _pil(images: Images) -> list:
-    from PIL import Image
+    from textnorm.generate.grid import to_pil
 
     if isinstance(images, torch.Tensor):
-        arr = (to_tensor(images).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-        return [Image.fromarray(a) for a in arr]
+        return to_pil(to_tensor(images).clamp(0, 1))
     return list(images)
 
 
