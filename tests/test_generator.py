@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from textnorm.cli import main
 from textnorm.generate.load import load_generator
 from textnorm.generate.pipeline import ShapesPipeline
+from textnorm.generate.config import GeneratorTrainConfig
 from textnorm.generate.train import make_batch, train_generator
 from textnorm.world.grammar import parse
 from tiny_models import save_tiny_shapes_pipeline
@@ -32,7 +33,7 @@ def test_pipeline_round_trips_through_safetensors(tmp_path):
 
 
 def test_training_batches_are_a_pure_function_of_seed_and_step():
-    cfg = {"subset_weights": {"counting": 0.5, "composition": 0.5}, "caption_dropout": 0.1}
+    cfg = GeneratorTrainConfig(subset_weights={"counting": 0.5, "composition": 0.5}, caption_dropout=0.1)
     c1, x1 = make_batch(0, 7, 16, cfg)
     c2, x2 = make_batch(0, 7, 16, cfg)
     c3, _ = make_batch(0, 8, 16, cfg)

@@ -3,14 +3,14 @@
 import csv
 from pathlib import Path
 
-from textnorm.config import load_config
+from textnorm.finetune.config import load_finetune_config
 from textnorm.finetune.rl import run_rl
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_rl_smoke_raises_the_optimised_reward(tmp_path):
-    cfg = load_config(ROOT / "configs" / "rl-smoke.yaml", [f"out={tmp_path / 'rl-smoke'}"])
+    cfg = load_finetune_config("rl", ROOT / "configs" / "rl-smoke.yaml", [f"out={tmp_path / 'rl-smoke'}"])
     out = run_rl(cfg, progress=False)
     with (out / "eval.csv").open() as f:
         rows = list(csv.DictReader(f))

@@ -104,33 +104,86 @@ def save_checkpoint(folder: str | os.PathLike, modules: dict[str, torch.nn.Modul
     return folder
 
 
+class Checkpoint:
+    """A checkpoint read fully into memory (and so known to be intact), ready to restore live objects."""
+
+    def __init__(self, folder: Path, weights: dict[str, torch.Tensor], extra: dict[str, torch.Tensor], meta: dict):
+        self.folder, self.weights, self.extra, self.meta = folder, weights, extra, meta
+
+    @property
+    def state(self) -> dict:
+        """The ``state`` dict given to :func:`save_checkpoint` (counters, the run's config ...)."""
+        return self.meta.get("state", {})
+
+    def restore(self, modules: dict[str, torch.nn.Module | dict], optimizer: torch.optim.Optimizer | None = None,
+                scheduler: Any = None, restore_rng: bool = True) -> dict:
+        """Load the checkpoint into live objects; returns its ``state`` dict."""
+        try:
+            for name, module in modules.items():
+                prefix = f"{name}."
+                sd = {k[len(prefix):]: v for k, v in self.weights.items() if k.startswith(prefix)}
+                if isinstance(module, torch.nn.Module):
+                    module.load_state_dict(sd)
+                else:
+                    if set(sd) != set(module):
+                        raise KeyError(f"{name}: tensor names differ")
+                    with torch.no_grad():
+                        for k, v in sd.items():
+                            module[k].copy_(v)
+            if optimizer is not None:
+                opt = {k[len("optimizer."):]: v for k, v in self.extra.items() if k.startswith("optimizer.")}
+                optimizer.load_state_dict(optimizer_from_flat(opt, self.meta["optimizer"]))
+            if scheduler is not None and "scheduler" in self.meta:
+                scheduler.load_state_dict(self.meta["scheduler"])
+            if restore_rng:
+                set_rng_state(self.extra, self.meta["rng"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            raise InputError(f"{self.folder}: checkpoint does not fit this run ({reason})") from None
+        return self.state
+
+
+def read_checkpoint(folder: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint folder completely; a missing, truncated or corrupt file is a one-line :class:`InputError`."""
+    folder = Path(folder)
+    if not (folder / "state.json").exists():
+        raise InputError(f"{folder}: not a checkpoint (no state.json)")
+    try:
+        meta = json.loads((folder / "state.json").read_text())
+        weights = load_file(folder / "weights.safetensors")
+        extra = load_file(folder / "optimizer.safetensors")
+        if not isinstance(meta, dict) or "rng" not in meta:
+            raise ValueError("state.json lacks the RNG state")
+    except (OSError, ValueError, json.JSONDecodeError, Exception) as e:  # safetensors raises its own errors
+        raise InputError(f"{folder}: unreadable checkpoint ({type(e).__name__})") from None
+    return Checkpoint(folder, weights, extra, meta)
+
+
 def load_checkpoint(folder: str | os.PathLike, modules: dict[str, torch.nn.Module | dict],
                     optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
                     restore_rng: bool = True) -> dict:
     """Load what :func:`save_checkpoint` wrote into live objects; returns the saved ``state`` dict."""
-    folder = Path(folder)
-    if not (folder / "state.json").exists():
-        raise InputError(f"{folder}: not a checkpoint (no state.json)")
-    weights = load_file(folder / "weights.safetensors")
-    for name, module in modules.items():
-        prefix = f"{name}."
-        sd = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
-        if isinstance(module, torch.nn.Module):
-            module.load_state_dict(sd)
-        else:
-            with torch.no_grad():
-                for k, v in sd.items():
-                    module[k].copy_(v)
-    meta = json.loads((folder / "state.json").read_text())
-    extra = load_file(folder / "optimizer.safetensors")
-    if optimizer is not None:
-        opt = {k[len("optimizer."):]: v for k, v in extra.items() if k.startswith("optimizer.")}
-        optimizer.load_state_dict(optimizer_from_flat(opt, meta["optimizer"]))
-    if scheduler is not None and "scheduler" in meta:
-        scheduler.load_state_dict(meta["scheduler"])
-    if restore_rng:
-        set_rng_state(extra, meta["rng"])
-    return meta["state"]
+    return read_checkpoint(folder).restore(modules, optimizer, scheduler, restore_rng)
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """The ``checkpoint-<step>`` folders of ``run_dir``, newest (highest step) first."""
+    found = []
+    for p in Path(run_dir).glob("checkpoint-*"):
+        suffix = p.name.split("-", 1)[1]
+        if suffix.isdigit() and p.is_dir():
+            found.append((int(suffix), p))
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def prune_checkpoints(run_dir: str | os.PathLike, keep: int | None) -> list[Path]:
+    """Delete all but the newest ``keep`` checkpoints (None keeps all); returns the deleted folders."""
+    if keep is None:
+        return []
+    old = list_checkpoints(run_dir)[keep:]
+    for p in old:
+        shutil.rmtree(p, ignore_errors=True)
+    return old
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:

@@ -20,6 +20,64 @@ PUBLISHED_NOTE = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``textnorm: error: ...``, exit code 2) and defaults in every help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"textnorm: error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def int_in(lo: int, hi: int | None = None):
+    """An argparse type: an integer in [lo, hi]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"must be between {lo} and {hi}, got {value}" if hi is not None
+                                             else f"must be >= {lo}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def float_in(lo: float, hi: float | None = None, lo_exclusive: bool = False):
+    """An argparse type: a finite number in [lo, hi] (or (lo, hi])."""
+    import math
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if value < lo or (lo_exclusive and value == lo) or (hi is not None and value > hi):
+            bound = f"> {lo}" if lo_exclusive else f">= {lo}"
+            raise argparse.ArgumentTypeError(f"must be {bound}{f' and <= {hi}' if hi is not None else ''}, "
+                                             f"got {value}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def _check_output(output: str | None) -> None:
+    """Fail before any work when ``-o`` cannot be written."""
+    if output:
+        from textnorm.io import check_writable
+
+        check_writable(output)
+
+
 def _emit(text: str, output: str | None) -> None:
     """Print ``text``; with ``-o`` also write it atomically to the file."""
     from textnorm.io import write_text_atomic
@@ -59,6 +117,7 @@ def cmd_tia2_table(args: argparse.Namespace) -> int:
 
     if not args.published:
         raise InputError("tia2 table: pass --published (to score your own model, use `textnorm tia2 eval`)")
+    _check_output(args.output)
     results = {name: published_table(s) for name, s in load_benchmark(args.benchmark, args.subset).items()}
     text = render(results, args.format, args.json, title="TIA2: published per-prompt alignment (mean over prompts)",
                   note=PUBLISHED_NOTE)
@@ -71,6 +130,7 @@ def cmd_tia2_eval(args: argparse.Namespace) -> int:
     from textnorm.bench.report import render
     from textnorm.bench.scores_file import read_scores
 
+    _check_output(args.output)
     scores, subsets = read_scores(args.scores, args.benchmark)
     results: dict = {}
     notes = []
@@ -120,6 +180,7 @@ def _write_jsonl(path: str, rows: list[dict]) -> None:
 def cmd_score(args: argparse.Namespace) -> int:
     from textnorm.scoring import read_manifest, score_files
 
+    _check_output(args.output)
     pairs = read_manifest(args.manifest)
     reward = _reward_from_args(args)
     scores, skipped = score_files(reward, [p for p, _ in pairs], [q for _, q in pairs],
@@ -137,6 +198,7 @@ def cmd_tia2_score(args: argparse.Namespace) -> int:
     from textnorm.bench.tia2 import load_benchmark
     from textnorm.scoring import score_files
 
+    _check_output(args.output)
     subsets = load_benchmark(args.benchmark, args.subset, images=args.images)
     reward = _reward_from_args(args)
     rows, skipped_all = [], []
@@ -164,22 +226,26 @@ def _maybe_path(subset, image: str):
         return Path(str(subset.image_dir or ".")) / image
 
 
+def _members(spec):
+    """One single-reward spec per member of ``spec`` (each TextNorm-normalised on its own)."""
+    from dataclasses import replace
+
+    return [replace(spec, name=n, path=p) for n, p in zip(spec.names, spec.paths)]
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from textnorm.bench.tia2 import load_subset
     from textnorm.calibrate.select import DEFAULT_LAMS, DEFAULT_TEMPERATURES, select_hyperparameters
-    from textnorm.calibrate.textnorm import TextNorm
-    from textnorm.prompts.files import load_prompt_sets
-    from textnorm.prompts.rules import rule_set
-    from textnorm.scoring import build_reward, open_image
+    from textnorm.io import open_image
+    from textnorm.rewards.factory import build_reward
+    from textnorm.scoring import spec_from_cli
 
+    _check_output(args.output)
+    spec = spec_from_cli(args.reward, args.reward_arg, True, args.prompt_sets, 1.0, args.scaling)
     subset = load_subset(args.subset, args.benchmark, images=args.images)
-    if args.prompt_sets == "rules":
-        sets, generator = {}, rule_set
-    elif args.prompt_sets:
-        sets, generator = load_prompt_sets(args.prompt_sets), None
-    else:
-        sets, generator = subset.prompt_sets, None
-    members = [TextNorm(build_reward(spec, args.reward_arg), sets, generator=generator) for spec in args.reward]
+    # Default sets: the benchmark's own; --prompt-sets rules|FILE: the factory's (one vocabulary per reward).
+    sets = subset.prompt_sets if not args.prompt_sets else None
+    members = [build_reward(single, sets=sets) for single in _members(spec)]
     from tqdm.auto import tqdm
 
     member_sets: list[list] = [[None] * len(subset.images) for _ in members]
@@ -243,6 +309,7 @@ def cmd_world_render(args: argparse.Namespace) -> int:
 
     if not args.output.lower().endswith(".png"):
         raise InputError(f"{args.output}: the output must be a .png file")
+    _check_output(args.output)
     img = render(args.prompt, seed=args.seed, size=args.size)
     from textnorm.io import atomic_write
 
@@ -253,7 +320,7 @@ def cmd_world_render(args: argparse.Namespace) -> int:
 
 
 def cmd_world_judge(args: argparse.Namespace) -> int:
-    from textnorm.scoring import open_image
+    from textnorm.io import open_image
     from textnorm.world.grammar import parse
     from textnorm.world.oracle import judge
 
@@ -278,38 +345,66 @@ def cmd_world_prompts(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------- train/generate
 def cmd_train_generator(args: argparse.Namespace) -> int:
-    from textnorm.config import load_config
+    from textnorm.config import load_config, render_yaml
+    from textnorm.generate.config import GeneratorTrainConfig
+
+    if args.print_config:
+        print(render_yaml(GeneratorTrainConfig, "textnorm train generator: every key, its default and help"), end="")
+        return 0
+    config = load_config(GeneratorTrainConfig, args.config, args.set)
     from textnorm.generate.train import train_generator
 
-    out = train_generator(load_config(args.config, args.set), args.out, resume=args.resume)
+    out = train_generator(config, args.out, resume=args.resume, overwrite=args.overwrite)
     print(f"pipeline written to {out}", file=sys.stderr)
     return 0
 
 
 def cmd_train_reward(args: argparse.Namespace) -> int:
-    from textnorm.config import load_config
+    from textnorm.config import load_config, render_yaml
+    from textnorm.rewards.train_config import RewardTrainConfig
+
+    if args.print_config:
+        print(render_yaml(RewardTrainConfig, "textnorm train reward: every key, its default and help"), end="")
+        return 0
+    if args.config is None:
+        raise InputError("train reward: give --config FILE (or --print-config)")
+    config = load_config(RewardTrainConfig, args.config, args.set)
     from textnorm.rewards.train_shapes import train_reward
 
-    config = load_config(args.config, args.set)
-    out = train_reward(config, args.out or f"runs/{config.get('name', 'reward')}")
+    out = train_reward(config, args.out or f"runs/{config.name}", overwrite=args.overwrite)
     print(f"reward model written to {out}", file=sys.stderr)
     return 0
 
 
+IMAGE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP"}
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
+    from textnorm.io import atomic_write
+
+    out = Path(args.output)
+    suffix = out.suffix.lower()
+    if suffix and suffix not in IMAGE_SUFFIXES:
+        raise InputError(f"{out}: expected an image file ({', '.join(IMAGE_SUFFIXES)}) for a grid, or a folder "
+                         "name without a suffix for one file per sample")
+    if suffix:
+        _check_output(str(out))
+    elif out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder")
+    elif out.is_dir() and any(out.glob("sample_*.png")):
+        raise InputError(f"{out}: already holds samples; choose an empty folder")
+    else:
+        _check_output(str(out / "sample_000.png"))
     from textnorm.generate.grid import image_grid
     from textnorm.generate.load import load_generator
-    from textnorm.io import atomic_write
 
     pipe = load_generator(args.model)
     images = pipe([args.prompt] * args.n, seed=args.seed, num_inference_steps=args.steps,
                   guidance_scale=args.guidance).images
-    out = Path(args.output)
-    if out.suffix.lower() == ".png":
+    if suffix:
         with atomic_write(out, "wb") as f:
-            image_grid(images, rows=max(1, round(len(images) ** 0.5)), scale=4).save(f, format="PNG")
+            image_grid(images, rows=max(1, round(len(images) ** 0.5)), scale=4).save(f, format=IMAGE_SUFFIXES[suffix])
     else:
-        out.mkdir(parents=True, exist_ok=True)
         for i, img in enumerate(images):
             with atomic_write(out / f"sample_{i:03d}.png", "wb") as f:
                 img.save(f, format="PNG")
@@ -343,21 +438,32 @@ def cmd_world_benchmark_table(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------- finetune
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from textnorm.config import load_config
+    from textnorm.finetune.config import CONFIGS, load_finetune_config
 
-    config = load_config(args.config, args.set)
+    if args.print_config:
+        from textnorm.config import render_yaml
+
+        cls = CONFIGS[args.method]
+        print(render_yaml(cls, f"textnorm finetune --method {args.method}: every key, its default and help",
+                          cls(method=args.method)), end="")
+        return 0
+    if args.config is None:
+        raise InputError("finetune: give --config FILE (or --print-config)")
+    config = load_finetune_config(args.method, args.config, args.set)
     if args.method == "rl":
         from textnorm.finetune.rl import run_rl
 
-        out = run_rl(config, resume=args.resume)
+        out = run_rl(config, resume=args.resume, overwrite=args.overwrite, resume_from=args.resume_from)
     elif args.method == "sft":
         from textnorm.finetune.sft import run_sft
 
-        out = run_sft(config, resume=args.resume)
+        out = run_sft(config, resume=args.resume, overwrite=args.overwrite, resume_from=args.resume_from)
     else:
+        if args.resume or args.resume_from:
+            raise InputError("finetune --method bon has no checkpoints to resume; use --overwrite to run it again")
         from textnorm.finetune.bon import run_bon
 
-        out = run_bon(config)
+        out = run_bon(config, overwrite=args.overwrite)
     print(f"results in {out}", file=sys.stderr)
     return 0
 
@@ -378,8 +484,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="textnorm", description="Confidence-aware reward optimization toolkit.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from textnorm import __version__
+
+    parser = Parser(prog="textnorm", description="Confidence-aware reward optimization toolkit.",
+                    epilog="example: textnorm tia2 table --published --format markdown")
+    parser.add_argument("--version", action="version", version=f"textnorm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     demo = sub.add_parser("demo", help="run the main job on the embedded default")
     demo.set_defaults(func=cmd_demo)
@@ -428,8 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
         if textnorm:
             p.add_argument("--textnorm", action="store_true", help="normalise the reward over contrastive prompts")
             p.add_argument("--prompt-sets", metavar="FILE", help="contrastive sets: JSON file, tia2[:subset] or rules")
-            p.add_argument("--temperature", type=float, default=1.0)
-            p.add_argument("--scaling", choices=("none", "minmax"), default="none")
+            p.add_argument("--temperature", type=float_in(0, lo_exclusive=True), default=1.0,
+                           help="TextNorm softmax temperature")
+            p.add_argument("--scaling", choices=("none", "minmax"), default="none", help="scale each set first")
         p.add_argument("--skip-unreadable", action="store_true", help="skip unreadable images (reported)")
         p.add_argument("-o", "--output", required=True, metavar="OUT", help="scores JSONL to write")
 
@@ -447,12 +558,13 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--benchmark", metavar="DIR")
     calibrate.add_argument("--prompt-sets", metavar="FILE", help="JSON file, tia2[:subset] or rules "
                            "(default: the benchmark's own sets)")
-    calibrate.add_argument("--temperatures", type=float, nargs="+", help="grid (default: 17 values, 0.01..100, log)")
-    calibrate.add_argument("--lams", type=float, nargs="+", help="lambda grid for --ensemble ur")
+    calibrate.add_argument("--temperatures", type=float_in(0, lo_exclusive=True), nargs="+",
+                           help="grid (default: 17 values, 0.01..100, log)")
+    calibrate.add_argument("--lams", type=float_in(0), nargs="+", help="lambda grid for --ensemble ur")
     calibrate.add_argument("--ensemble", choices=("mean", "ur", "min"), default="ur")
     calibrate.add_argument("--scaling", choices=("none", "minmax"), default="none")
     calibrate.add_argument("--metric", default="auroc", help="objective metric (default auroc)")
-    calibrate.add_argument("--k", type=int, default=5, help="folds over prompts")
+    calibrate.add_argument("--k", type=int_in(2, 1000), default=5, help="folds over prompts")
     calibrate.add_argument("--seed", type=int, default=0)
     calibrate.add_argument("--oracle", action="store_true",
                            help="per-prompt oracle choice with the test labels (the authors' released numbers)")
@@ -469,9 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--model", help="model name at that API")
     gen.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     gen.add_argument("--local-model", metavar="PATH", help="local transformers causal LM folder")
-    gen.add_argument("--n", type=int, default=8, help="contrastive prompts asked per prompt")
-    gen.add_argument("--max-retries", type=int, default=3)
-    gen.add_argument("--timeout", type=float, default=60.0)
+    gen.add_argument("--n", type=int_in(1, 100), default=8, help="contrastive prompts asked per prompt")
+    gen.add_argument("--max-retries", type=int_in(0, 100), default=3, help="retries per prompt")
+    gen.add_argument("--timeout", type=float_in(0, 3600, lo_exclusive=True), default=60.0, help="seconds per request")
     gen.add_argument("--cache-dir", default="~/.cache/textnorm/llm")
     gen.set_defaults(func=cmd_prompts_generate)
 
@@ -487,8 +599,8 @@ def build_parser() -> argparse.ArgumentParser:
     wsub = world.add_subparsers(dest="world_command", required=True)
     wr = wsub.add_parser("render", help="draw a random scene that satisfies a prompt")
     wr.add_argument("--prompt", required=True)
-    wr.add_argument("--seed", type=int, default=0)
-    wr.add_argument("--size", type=int, default=32)
+    wr.add_argument("--seed", type=int, default=0, help="scene seed")
+    wr.add_argument("--size", type=int_in(32, 2048), default=32, help="canvas size in pixels (square)")
     wr.add_argument("-o", "--output", required=True, metavar="IMG.png")
     wr.set_defaults(func=cmd_world_render)
     wj = wsub.add_parser("judge", help="the oracle's verdict on images for a prompt")
@@ -498,24 +610,24 @@ def build_parser() -> argparse.ArgumentParser:
     wj.set_defaults(func=cmd_world_judge)
     wp = wsub.add_parser("prompts", help="sample prompts of a subset")
     wp.add_argument("--subset", required=True, choices=("counting", "composition", "comprehensive"))
-    wp.add_argument("--n", type=int, default=10)
-    wp.add_argument("--seed", type=int, default=0)
+    wp.add_argument("--n", type=int_in(1, 100_000), default=10, help="how many prompts")
+    wp.add_argument("--seed", type=int, default=0, help="sampling seed")
     wp.set_defaults(func=cmd_world_prompts)
 
     wb = wsub.add_parser("benchmark", help="TIA2-Shapes: build it, or print its misalignment table")
     wbsub = wb.add_subparsers(dest="benchmark_command", required=True)
     wbb = wbsub.add_parser("build", help="build TIA2-Shapes from the embedded generator")
     wbb.add_argument("-o", "--output", required=True, metavar="DIR")
-    wbb.add_argument("--prompts-per-subset", type=int, default=40)
-    wbb.add_argument("--samples", type=int, default=50)
-    wbb.add_argument("--seed", type=int, default=0)
-    wbb.add_argument("--steps", type=int, default=20, help="DDIM steps")
+    wbb.add_argument("--prompts-per-subset", type=int_in(1, 10_000), default=40, help="prompts per subset")
+    wbb.add_argument("--samples", type=int_in(2, 10_000), default=50, help="generated images per prompt")
+    wbb.add_argument("--seed", type=int, default=0, help="seed of prompts, images and annotators")
+    wbb.add_argument("--steps", type=int_in(1, 1000), default=20, help="DDIM steps")
     wbb.add_argument("--model", default="shapes", help="generator: 'shapes' (shipped) or a pipeline folder")
     wbb.set_defaults(func=cmd_world_benchmark_build)
     wbt = wbsub.add_parser("table", help="proxy rewards, TextNorm (CV) and ensembles on a benchmark")
     wbt.add_argument("--benchmark", default="shapes")
     wbt.add_argument("--reward", action="append", help="reward name (repeatable; default the embedded ones)")
-    wbt.add_argument("--k", type=int, default=5)
+    wbt.add_argument("--k", type=int_in(2, 1000), default=5, help="cross-validation folds over prompts")
     add_output(wbt)
     wbt.set_defaults(func=cmd_world_benchmark_table)
 
@@ -525,29 +637,38 @@ def build_parser() -> argparse.ArgumentParser:
     tg.add_argument("--config", default="configs/generator.yaml")
     tg.add_argument("--out", default="runs/generator", help="run folder (checkpoints, logs, final pipeline)")
     tg.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    tg.add_argument("--overwrite", action="store_true", help="clear an earlier run in --out and start again")
     tg.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    tg.add_argument("--print-config", action="store_true", help="print every config key with its default and help")
     tg.set_defaults(func=cmd_train_generator)
     trw = trsub.add_parser("reward", help="train an embedded proxy reward model")
-    trw.add_argument("--config", required=True)
+    trw.add_argument("--config", metavar="FILE", help="YAML config (see --print-config)")
     trw.add_argument("--out", help="output folder (default runs/<name>)")
-    trw.add_argument("--set", action="append", metavar="KEY=VALUE")
+    trw.add_argument("--overwrite", action="store_true", help="replace an earlier reward in --out")
+    trw.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    trw.add_argument("--print-config", action="store_true", help="print every config key with its default and help")
     trw.set_defaults(func=cmd_train_reward)
 
     gen_img = sub.add_parser("generate", help="sample images from the embedded generator")
     gen_img.add_argument("--prompt", required=True)
-    gen_img.add_argument("--n", type=int, default=8)
-    gen_img.add_argument("--seed", type=int, default=0)
-    gen_img.add_argument("--steps", type=int, default=25, help="DDIM steps")
-    gen_img.add_argument("--guidance", type=float, default=3.0)
+    gen_img.add_argument("--n", type=int_in(1, 1024), default=8, help="samples")
+    gen_img.add_argument("--seed", type=int, default=0, help="noise seed")
+    gen_img.add_argument("--steps", type=int_in(1, 1000), default=25, help="DDIM steps")
+    gen_img.add_argument("--guidance", type=float_in(0, 100), default=3.0, help="classifier-free guidance scale")
     gen_img.add_argument("--model", default="shapes", help="'shapes' (shipped) or a pipeline folder")
-    gen_img.add_argument("-o", "--output", required=True, metavar="OUT", help="a .png grid, or a folder")
+    gen_img.add_argument("-o", "--output", required=True, metavar="OUT",
+                         help="an image file (.png, .jpg, ...) for a grid, or a folder for one PNG per sample")
     gen_img.set_defaults(func=cmd_generate)
 
     ft = sub.add_parser("finetune", help="best-of-n, reward-weighted SFT or RL (LoRA) against any reward")
     ft.add_argument("--method", choices=("bon", "sft", "rl"), required=True)
-    ft.add_argument("--config", required=True, metavar="FILE")
-    ft.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
-    ft.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the run folder")
+    ft.add_argument("--config", metavar="FILE", help="YAML config (see --print-config for every key)")
+    ft.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable), "
+                    "e.g. --set lr=1e-4 --set reward.textnorm=true")
+    ft.add_argument("--resume", action="store_true", help="continue from the newest intact checkpoint")
+    ft.add_argument("--resume-from", metavar="CHECKPOINT", help="continue from this checkpoint folder")
+    ft.add_argument("--overwrite", action="store_true", help="clear an earlier run in the run folder and start again")
+    ft.add_argument("--print-config", action="store_true", help="print every config key with its default and help")
     ft.set_defaults(func=cmd_finetune)
     return parser
 
@@ -561,13 +682,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         0
     """
     args = build_parser().parse_args(argv)
+    from textnorm.rundir import RunInterrupted
+
     try:
         return args.func(args)
     except InputError as e:
         print(f"textnorm: error: {e}", file=sys.stderr)
         return 2
+    except RunInterrupted as e:
+        print(f"textnorm: {e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("textnorm: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         return 0
+    except MemoryError:
+        print("textnorm: error: out of memory (try smaller inputs or batches)", file=sys.stderr)
+        return 2
+    except OSError as e:
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"textnorm: error: {where}{e.strerror or type(e).__name__}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from textnorm.errors import InputError
-from textnorm.io import iter_jsonl, read_text
+from textnorm.io import iter_jsonl, open_image, read_text
 from textnorm.rewards.base import Reward
 
 
@@ -49,30 +48,35 @@ def parse_key_values(items: Sequence[str] | None) -> dict[str, Any]:
     return out
 
 
-def build_reward(spec: str, reward_args: Sequence[str] | None = None, textnorm: bool = False,
-                 prompt_sets: str | None = None, temperature: float = 1.0, scaling: str = "none") -> Reward:
-    """A reward from a CLI spec, optionally wrapped in TextNorm (sets from a file, ``tia2`` or ``rules``).
+def spec_from_cli(specs: str | Sequence[str], reward_args: Sequence[str] | None = None, textnorm: bool = False,
+                  prompt_sets: str | None = None, temperature: float = 1.0, scaling: str = "none",
+                  ensemble: str = "mean", lam: float = 0.5) -> Any:
+    """The :class:`~textnorm.rewards.spec.RewardSpec` of the CLI's reward options (``NAME[=PATH]`` each).
 
     Example:
-        >>> build_reward("nope")  # doctest: +ELLIPSIS
+        >>> spec_from_cli("nope")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        textnorm.errors.InputError: unknown reward 'nope' (registered: ...)
+        textnorm.errors.InputError: --reward: unknown reward 'nope' (registered: ...)
     """
-    from textnorm.rewards.registry import load_reward
+    from textnorm.config import from_dict
+    from textnorm.rewards.spec import RewardSpec
 
-    name, path = parse_reward_spec(spec)
-    reward = load_reward(name, path, **parse_key_values(reward_args))
-    if not textnorm:
-        return reward
-    from textnorm.calibrate.textnorm import TextNorm
-    from textnorm.prompts.rules import rule_set
+    pairs = [parse_reward_spec(s) for s in ([specs] if isinstance(specs, str) else specs)]
+    data = {"name": [n for n, _ in pairs] if len(pairs) > 1 else pairs[0][0],
+            "path": [p for _, p in pairs] if len(pairs) > 1 else pairs[0][1],
+            "textnorm": textnorm, "prompt_sets": prompt_sets or "rules", "temperature": temperature,
+            "scaling": scaling, "args": parse_key_values(reward_args),
+            "ensemble": {"mode": ensemble, "lam": lam}}
+    return from_dict(RewardSpec, data, "--reward")
 
-    if prompt_sets in (None, "rules"):
-        return TextNorm(reward, {}, temperature, scaling, generator=rule_set)
-    from textnorm.prompts.files import load_prompt_sets
 
-    return TextNorm(reward, load_prompt_sets(prompt_sets), temperature, scaling)
+def build_reward(spec: str, reward_args: Sequence[str] | None = None, textnorm: bool = False,
+                 prompt_sets: str | None = None, temperature: float = 1.0, scaling: str = "none") -> Reward:
+    """A reward from the CLI's options, built by the one factory (:mod:`textnorm.rewards.factory`)."""
+    from textnorm.rewards.factory import build_reward as factory_build
+
+    return factory_build(spec_from_cli(spec, reward_args, textnorm, prompt_sets, temperature, scaling))
 
 
 def read_manifest(path: str | os.PathLike) -> list[tuple[Path, str]]:
@@ -107,17 +111,6 @@ def read_manifest(path: str | os.PathLike) -> list[tuple[Path, str]]:
         image = Path(str(row["image"]))
         out.append((image if image.is_absolute() else path.parent / image, row["prompt"]))
     return out
-
-
-def open_image(path: Path) -> Image.Image:
-    """An RGB PIL image, or an :class:`InputError` naming the file."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except FileNotFoundError:
-        raise InputError(f"{path}: image not found") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise InputError(f"{path}: unreadable image ({type(e).__name__})") from None
 
 
 def score_files(reward: Reward, images: Sequence[Path], prompts: Sequence[str], chunk: int = 256,

@@ -59,7 +59,6 @@ class Ensemble(Reward):
         self.mode, self.lam, self.spread = mode, float(lam), spread
         self.name = name or f"{mode}({', '.join(m.name for m in self.members)})"
 
-    def score(self, images: Images, prompts: Sequence[str], grad: bool = False) -> torch.Tensor:
-        with torch.set_grad_enabled(grad):
-            scores = torch.stack([m.score(images, prompts, grad=grad).to(torch.float32) for m in self.members])
-            return combine(scores, self.mode, self.lam, self.spread)
+    def _score(self, images: Images, prompts: list[str], grad: bool) -> torch.Tensor:
+        scores = torch.stack([m.score(images, prompts, grad=grad).to(torch.float32) for m in self.members])
+        return combine(scores, self.mode, self.lam, self.spread)

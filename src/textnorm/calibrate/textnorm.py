@@ -111,14 +111,11 @@ class TextNorm(Reward):
         """Base rewards of each image against its candidates (original prompt first)."""
         return self.reward.score_sets(images, [self.candidates(p) for p in prompts], grad=grad)
 
-    def score(self, images: Images, prompts: Sequence[str], grad: bool = False) -> torch.Tensor:
-        if len(images) != len(prompts):
-            raise InputError(f"got {len(images)} images but {len(prompts)} prompts; pass one prompt per image")
-        with torch.set_grad_enabled(grad):
-            sets = self.set_rewards(images, prompts, grad=grad)
-            if grad:
-                # Differentiable path: one softmax per image keeps the graph simple.
-                return torch.stack([normalize_sets(s[None], torch.ones(1, len(s), dtype=torch.bool),
-                                                   self.temperature, self.scaling)[0] for s in sets])
-            values, mask = pad_sets(sets)
-            return normalize_sets(values, mask, self.temperature, self.scaling)
+    def _score(self, images: Images, prompts: list[str], grad: bool) -> torch.Tensor:
+        sets = self.set_rewards(images, prompts, grad=grad)
+        if grad:
+            # Differentiable path: one softmax per image keeps the graph simple.
+            return torch.stack([normalize_sets(s[None], torch.ones(1, len(s), dtype=torch.bool),
+                                               self.temperature, self.scaling)[0] for s in sets])
+        values, mask = pad_sets(sets)
+        return normalize_sets(values, mask, self.temperature, self.scaling)

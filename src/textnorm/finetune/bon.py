@@ -16,21 +16,13 @@ import torch
 
 from textnorm.errors import InputError
 from textnorm.finetune.backend import DiffusionBackend
-from textnorm.finetune.common import (
-    DEFAULTS,
-    build_objective,
-    default_device,
-    derived_seed,
-    gold_verdicts,
-    merge,
-    print_accounting,
-    training_prompts,
-)
+from textnorm.finetune.common import RandomStreams, default_device, print_accounting, training_prompts
+from textnorm.finetune.config import BestOfNConfig, as_config
 from textnorm.finetune.ddim import DDIMPolicy, sample_trajectories
+from textnorm.finetune.evaluation import gold_verdicts
 from textnorm.finetune.models import load_pipeline
 from textnorm.io import atomic_write
-
-BON_DEFAULTS: dict[str, Any] = {"n_max": 16, "ns": [1, 2, 4, 8, 16]}
+from textnorm.rundir import RunFolder
 
 
 def best_of_n_curve(values: dict[str, np.ndarray], objective: np.ndarray, ns: list[int]) -> list[dict]:
@@ -58,49 +50,55 @@ def best_of_n_curve(values: dict[str, np.ndarray], objective: np.ndarray, ns: li
     return rows
 
 
-def run_bon(config: dict, progress: bool = True) -> Path:
-    """Run best-of-n; writes ``bon.csv``, ``bon.png`` and a grid of the best-of-n_max images."""
+def run_bon(config: BestOfNConfig | dict, progress: bool = True, overwrite: bool = False) -> Path:
+    """Run best-of-n; writes ``config.yaml``, ``bon.csv``, ``bon.png`` and a grid of the best-of-n_max images."""
     from tqdm.auto import tqdm
 
-    cfg = merge(merge(DEFAULTS, BON_DEFAULTS), config)
-    out = Path(cfg["out"])
-    out.mkdir(parents=True, exist_ok=True)
-    pipe = load_pipeline(cfg["generator"])
-    pipe.to(default_device())
-    backend = DiffusionBackend(pipe)
-    objective, raw, normed = build_objective(cfg)
-    prompts = training_prompts(cfg)
-    n_max = int(cfg["n_max"])
-    policy = DDIMPolicy(pipe.scheduler.config, cfg["sampling"]["steps"], eta=cfg["sampling"]["eta"])
-    print_accounting("bon", cfg, 1, len(prompts) * n_max, f" ({len(prompts)} prompts x {n_max})")
-    values: dict[str, list] = {"objective": [], "raw_reward": [], "textnorm_reward": [], "gold_alignment": []}
-    best_images = []
-    for p_idx, prompt in enumerate(tqdm(prompts, desc="best-of-n", disable=not progress)):
-        batch = [prompt] * n_max
-        images = sample_trajectories(backend, batch, policy, cfg["sampling"]["guidance_scale"],
-                                     torch.Generator().manual_seed(derived_seed(cfg["seed"], 9, p_idx))).images
-        obj = objective.score(images, batch).numpy()
-        values["objective"].append(obj)
-        values["raw_reward"].append(raw.score(images, batch).numpy())
-        values["textnorm_reward"].append(normed.score(images, batch).numpy())
-        gold = gold_verdicts(images, batch)
-        values["gold_alignment"].append(np.full(n_max, np.nan) if gold is None else gold)
-        best_images.append(images[int(obj.argmax())])
-    arrays = {k: np.stack(v) for k, v in values.items()}
-    rows = best_of_n_curve(arrays, arrays["objective"], [n for n in cfg["ns"] if n <= n_max])
-    with atomic_write(out / "bon.csv", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    _plot(rows, out / "bon.png", cfg)
-    from textnorm.generate.grid import image_grid, to_pil
+    from textnorm.rewards.factory import build_views
 
-    image_grid(to_pil(torch.stack(best_images)), rows=len(best_images), scale=3, labels=prompts).save(
-        out / f"best_of_{n_max}.png")
+    cfg: BestOfNConfig = as_config("bon", config)  # type: ignore[assignment]
+    run = RunFolder(cfg.out, cfg, overwrite=overwrite).open()
+    try:
+        out, streams = run.folder, RandomStreams(cfg.seed)
+        objective, raw, normed = build_views(cfg.reward)
+        pipe = load_pipeline(cfg.generator)
+        pipe.to(default_device())
+        backend = DiffusionBackend(pipe)
+        run.start()
+        prompts = training_prompts(cfg)
+        n_max = cfg.n_max
+        policy = DDIMPolicy(pipe.scheduler.config, cfg.sampling.steps, eta=cfg.sampling.eta)
+        print_accounting("bon", 1, len(prompts) * n_max, f" ({len(prompts)} prompts x {n_max})")
+        values: dict[str, list] = {"objective": [], "raw_reward": [], "textnorm_reward": [], "gold_alignment": []}
+        best_images = []
+        for p_idx, prompt in enumerate(tqdm(prompts, desc="best-of-n", disable=not progress)):
+            batch = [prompt] * n_max
+            images = sample_trajectories(backend, batch, policy, cfg.sampling.guidance_scale,
+                                         streams.bon_prompt(p_idx)).images
+            obj = objective.score(images, batch).numpy()
+            values["objective"].append(obj)
+            values["raw_reward"].append(raw.score(images, batch).numpy())
+            values["textnorm_reward"].append(normed.score(images, batch).numpy())
+            gold = gold_verdicts(images, batch)
+            values["gold_alignment"].append(np.full(n_max, np.nan) if gold is None else gold)
+            best_images.append(images[int(obj.argmax())])
+        arrays = {k: np.stack(v) for k, v in values.items()}
+        rows = best_of_n_curve(arrays, arrays["objective"], cfg.ns)
+        with atomic_write(out / "bon.csv", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        _plot(rows, out / "bon.png", cfg)
+        from textnorm.generate.grid import image_grid, to_pil
+
+        image_grid(to_pil(torch.stack(best_images)), rows=len(best_images), scale=3, labels=prompts).save(
+            out / f"best_of_{n_max}.png")
+    finally:
+        run.close()
     return out
 
 
-def _plot(rows: list[dict], path: Path, cfg: dict) -> None:
+def _plot(rows: list[dict], path: Path, cfg: BestOfNConfig) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,8 +115,8 @@ def _plot(rows: list[dict], path: Path, cfg: dict) -> None:
     ax[1].set_xlabel("n")
     ax[1].set_ylim(0, 1)
     ax[1].set_title("gold alignment of the best of n")
-    name = cfg["reward"]["name"]
-    fig.suptitle(f"best-of-n, reward {name}{' + TextNorm' if cfg['reward'].get('textnorm') else ''}")
+    name = "+".join(cfg.reward.names)
+    fig.suptitle(f"best-of-n, reward {name}{' + TextNorm' if cfg.reward.textnorm else ''}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -7,43 +7,27 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from textnorm.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from textnorm.finetune.backend import DiffusionBackend
 from textnorm.finetune.common import (
-    DEFAULTS,
-    Evaluator,
-    RunLog,
+    RandomStreams,
     adapters_off,
-    build_objective,
     default_device,
-    derived_seed,
     eval_prompts,
-    merge,
     print_accounting,
     training_prompts,
     warm_caches,
 )
+from textnorm.finetune.config import SFTConfig, as_config
 from textnorm.finetune.ddim import DDIMPolicy, sample_trajectories
-from textnorm.finetune.lora import DEFAULT_TARGETS, add_lora, save_lora, trainable_state
-from textnorm.finetune.models import load_pipeline
+from textnorm.finetune.evaluation import Evaluator, RunLog
+from textnorm.finetune.lora import save_lora, trainable_state
+from textnorm.finetune.setup import setup_training
 from textnorm.io import write_json_atomic
-
-SFT_DEFAULTS: dict[str, Any] = {
-    "samples_per_prompt": 16,
-    "top_fraction": 0.1,
-    "weight_by_reward": False,
-    "steps": 100,
-    "train_batch_size": 16,
-    "lr": 1e-4,
-    "reg_coef": 0.0,        # > 0: MSE towards the frozen base model's prediction
-    "checkpoint_every": 50,
-}
+from textnorm.rundir import GracefulStop, RunFolder
 
 
 def select_top(prompts: list[str], rewards: np.ndarray, fraction: float) -> np.ndarray:
@@ -61,92 +45,100 @@ def select_top(prompts: list[str], rewards: np.ndarray, fraction: float) -> np.n
     return np.array(sorted(keep))
 
 
-def run_sft(config: dict, resume: bool = False, progress: bool = True) -> Path:
-    """Run reward-weighted SFT; returns the run folder."""
+def run_sft(config: SFTConfig | dict, resume: bool = False, progress: bool = True, overwrite: bool = False,
+            resume_from: str | None = None) -> Path:
+    """Run reward-weighted SFT; returns the run folder (``config.yaml``, ``eval.csv``, ``data.json``,
+    ``checkpoint-*``, ``lora.safetensors``)."""
     from tqdm.auto import tqdm
 
-    cfg = merge(merge(DEFAULTS, SFT_DEFAULTS), config)
-    out = Path(cfg["out"])
-    out.mkdir(parents=True, exist_ok=True)
-    seed = int(cfg["seed"])
-    pipe = load_pipeline(cfg["generator"])
-    device = default_device()
-    pipe.to(device)
-    backend = DiffusionBackend(pipe)
-    unet, noise_scheduler = backend.unet, pipe.scheduler
-    objective, raw, normed = build_objective(cfg)
+    cfg: SFTConfig = as_config("sft", config)  # type: ignore[assignment]
+    run = RunFolder(cfg.out, cfg, resume=resume, overwrite=overwrite, resume_from=resume_from,
+                    keep=cfg.checkpoints_total_limit).open()
+    try:
+        checkpoint = run.select()
+        out, streams = run.folder, RandomStreams(cfg.seed)
+        model = setup_training(cfg, default_device())
+        backend, unet, device = model.backend, model.unet, model.device
+        noise_scheduler = model.pipe.scheduler
 
-    # 1. Generate and keep the best samples (deterministic from the seed, so a resume rebuilds the same set).
-    pool = training_prompts(cfg)
-    warm_caches(backend, [objective, raw, normed], pool + eval_prompts(cfg))
-    policy = DDIMPolicy(pipe.scheduler.config, cfg["sampling"]["steps"], eta=cfg["sampling"]["eta"])
-    prompts = [p for p in pool for _ in range(cfg["samples_per_prompt"])]
-    latents, rewards = [], []
-    for lo in range(0, len(prompts), 64):
-        chunk = prompts[lo: lo + 64]
-        traj = sample_trajectories(backend, chunk, policy, cfg["sampling"]["guidance_scale"],
-                                   torch.Generator().manual_seed(derived_seed(seed, 7, lo)))
-        latents.append(traj.latents[-1].cpu())
-        rewards.append(objective.score(traj.images, chunk))
-    latents_all, rewards_all = torch.cat(latents), torch.cat(rewards).numpy()
-    keep = select_top(prompts, rewards_all, cfg["top_fraction"])
-    data_x0, data_prompts = latents_all[keep], [prompts[i] for i in keep]
-    weights = torch.ones(len(keep))
-    if cfg["weight_by_reward"]:
-        r = torch.as_tensor(rewards_all[keep], dtype=torch.float32)
-        weights = torch.softmax((r - r.mean()) / (r.std() + 1e-6), 0) * len(r)
-    weights = weights.to(device)
-    cond_all = backend.encode(data_prompts)
-    print_accounting("sft", cfg, 1, len(prompts), f"; kept {len(keep)} (top {cfg['top_fraction']:.0%} per prompt); "
-                     f"mean reward all {rewards_all.mean():.4f}, kept {rewards_all[keep].mean():.4f}; "
-                     f"steps {cfg['steps']} x batch {cfg['train_batch_size']}")
-
-    # 2. Fine-tune LoRA on the kept samples.
-    params = add_lora(unet, cfg["lora"]["rank"], cfg["lora"]["alpha"],
-                      tuple(cfg["lora"]["targets"] or DEFAULT_TARGETS), seed=seed)
-    optimizer = torch.optim.AdamW(params, lr=cfg["lr"])
-    log = RunLog(out, tensorboard=cfg["log"]["tensorboard"], resume=resume)
-    evaluator = Evaluator(cfg, backend, objective, raw, normed, out)
-    start = 0
-    if resume and (ckpt := latest_checkpoint(out)) is not None:
-        start = load_checkpoint(ckpt, {"lora": trainable_state(unet)}, optimizer)["step"]
-        log.truncate_after(start)
-        evaluator.base_images = torch.load(out / "base_eval.pt", weights_only=True)
-    if start == 0:
+        # 1. Generate and keep the best samples (deterministic from the seed, so a resume rebuilds the same set).
+        pool = training_prompts(cfg)
+        evaluator = Evaluator(cfg, backend, model.objective, model.raw, model.textnorm, out, eval_prompts(cfg))
+        warm_caches(backend, [model.objective, model.raw, model.textnorm], pool + evaluator.prompts)
+        policy = DDIMPolicy(noise_scheduler.config, cfg.sampling.steps, eta=cfg.sampling.eta)
+        prompts = [p for p in pool for _ in range(cfg.samples_per_prompt)]
+        latents, rewards = [], []
         with torch.no_grad():
-            log.write(evaluator(0, {"loss": float("nan"), "seconds": 0.0}))
-        torch.save(evaluator.base_images, out / "base_eval.pt")
-    base_off = adapters_off(unet)
-    t0 = time.time()
-    for step in tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc="sft", disable=not progress):
-        g = torch.Generator().manual_seed(derived_seed(seed, 8, step))
-        idx = torch.randint(0, len(data_x0), (cfg["train_batch_size"],), generator=g)
-        # Random draws come from the CPU generator, then move: the same numbers on any device.
-        x0 = data_x0[idx].to(device)
-        noise = torch.randn(x0.shape, generator=g).to(device)
-        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),), generator=g).to(device)
-        xt = noise_scheduler.add_noise(x0, noise, t)
-        target = noise_scheduler.get_velocity(x0, noise, t) if noise_scheduler.config.prediction_type == \
-            "v_prediction" else noise
-        unet.train()
-        pred = unet(xt, t, encoder_hidden_states=cond_all[idx]).sample
-        loss = (F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3)) * weights[idx]).mean()
-        if cfg["reg_coef"] > 0:
-            with torch.no_grad(), base_off():
-                base = unet(xt, t, encoder_hidden_states=cond_all[idx]).sample
-            loss = loss + cfg["reg_coef"] * F.mse_loss(pred, base)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        if (step + 1) % cfg["eval"]["every"] == 0 or step + 1 == cfg["steps"]:
-            unet.eval()
-            log.write(evaluator(step + 1, {"loss": float(loss.detach()), "seconds": round(time.time() - t0, 2)}))
-        if (step + 1) % cfg["checkpoint_every"] == 0 or step + 1 == cfg["steps"]:
-            save_checkpoint(out / f"checkpoint-{step + 1}", {"lora": trainable_state(unet)}, optimizer,
-                            state={"step": step + 1})
-    save_lora(unet, out / "lora.safetensors")
-    write_json_atomic(out / "data.json", {"generated": len(prompts), "kept": len(keep),
-                                  "mean_reward_all": float(rewards_all.mean()),
-                                  "mean_reward_kept": float(rewards_all[keep].mean())})
+            for lo in range(0, len(prompts), 64):
+                chunk = prompts[lo: lo + 64]
+                traj = sample_trajectories(backend, chunk, policy, cfg.sampling.guidance_scale, streams.sft_pool(lo))
+                latents.append(traj.latents[-1].cpu())
+                rewards.append(model.objective.score(traj.images, chunk))
+        latents_all, rewards_all = torch.cat(latents), torch.cat(rewards).numpy()
+        keep = select_top(prompts, rewards_all, cfg.top_fraction)
+        data_x0, data_prompts = latents_all[keep], [prompts[i] for i in keep]
+        weights = torch.ones(len(keep))
+        if cfg.weight_by_reward:
+            r = torch.as_tensor(rewards_all[keep], dtype=torch.float32)
+            weights = torch.softmax((r - r.mean()) / (r.std() + 1e-6), 0) * len(r)
+        weights = weights.to(device)
+        cond_all = backend.encode(data_prompts)
+        print_accounting("sft", 1, len(prompts), f"; kept {len(keep)} (top {cfg.top_fraction:.0%} per prompt); "
+                         f"mean reward all {rewards_all.mean():.4f}, kept {rewards_all[keep].mean():.4f}; "
+                         f"steps {cfg.steps} x batch {cfg.train_batch_size}")
+
+        # 2. Fine-tune LoRA on the kept samples.
+        optimizer = model.optimizer
+        start = 0
+        if checkpoint is not None:
+            start = checkpoint.restore({"lora": trainable_state(unet)}, optimizer)["step"]
+            evaluator.load_base()
+        run.start()
+        log = RunLog(out, tensorboard=cfg.log.tensorboard, resume_step=start if checkpoint is not None else None)
+        if start == 0:
+            with torch.no_grad():
+                log.write(evaluator(0, {"loss": float("nan"), "seconds": 0.0}))
+            evaluator.save_base()
+        base_off = adapters_off(unet)
+        t0 = time.time()
+        last_checkpoint = None
+        with GracefulStop() as stop:
+            for step in tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="sft",
+                             disable=not progress):
+                g = streams.sft_step(step)
+                idx = torch.randint(0, len(data_x0), (cfg.train_batch_size,), generator=g)
+                # Random draws come from the CPU generator, then move: the same numbers on any device.
+                x0 = data_x0[idx].to(device)
+                noise = torch.randn(x0.shape, generator=g).to(device)
+                t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),), generator=g).to(device)
+                xt = noise_scheduler.add_noise(x0, noise, t)
+                target = noise_scheduler.get_velocity(x0, noise, t) if noise_scheduler.config.prediction_type == \
+                    "v_prediction" else noise
+                unet.train()
+                pred = unet(xt, t, encoder_hidden_states=cond_all[idx]).sample
+                loss = (F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3)) * weights[idx]).mean()
+                if cfg.reg_coef > 0:
+                    with torch.no_grad(), base_off():
+                        base = unet(xt, t, encoder_hidden_states=cond_all[idx]).sample
+                    loss = loss + cfg.reg_coef * F.mse_loss(pred, base)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.params, cfg.grad_clip)
+                optimizer.step()
+                if (step + 1) % cfg.eval.every == 0 or step + 1 == cfg.steps:
+                    unet.eval()
+                    with torch.no_grad():
+                        log.write(evaluator(step + 1, {"loss": float(loss.detach()),
+                                                       "seconds": round(time.time() - t0, 2)}, unet=unet))
+                if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps or stop.requested:
+                    last_checkpoint = run.checkpoint(f"checkpoint-{step + 1}", {"lora": trainable_state(unet)},
+                                                     optimizer, state={"step": step + 1})
+                if stop.requested and step + 1 < cfg.steps:
+                    raise run.interrupted(stop, f"after step {step + 1} of {cfg.steps}", last_checkpoint)
+        save_lora(unet, out / "lora.safetensors")
+        write_json_atomic(out / "data.json", {"generated": len(prompts), "kept": len(keep),
+                                              "mean_reward_all": float(rewards_all.mean()),
+                                              "mean_reward_kept": float(rewards_all[keep].mean())})
+    finally:
+        run.close()
     return out

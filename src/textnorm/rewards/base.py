@@ -11,6 +11,7 @@ once and each distinct prompt once.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -64,12 +65,26 @@ def _square_resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
 
 
+def _prepare(images: Images | Sequence[str | os.PathLike]) -> Images:
+    """Image paths opened as RGB PIL images; tensors and PIL images as they are."""
+    if isinstance(images, torch.Tensor):
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise InputError(f"image tensor must be N x 3 x H x W, got shape {tuple(images.shape)}")
+        return images
+    if isinstance(images, (str, os.PathLike, Image.Image)):
+        raise InputError("images must be a list (of PIL images or paths) or an N x 3 x H x W tensor, "
+                         "not a single image")
+    if any(isinstance(i, (str, os.PathLike)) for i in images):
+        from textnorm.io import open_image
+
+        return [open_image(i) if isinstance(i, (str, os.PathLike)) else i for i in images]
+    return images
+
+
 def _check_pairs(images: Images, prompts: Sequence[str]) -> int:
-    if isinstance(images, torch.Tensor) and (images.ndim != 4 or images.shape[1] != 3):
-        raise InputError(f"image tensor must be N x 3 x H x W, got shape {tuple(images.shape)}")
     n = len(images)
-    if isinstance(prompts, str):
-        raise InputError("prompts must be a sequence of strings, one per image, not a single string")
+    if isinstance(prompts, str) or not isinstance(prompts, Sequence):
+        raise InputError("prompts must be a list of strings, one per image, not a single string")
     if len(prompts) != n:
         raise InputError(f"got {n} images but {len(prompts)} prompts; pass one prompt per image")
     for i, p in enumerate(prompts):
@@ -89,55 +104,78 @@ def _take(images: Images, index: Sequence[int] | slice) -> Images:
 class Reward:
     """Base class of every reward model.
 
-    Subclasses implement :meth:`_score_batch` (one batch of aligned pairs). :meth:`score` validates,
-    batches and handles gradients.
+    :meth:`score` (also ``reward(images, prompts)``) is the one validated entry point: images are a list
+    of PIL images or image paths, or an ``N x 3 x H x W`` tensor in [0, 1]; prompts a list of strings, one
+    per image. Subclasses implement a hook: :meth:`_score_batch` (one batch of aligned pairs; the base
+    class batches), or :meth:`_score` to take over batching (dual encoders, TextNorm, ensembles).
 
     Example:
         >>> class Brightness(Reward):
         ...     name = "brightness"
         ...     def _score_batch(self, images, prompts):
         ...         return to_tensor(images).mean(dim=(1, 2, 3))
-        >>> Brightness().score(torch.ones(2, 3, 4, 4), ["a", "b"])
+        >>> Brightness()(torch.ones(2, 3, 4, 4), ["a", "b"])
         tensor([1., 1.])
     """
 
     name: str = "reward"
 
     def __init__(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, batch_size: int = 32):
-        if batch_size < 1:
-            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.device = torch.device(device)
         self.dtype = dtype
         self.batch_size = batch_size
 
-    def _score_batch(self, images: Images, prompts: list[str]) -> torch.Tensor:
-        raise NotImplementedError
-
-    def score(self, images: Images, prompts: Sequence[str], grad: bool = False) -> torch.Tensor:
+    # -- the entry points: validate, then call the hooks
+    def score(self, images: Images | Sequence[str | os.PathLike], prompts: Sequence[str],
+              grad: bool = False) -> torch.Tensor:
         """One float32 score per (image, prompt) pair, on the CPU unless ``grad``."""
+        images = _prepare(images)
         n = _check_pairs(images, prompts)
-        with torch.set_grad_enabled(grad):
-            step = self.batch_size
-            parts = [self._score_batch(_take(images, slice(lo, lo + step)), list(prompts[lo : lo + step]))
-                     for lo in range(0, n, step)]
-        if not parts:
+        if n == 0:
             return torch.zeros(0)
-        out = torch.cat([p.reshape(-1) for p in parts]).float()
+        with torch.set_grad_enabled(grad):
+            out = self._score(images, list(prompts), grad).reshape(-1).float()
+        if out.numel() != n:
+            raise InputError(f"reward {self.name!r} returned {out.numel()} scores for {n} pairs")
         return out if grad else out.detach().cpu()
 
-    __call__ = score
+    def __call__(self, images: Images | Sequence[str | os.PathLike], prompts: Sequence[str],
+                 grad: bool = False) -> torch.Tensor:
+        return self.score(images, prompts, grad=grad)
 
-    def score_sets(self, images: Images, prompt_sets: Sequence[Sequence[str]],
+    def score_sets(self, images: Images | Sequence[str | os.PathLike], prompt_sets: Sequence[Sequence[str]],
                    grad: bool = False) -> list[torch.Tensor]:
-        """For image ``i``, the scores of every prompt in ``prompt_sets[i]`` (a list of 1-D tensors).
-
-        This default repeats each image once per prompt; dual encoders override it.
-        """
+        """For image ``i``, the scores of every prompt in ``prompt_sets[i]`` (a list of 1-D tensors)."""
+        images = _prepare(images)
         if len(prompt_sets) != len(images):
             raise InputError(f"got {len(images)} images but {len(prompt_sets)} prompt sets")
+        sets = []
+        for i, ps in enumerate(prompt_sets):
+            if isinstance(ps, str):
+                raise InputError(f"prompt set {i}: expected a list of strings, not a single string")
+            _check_pairs(list(range(len(ps))), ps)  # type: ignore[arg-type]
+            sets.append(list(ps))
+        with torch.set_grad_enabled(grad):
+            out = self._score_sets(images, sets, grad)
+        return out if grad else [o.detach().float().cpu() for o in out]
+
+    # -- the hooks
+    def _score_batch(self, images: Images, prompts: list[str]) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement _score_batch or _score")
+
+    def _score(self, images: Images, prompts: list[str], grad: bool) -> torch.Tensor:
+        step = self.batch_size
+        parts = [self._score_batch(_take(images, slice(lo, lo + step)), prompts[lo : lo + step])
+                 for lo in range(0, len(prompts), step)]
+        return torch.cat([p.reshape(-1).float() for p in parts])
+
+    def _score_sets(self, images: Images, prompt_sets: list[list[str]], grad: bool) -> list[torch.Tensor]:
+        """Default: each image repeated once per prompt of its set; dual encoders override it."""
         index = [i for i, ps in enumerate(prompt_sets) for _ in ps]
         flat = [p for ps in prompt_sets for p in ps]
-        scores = self.score(_take(images, index), flat, grad=grad)
+        scores = self.score(_take(images, index), flat, grad=grad) if flat else torch.zeros(0)
         return list(torch.split(scores, [len(ps) for ps in prompt_sets]))
 
     def __repr__(self) -> str:
@@ -224,23 +262,15 @@ class DualEncoderReward(Reward):
         table = {**self._text_cache, **new} if not self.cache_texts else self._text_cache
         return torch.stack([table[p] for p in prompts]) if prompts else torch.zeros(0)
 
-    def score(self, images: Images, prompts: Sequence[str], grad: bool = False) -> torch.Tensor:
-        _check_pairs(images, prompts)
-        with torch.set_grad_enabled(grad):
-            img = self.image_embeddings(images)
-            txt = self.text_embeddings(prompts).to(img.device)
-            out = self.logit_scale() * (img * txt).sum(-1)
-        return out if grad else out.detach().cpu()
+    def _score(self, images: Images, prompts: list[str], grad: bool) -> torch.Tensor:
+        img = self.image_embeddings(images)
+        txt = self.text_embeddings(prompts).to(img.device)
+        return self.logit_scale() * (img * txt).sum(-1)
 
-    def score_sets(self, images: Images, prompt_sets: Sequence[Sequence[str]],
-                   grad: bool = False) -> list[torch.Tensor]:
-        if len(prompt_sets) != len(images):
-            raise InputError(f"got {len(images)} images but {len(prompt_sets)} prompt sets")
-        with torch.set_grad_enabled(grad):
-            img = self.image_embeddings(images)
-            distinct = list(dict.fromkeys(p for ps in prompt_sets for p in ps))
-            row = {p: i for i, p in enumerate(distinct)}
-            txt = self.text_embeddings(distinct).to(img.device)
-            scale = self.logit_scale()
-            out = [scale * (txt[[row[p] for p in ps]] @ img[i]) for i, ps in enumerate(prompt_sets)]
-        return out if grad else [o.detach().cpu() for o in out]
+    def _score_sets(self, images: Images, prompt_sets: list[list[str]], grad: bool) -> list[torch.Tensor]:
+        img = self.image_embeddings(images)
+        distinct = list(dict.fromkeys(p for ps in prompt_sets for p in ps))
+        row = {p: i for i, p in enumerate(distinct)}
+        txt = self.text_embeddings(distinct).to(img.device)
+        scale = self.logit_scale()
+        return [scale * (txt[[row[p] for p in ps]] @ img[i]) for i, ps in enumerate(prompt_sets)]

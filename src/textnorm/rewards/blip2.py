@@ -61,3 +61,8 @@ class BLIP2Reward(Reward):
         if self.head == "itm":
             return logits.float().softmax(dim=-1)[:, 1]
         return logits.float().diagonal()  # pair i is (image i, text i)
+
+
+def build_blip2(path_or_id: str, **kw: Any) -> BLIP2Reward:
+    """The ``blip2`` reward (ITM probability; ``head="itc"`` for the contrastive similarity)."""
+    return BLIP2Reward.from_pretrained(path_or_id, **kw)

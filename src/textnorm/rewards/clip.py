@@ -88,3 +88,15 @@ class CLIPReward(DualEncoderReward):
 
     def logit_scale(self) -> float:
         return 100.0 if self.convention == "clipscore" else float(self.model.logit_scale.exp())
+
+
+def build_clip(path_or_id: str, **kw: Any) -> CLIPReward:
+    """The ``clip`` reward: CLIPScore (100 x cosine)."""
+    return CLIPReward.from_pretrained(path_or_id, convention="clipscore", **kw)
+
+
+def build_pickscore(path_or_id: str, **kw: Any) -> CLIPReward:
+    """The ``pickscore`` reward: ``logit_scale.exp()`` x cosine, with the LAION CLIP-H processor by default."""
+    if path_or_id == "yuvalkirstain/PickScore_v1":
+        kw.setdefault("processor", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K")
+    return CLIPReward.from_pretrained(path_or_id, convention="pickscore", **kw)

@@ -78,3 +78,13 @@ class HPSv2Reward(Reward):
         kw = {"cp": self.checkpoint} if self.checkpoint else {}
         return torch.tensor([float(self.hpsv2.score([img], p, hps_version=self.version, **kw)[0])
                              for p, img in zip(prompts, _pil(images))])
+
+
+def build_imagereward(path_or_id: str, **kw: Any) -> ImageRewardReward:
+    """The ``imagereward`` reward (needs the ``image-reward`` package and ``allow_pickle=True``)."""
+    return ImageRewardReward(path_or_id, **kw)
+
+
+def build_hpsv2(path_or_id: str | None, **kw: Any) -> HPSv2Reward:
+    """The ``hpsv2`` reward (needs the ``hpsv2`` package and ``allow_pickle=True``)."""
+    return HPSv2Reward(path_or_id, **kw)

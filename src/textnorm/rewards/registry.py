@@ -1,27 +1,69 @@
-"""Building reward models by name: ``load_reward("clip", "/models/clip-vit-l-14")``."""
+"""Reward models by name: ``load_reward("clip", "/models/clip-vit-l-14")``.
+
+The built-in rewards are declared in one literal mapping, :data:`BUILTIN_REWARDS` (as diffusers'
+``auto_pipeline`` does): each entry names the function that builds it as ``"module:function"``, imported
+only when that reward is loaded. Users add their own with :func:`register_reward`.
+
+Each entry also says which **vocabulary** its rule-based contrastive prompts use: ``"world"`` rewards
+(the embedded ones) contrast only the world's colours; ``"open"`` rewards the general colour list.
+Every TextNorm reward built from an entry (CLI, fine-tuning, calibration, the study) uses that one
+vocabulary, so the same prompt always gets the same contrastive set.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from importlib import import_module
+from typing import Any, Literal
 
 from textnorm.errors import InputError
-from textnorm.rewards.base import Reward
 
 
 @dataclass(frozen=True)
 class RewardEntry:
+    """A named reward: what it is, its default weights, how to build it and its prompt vocabulary."""
+
     name: str
     description: str
     default_path: str | None
-    build: Callable[..., Reward]
+    builder: str | Callable[..., Any]      # "module:function" or a callable build(path_or_id, **kw) -> Reward
+    vocabulary: Literal["world", "open"] = "open"
+
+    def build(self, path_or_id: str | None, **kwargs: Any) -> Any:
+        fn = self.builder
+        if isinstance(fn, str):
+            module, _, attr = fn.partition(":")
+            fn = getattr(import_module(module), attr)
+        return fn(path_or_id, **kwargs)
 
 
-_REGISTRY: dict[str, RewardEntry] = {}
+SHIPPED = "shipped:"  # default_path prefix: a model folder inside the package's data/models/
+
+BUILTIN_REWARDS: dict[str, RewardEntry] = {
+    "clip": RewardEntry("clip", "CLIPScore: 100 x cosine (transformers CLIPModel)",
+                        "openai/clip-vit-large-patch14", "textnorm.rewards.clip:build_clip"),
+    "pickscore": RewardEntry("pickscore", "PickScore: logit_scale.exp() x cosine (transformers CLIPModel)",
+                             "yuvalkirstain/PickScore_v1", "textnorm.rewards.clip:build_pickscore"),
+    "blip2": RewardEntry("blip2", "BLIP-2 ITM probability (head=itc: contrastive similarity)",
+                         "Salesforce/blip2-itm-vit-g", "textnorm.rewards.blip2:build_blip2"),
+    "imagereward": RewardEntry("imagereward", "ImageReward via the image-reward package (optional extra)",
+                               "ImageReward-v1.0", "textnorm.rewards.external:build_imagereward"),
+    "hpsv2": RewardEntry("hpsv2", "HPSv2 via the hpsv2 package (optional extra)", None,
+                         "textnorm.rewards.external:build_hpsv2"),
+    "shapes-clip-a": RewardEntry("shapes-clip-a",
+                                 "embedded proxy: CNN + bag-of-words dual encoder, noisy captions (shipped)",
+                                 SHIPPED + "shapes-clip-a", "textnorm.rewards.shapes:build_shapes", "world"),
+    "shapes-clip-b": RewardEntry("shapes-clip-b",
+                                 "embedded proxy: CNN + transformer dual encoder, noisy captions (shipped)",
+                                 SHIPPED + "shapes-clip-b", "textnorm.rewards.shapes:build_shapes", "world"),
+}
+
+_USER_REWARDS: dict[str, RewardEntry] = {}
 
 
-def register_reward(name: str, description: str, default_path: str | None = None):
+def register_reward(name: str, description: str, default_path: str | None = None,
+                    vocabulary: Literal["world", "open"] = "open"):
     """Decorator registering a builder ``build(path_or_id, **kw) -> Reward`` under ``name``.
 
     Example:
@@ -32,32 +74,51 @@ def register_reward(name: str, description: str, default_path: str | None = None
         >>> load_reward("doc-constant").name
         'doc-constant'
     """
+    if name in BUILTIN_REWARDS:
+        raise InputError(f"reward name {name!r} is built in; choose another name")
 
-    def wrap(fn: Callable[..., Reward]) -> Callable[..., Reward]:
-        _REGISTRY[name] = RewardEntry(name, description, default_path, fn)
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        _USER_REWARDS[name] = RewardEntry(name, description, default_path, fn, vocabulary)
         return fn
 
     return wrap
 
 
-def _ensure_builtins() -> None:
-    # Imported here so that the registry fills itself without import cycles.
-    import textnorm.rewards.builtin  # noqa: F401
-
-
 def list_rewards() -> list[RewardEntry]:
-    """Every registered reward, sorted by name.
+    """Every reward (built in and registered), sorted by name.
 
     Example:
         >>> {"clip", "pickscore", "blip2"} <= {e.name for e in list_rewards()}
         True
     """
-    _ensure_builtins()
-    return sorted(_REGISTRY.values(), key=lambda e: e.name)
+    return sorted({**BUILTIN_REWARDS, **_USER_REWARDS}.values(), key=lambda e: e.name)
 
 
-def load_reward(name: str, path_or_id: str | None = None, **kwargs: Any) -> Reward:
-    """Build a registered reward; ``path_or_id`` defaults to the reward's usual hub id.
+def reward_entry(name: str) -> RewardEntry:
+    """The entry of a reward name; an unknown name is an error listing the known ones.
+
+    Example:
+        >>> reward_entry("shapes-clip-a").vocabulary
+        'world'
+    """
+    entry = BUILTIN_REWARDS.get(name) or _USER_REWARDS.get(name)
+    if entry is None:
+        known = sorted({**BUILTIN_REWARDS, **_USER_REWARDS})
+        raise InputError(f"unknown reward {name!r} (registered: {', '.join(known)})")
+    return entry
+
+
+def resolve_path(path: str | None) -> str | None:
+    """A default path as a real one (``shipped:NAME`` -> the package's model folder)."""
+    if path and path.startswith(SHIPPED):
+        from importlib import resources
+
+        return str(resources.files("textnorm") / "data" / "models" / path[len(SHIPPED):])
+    return path
+
+
+def load_reward(name: str, path_or_id: str | None = None, **kwargs: Any) -> Any:
+    """Build a reward by name; ``path_or_id`` defaults to the reward's usual weights.
 
     Example:
         >>> load_reward("nope")  # doctest: +ELLIPSIS
@@ -65,8 +126,5 @@ def load_reward(name: str, path_or_id: str | None = None, **kwargs: Any) -> Rewa
         ...
         textnorm.errors.InputError: unknown reward 'nope' (registered: ...)
     """
-    _ensure_builtins()
-    if name not in _REGISTRY:
-        raise InputError(f"unknown reward {name!r} (registered: {', '.join(sorted(_REGISTRY))})")
-    entry = _REGISTRY[name]
-    return entry.build(path_or_id or entry.default_path, **kwargs)
+    entry = reward_entry(name)
+    return entry.build(resolve_path(path_or_id or entry.default_path), **kwargs)

@@ -169,3 +169,8 @@ def contrastive_loss(model: ShapesDualEncoder, images: torch.Tensor, ids: torch.
     logits = model.logit_scale.exp().clamp(max=100.0) * img @ txt.T
     labels = torch.arange(len(images))
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+def build_shapes(path: str, **kw: Any) -> ShapesReward:
+    """An embedded proxy reward from its folder (``config.json`` + ``model.safetensors``)."""
+    return ShapesReward.from_pretrained(path, **kw)

@@ -19,15 +19,12 @@ import torch
 
 from textnorm.io import write_text_atomic
 from textnorm.rewards.shapes import ShapesDualEncoder, ShapesReward, contrastive_loss, reward_tokenizer
+from textnorm.rewards.train_config import RewardTrainConfig
 from textnorm.world.grammar import Clause, Spec
 from textnorm.world.scene import Scene, draw_scene, sample_scene
 from textnorm.world.vocab import COLORS, LEAD_INS, NUMBER_WORD, PLURAL, RELATION_PHRASE, SHAPES
 
-DEFAULTS: dict[str, Any] = {
-    "name": "shapes-clip-a", "seed": 0, "steps": 1500, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.01,
-    "count_noise": 1 / 3, "color_drop": 0.3, "object_drop": 0.15, "relation_rate": 0.25, "log_every": 50,
-    "model": {"arch": "cnn-bow", "dim": 64, "image_widths": [32, 64, 128]},
-}
+DEFAULTS: dict[str, Any] = RewardTrainConfig().to_dict()
 
 
 def noisy_caption(scene: Scene, rng: random.Random, cfg: dict) -> str:
@@ -80,11 +77,20 @@ def random_scene(rng: random.Random, size: int = 32) -> Scene:
     return sample_scene(Spec(clauses), rng, size)
 
 
-def train_reward(config: dict, out_dir: str | Path, progress: bool = True) -> Path:
-    """Train one proxy reward; writes ``<out_dir>/config.json`` and ``model.safetensors``."""
+def train_reward(config: RewardTrainConfig | dict, out_dir: str | Path, progress: bool = True,
+                 overwrite: bool = False) -> Path:
+    """Train one proxy reward; writes ``<out_dir>/config.json``, ``model.safetensors`` and ``train_log.csv``.
+
+    ``out_dir`` must be empty, or an earlier reward's folder with ``overwrite``.
+    """
     from tqdm.auto import tqdm
 
-    cfg = {**DEFAULTS, **config, "model": {**DEFAULTS["model"], **config.get("model", {})}}
+    from textnorm.config import from_dict
+    from textnorm.rundir import prepare_run_dir
+
+    typed = config if isinstance(config, RewardTrainConfig) else from_dict(RewardTrainConfig, dict(config))
+    cfg = typed.to_dict()
+    lock = prepare_run_dir(out_dir, overwrite=overwrite, marker="config.json")
     torch.manual_seed(cfg["seed"])
     tokenizer = reward_tokenizer()
     model = ShapesDualEncoder(cfg["model"], len(tokenizer))
@@ -117,4 +123,5 @@ def train_reward(config: dict, out_dir: str | Path, progress: bool = True) -> Pa
     model.config = {**cfg["model"], "training": {k: v for k, v in cfg.items() if k != "model"}}
     ShapesReward(model, tokenizer, name=cfg["name"]).save_pretrained(out)
     write_text_atomic(out / "train_log.csv", "\n".join(log) + "\n")
+    lock.release()
     return out

@@ -15,9 +15,9 @@ import numpy as np
 from textnorm.bench.evaluate import evaluate_subset
 from textnorm.bench.tia2 import load_benchmark
 from textnorm.calibrate.select import select_hyperparameters
-from textnorm.calibrate.textnorm import TextNorm
-from textnorm.rewards.registry import load_reward
-from textnorm.scoring import open_image
+from textnorm.io import open_image
+from textnorm.rewards.factory import load_members, normalise
+from textnorm.rewards.spec import RewardSpec
 
 EMBEDDED_REWARDS = ("shapes-clip-a", "shapes-clip-b")
 
@@ -34,14 +34,15 @@ def misalignment_table(benchmark: str | os.PathLike = "shapes", rewards: Sequenc
 
     temperatures = temperatures or DEFAULT_TEMPERATURES
     lams = lams or DEFAULT_LAMS
-    models = [load_reward(name) for name in rewards]
+    specs = [RewardSpec(name=name) for name in rewards]
+    models = [load_members(spec)[0] for spec in specs]
     results: dict = {}
     for name, subset in load_benchmark(benchmark).items():
         images = [open_image(subset.image_path(img)) for img in subset.images]
         member_sets = []
         rows: dict = {}
-        for reward_name, reward in zip(rewards, models):
-            sets = TextNorm(reward, subset.prompt_sets).set_rewards(images, subset.captions)
+        for reward_name, reward, spec in zip(rewards, models, specs):
+            sets = normalise(reward, spec, subset.prompt_sets).set_rewards(images, subset.captions)
             member_sets.append(sets)
             raw = np.array([float(s[0]) for s in sets])
             rows[reward_name] = evaluate_subset(subset, raw).summary()

@@ -1,0 +1,158 @@
+"""Evaluation during fine-tuning: fixed prompts and seeds, the oracle's verdicts, and the run's log."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from textnorm.errors import InputError
+from textnorm.rewards.base import Reward
+
+
+def gold_verdicts(images: Any, prompts: list[str]) -> np.ndarray | None:
+    """The oracle's verdict (1.0 aligned, 0.0 not) per image, when every prompt is a world prompt and the
+    images are world-sized (else None)."""
+    from textnorm.generate.grid import to_uint8
+    from textnorm.world.grammar import parse
+    from textnorm.world.oracle import judge
+    from textnorm.world.vocab import BASE_SIZE
+
+    try:
+        specs = [parse(p) for p in prompts]
+    except InputError:
+        return None
+    if images.shape[-1] < BASE_SIZE or images.shape[-1] != images.shape[-2]:
+        return None
+    return np.array([float(judge(a, s).aligned) for a, s in zip(to_uint8(images), specs)])
+
+
+def gold_alignment(images: Any, prompts: list[str]) -> float | None:
+    """Fraction judged aligned by the oracle (None where :func:`gold_verdicts` is None)."""
+    verdicts = gold_verdicts(images, prompts)
+    return None if verdicts is None else float(verdicts.mean())
+
+
+class RunLog:
+    """``eval.csv`` (always) and TensorBoard (when configured), written by the main process only.
+
+    A fresh run starts a new file; a resumed run keeps the rows up to its checkpoint and drops the rest.
+    """
+
+    def __init__(self, out: Path, enabled: bool = True, tensorboard: bool = False, resume_step: int | None = None):
+        self.path = out / "eval.csv"
+        self.enabled = enabled
+        self.fields: list[str] | None = None
+        self.writer = None
+        if not enabled:
+            return
+        if resume_step is None:
+            self.path.unlink(missing_ok=True)
+        else:
+            self._truncate_after(resume_step)
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(out / "tensorboard"))
+
+    def _truncate_after(self, step: int) -> None:
+        """Keep the rows logged up to ``step`` (a resumed run redoes the rest)."""
+        from textnorm.io import atomic_write
+
+        if not self.path.exists():
+            return
+        with self.path.open() as f:
+            rows = list(csv.DictReader(f))
+        if not rows:
+            self.path.unlink()
+            return
+        self.fields = list(rows[0])
+        with atomic_write(self.path, newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.fields)
+            writer.writeheader()
+            writer.writerows(r for r in rows if int(r["step"]) <= step)
+
+    def write(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        new = self.fields is None
+        if new:
+            self.fields = list(row)
+        with self.path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.fields)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        if self.writer is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k != "step" and v == v:
+                    self.writer.add_scalar(k, v, row["step"])
+            self.writer.flush()
+
+
+class Evaluator:
+    """Fixed prompts and seeds sampled deterministically (eta = 0) at every evaluation.
+
+    Logs the optimised reward, the raw base reward, its TextNorm version, gold alignment (oracle, for
+    world prompts) and drift from the base model (mean squared pixel change on the same noise).
+    """
+
+    def __init__(self, cfg: Any, backend: Any, objective: Reward, raw: Reward, textnorm: Reward, out: Path,
+                 prompts: list[str]):
+        from textnorm.finetune.ddim import DDIMPolicy
+
+        self.cfg, self.backend, self.out = cfg, backend, out
+        self.objective, self.raw, self.textnorm = objective, raw, textnorm
+        self.prompts = prompts
+        self.policy = DDIMPolicy(backend.pipe.scheduler.config, cfg.eval.steps, eta=0.0)
+        self.base_images: torch.Tensor | None = None
+
+    def sample(self) -> torch.Tensor:
+        from textnorm.finetune.ddim import sample_trajectories
+
+        g = torch.Generator().manual_seed(self.cfg.eval.seed)
+        return sample_trajectories(self.backend, self.prompts, self.policy, self.cfg.sampling.guidance_scale,
+                                   g).images
+
+    def save_base(self) -> None:
+        from safetensors.torch import save_file
+
+        save_file({"images": self.base_images.contiguous()}, self.out / "base_eval.safetensors")
+
+    def load_base(self) -> None:
+        from safetensors.torch import load_file
+
+        try:
+            self.base_images = load_file(self.out / "base_eval.safetensors")["images"]
+        except Exception as e:  # a missing or corrupt file: the base images are recomputed from the seed
+            from textnorm.rundir import note
+
+            note(f"{self.out / 'base_eval.safetensors'} unreadable ({type(e).__name__}); base images recomputed")
+            self.base_images = None
+
+    def __call__(self, step: int, extra: dict | None = None, unet: Any = None) -> dict:
+        from textnorm.generate.grid import image_grid, to_pil
+
+        if self.base_images is None and unet is not None and step > 0:
+            from textnorm.finetune.common import adapters_off
+
+            with adapters_off(unet)():
+                self.base_images = self.sample()
+        images = self.sample()
+        if self.base_images is None:
+            self.base_images = images
+        row = {"step": step,
+               "objective": float(self.objective.score(images, self.prompts).mean()),
+               "raw_reward": float(self.raw.score(images, self.prompts).mean()),
+               "textnorm_reward": float(self.textnorm.score(images, self.prompts).mean())}
+        gold = gold_alignment(images, self.prompts)
+        row["gold_alignment"] = float("nan") if gold is None else gold
+        row["drift"] = float(((images - self.base_images) ** 2).mean())
+        row.update(extra or {})
+        grids = self.out / "grids"
+        grids.mkdir(parents=True, exist_ok=True)
+        image_grid(to_pil(images), rows=len(images), scale=3, labels=self.prompts).save(grids / f"step_{step:05d}.png")
+        return row

@@ -1,0 +1,127 @@
+"""The one reward factory: a :class:`~textnorm.rewards.spec.RewardSpec` in, a reward out.
+
+The CLI (``score``, ``tia2 score``, ``calibrate``), fine-tuning, the misalignment table and the study all
+build rewards here, so the same spec gives the same reward everywhere -- in particular the same
+contrastive prompt sets, from one rule vocabulary per reward (see :mod:`textnorm.rewards.registry`).
+
+Example:
+    >>> from textnorm.rewards.spec import RewardSpec
+    >>> reward = build_reward(RewardSpec(name="shapes-clip-a", textnorm=True, temperature=0.5))
+    >>> reward.name, reward.candidates("two red circles")[:3]
+    ('textnorm(shapes-clip-a)', ['two red circles', 'a red circle', 'three red circles'])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from functools import partial
+from typing import Any
+
+from textnorm.errors import InputError
+from textnorm.rewards.base import Reward
+from textnorm.rewards.registry import load_reward, reward_entry
+from textnorm.rewards.spec import RewardSpec
+
+
+def rule_vocabulary(spec: RewardSpec) -> tuple[str, ...]:
+    """The colour words the rules swap for this spec: ``spec.colors``, else the first reward's vocabulary.
+
+    Example:
+        >>> rule_vocabulary(RewardSpec(name="shapes-clip-a"))
+        ('red', 'green', 'blue', 'yellow')
+    """
+    if spec.colors:
+        return tuple(spec.colors)
+    if reward_entry(spec.names[0]).vocabulary == "world":
+        from textnorm.world.vocab import COLORS
+
+        return tuple(COLORS)
+    from textnorm.prompts.rules import COLORS as OPEN_COLORS
+
+    return OPEN_COLORS
+
+
+def contrastive_sets(spec: RewardSpec) -> tuple[dict[str, list[str]], Callable[[str], list[str]] | None]:
+    """``(fixed sets, generator)`` for the spec's ``prompt_sets``: rules give a generator, files fixed sets."""
+    if spec.prompt_sets == "rules":
+        from textnorm.prompts.rules import rule_set
+
+        return {}, partial(rule_set, colors=rule_vocabulary(spec))
+    from textnorm.prompts.files import load_prompt_sets
+
+    return load_prompt_sets(spec.prompt_sets), None
+
+
+def load_members(spec: RewardSpec) -> list[Reward]:
+    """The spec's reward models, raw (one per name)."""
+    return [load_reward(n, p, **spec.args) for n, p in zip(spec.names, spec.paths)]
+
+
+def normalise(reward: Reward, spec: RewardSpec, sets: Mapping[str, Sequence[str]] | None = None) -> Reward:
+    """TextNorm of ``reward`` with the spec's temperature, scaling and prompt sets (``sets`` overrides them)."""
+    from textnorm.calibrate.textnorm import TextNorm
+
+    fixed, generator = ({k: list(v) for k, v in sets.items()}, None) if sets is not None else contrastive_sets(spec)
+    return TextNorm(reward, fixed, spec.temperature, spec.scaling, generator=generator)
+
+
+def combine(members: Sequence[Reward], spec: RewardSpec, mode: str | None = None) -> Reward:
+    """One member as it is; several as the spec's ensemble (or ``mode``)."""
+    if len(members) == 1:
+        return members[0]
+    from textnorm.calibrate.ensemble import Ensemble
+
+    return Ensemble(list(members), mode=mode or spec.ensemble.mode, lam=spec.ensemble.lam,
+                    spread=spec.ensemble.spread)
+
+
+def as_spec(spec: RewardSpec | Mapping[str, Any] | str) -> RewardSpec:
+    """A spec from a spec, a mapping (the YAML ``reward:`` section) or a ``NAME[=PATH]`` string."""
+    from textnorm.config import from_dict
+
+    if isinstance(spec, RewardSpec):
+        return spec
+    if isinstance(spec, str):
+        name, _, path = spec.partition("=")
+        if not name:
+            raise InputError(f"bad reward spec {spec!r}: expected NAME or NAME=PATH")
+        return from_dict(RewardSpec, {"name": name, "path": path or None}, "reward")
+    if isinstance(spec, Mapping):
+        return from_dict(RewardSpec, dict(spec), "reward")
+    raise InputError(f"not a reward spec: {type(spec).__name__}")
+
+
+def build_reward(spec: RewardSpec | Mapping[str, Any] | str,
+                 sets: Mapping[str, Sequence[str]] | None = None) -> Reward:
+    """The reward a spec describes (contrastive ``sets`` override the spec's ``prompt_sets``).
+
+    Example:
+        >>> build_reward("nope")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        textnorm.errors.InputError: reward: unknown reward 'nope' (registered: ...)
+    """
+    spec = as_spec(spec)
+    if spec.textnorm and sets is None:
+        contrastive_sets(spec)  # a missing prompt-set file fails before any model loads
+    members = load_members(spec)
+    if spec.textnorm:
+        members = [normalise(m, spec, sets) for m in members]
+    return combine(members, spec)
+
+
+def build_views(spec: RewardSpec | Mapping[str, Any]) -> tuple[Reward, Reward, Reward]:
+    """``(objective, raw, textnorm)``: the reward a spec describes, the mean of its raw members, and the
+    mean of their TextNorm versions -- sharing one copy of each model (what fine-tuning logs)."""
+    spec = as_spec(spec)
+    contrastive_sets(spec)
+    members = load_members(spec)
+    normed = [normalise(m, spec) for m in members]
+    objective = combine(normed if spec.textnorm else members, spec)
+    return objective, combine(members, spec, "mean"), combine(normed, spec, "mean")
+
+
+def with_textnorm(spec: RewardSpec, on: bool = True) -> RewardSpec:
+    """A copy of ``spec`` with TextNorm switched on or off."""
+    return replace(spec, textnorm=on)
