@@ -260,3 +260,27 @@ def test_two_processes_stay_in_sync(assets, tmp_path):
     rows = read_csv(tmp_path / "ddp" / "eval.csv")
     assert int(rows[-1]["samples"]) == 2 * 2 * 2  # epochs x per-process batch x processes, counted once
     assert result.stdout.count("processes: 2") == 1
+
+
+def test_logged_textnorm_reward_equals_textnorm_score_cli(tmp_path):
+    """The TextNorm reward fine-tuning logs (``textnorm_reward``) is the one ``textnorm score --textnorm`` computes."""
+    from textnorm.cli import main
+    from textnorm.finetune.config import load_finetune_config
+    from textnorm.rewards.factory import build_views
+    from textnorm.world.scene import render
+
+    prompts = ["two red circles", "a blue square and a yellow triangle", "a green circle above a red square"]
+    images = [render(p, seed=i) for i, p in enumerate(prompts)]
+    for i, img in enumerate(images):
+        img.save(tmp_path / f"{i}.png")
+    (tmp_path / "m.jsonl").write_text("".join(
+        json.dumps({"image": f"{i}.png", "prompt": p}) + "\n" for i, p in enumerate(prompts)))
+    cfg = load_finetune_config("rl", ROOT / "configs" / "rl.yaml", ["reward.temperature=0.5"])
+    _, _, logged = build_views(cfg.reward)  # what the Evaluator logs as textnorm_reward
+    x = torch.stack([torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1) for img in images])
+    expected = logged.score(x, prompts)
+    assert main(["score", "--reward", "shapes-clip-a", "--textnorm", "--temperature", "0.5", "--manifest",
+                 str(tmp_path / "m.jsonl"), "-o", str(tmp_path / "s.jsonl")]) == 0
+    got = [json.loads(line)["score"] for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    torch.testing.assert_close(torch.tensor(got), expected, rtol=1e-5, atol=1e-6)
+    assert len(logged.candidates(prompts[0])) > 2

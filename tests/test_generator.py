@@ -8,9 +8,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from textnorm.cli import main
+from textnorm.generate.config import GeneratorTrainConfig
 from textnorm.generate.load import load_generator
 from textnorm.generate.pipeline import ShapesPipeline
-from textnorm.generate.config import GeneratorTrainConfig
 from textnorm.generate.train import make_batch, train_generator
 from textnorm.world.grammar import parse
 from tiny_models import save_tiny_shapes_pipeline

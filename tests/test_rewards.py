@@ -1,5 +1,6 @@
 """Reward backends on tiny local models: loading, batching, and scores equal to a hand computation."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -124,3 +125,50 @@ def test_callable_and_validation():
         r.score(torch.zeros(2, 8, 8), ["a", "b"])
     with pytest.raises(InputError, match="not a reward"):
         as_reward(3)
+
+
+def test_every_reward_is_callable_and_validates_its_input(tmp_path):
+    import textnorm
+    from textnorm.calibrate.ensemble import Ensemble
+    from textnorm.calibrate.textnorm import TextNorm
+    from textnorm.errors import InputError
+
+    clip_a = textnorm.load_reward("shapes-clip-a")
+    x = torch.rand(2, 3, 32, 32)
+    prompts = ["a red circle", "two blue squares"]
+    torch.testing.assert_close(clip_a(x, prompts), clip_a.score(x, prompts))
+    tn = TextNorm(clip_a, generator=lambda p: ["a green triangle"])
+    ens = Ensemble([clip_a, tn])
+    for reward in (tn, ens, CallableReward(lambda i, p: [0.0] * len(p))):
+        torch.testing.assert_close(reward(x, prompts), reward.score(x, prompts))
+        with pytest.raises(InputError, match="not a single string"):
+            reward.score(x[:1], "a red circle")
+        with pytest.raises(InputError, match="one prompt per image"):
+            reward(x, prompts[:1])
+    # image paths are accepted and read as RGB
+    from PIL import Image
+
+    paths = []
+    for i, img in enumerate(x):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray((img.permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(path)
+        paths.append(path)
+    quantised = torch.stack([torch.from_numpy(np.asarray(Image.open(p), dtype=np.float32) / 255).permute(2, 0, 1)
+                             for p in paths])
+    torch.testing.assert_close(clip_a(paths, prompts), clip_a(quantised, prompts))
+    with pytest.raises(InputError, match="image not found"):
+        clip_a([tmp_path / "none.png"], ["a red circle"])
+
+
+def test_one_rule_vocabulary_per_reward():
+    """The CLI, fine-tuning and the factory give a prompt the same contrastive set."""
+    from textnorm.finetune.config import load_finetune_config
+    from textnorm.rewards.factory import build_reward, build_views
+    from textnorm.scoring import build_reward as cli_build
+
+    cli = cli_build("shapes-clip-a", textnorm=True)
+    _, _, finetune = build_views(load_finetune_config("rl", None, ["reward.textnorm=true"]).reward)
+    api = build_reward({"name": "shapes-clip-a", "textnorm": True})
+    for prompt in ("two red circles", "a blue square to the left of a yellow triangle"):
+        assert cli.candidates(prompt) == finetune.candidates(prompt) == api.candidates(prompt)
+    assert all("purple" not in p for p in cli.candidates("two red circles"))  # the world's colours only

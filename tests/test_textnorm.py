@@ -82,11 +82,11 @@ def test_textnorm_grad_path_matches_no_grad():
 
 def test_ensemble_modes():
     a = lambda images, prompts: [1.0, 2.0]  # noqa: E731
-    b = lambda images, prompts: [3.0, 2.0]  # noqa: E731
+    b = lambda images, prompts: [5.0, 2.0]  # noqa: E731  (spread 2: std 2 and var 4 differ)
     x = torch.zeros(2, 3, 2, 2)
-    assert Ensemble([a, b]).score(x, ["p", "q"]).tolist() == [2.0, 2.0]
-    assert Ensemble([a, b], mode="ur", lam=0.5).score(x, ["p", "q"]).tolist() == [1.5, 2.0]
-    assert Ensemble([a, b], mode="ur", lam=0.5, spread="var").score(x, ["p", "q"]).tolist() == [1.5, 2.0]
+    assert Ensemble([a, b]).score(x, ["p", "q"]).tolist() == [3.0, 2.0]
+    assert Ensemble([a, b], mode="ur", lam=0.5).score(x, ["p", "q"]).tolist() == [2.0, 2.0]
+    assert Ensemble([a, b], mode="ur", lam=0.5, spread="var").score(x, ["p", "q"]).tolist() == [1.0, 2.0]
     assert Ensemble([a, b], mode="min").score(x, ["p", "q"]).tolist() == [1.0, 2.0]
     s = torch.tensor([[1.0, 4.0], [3.0, 0.0], [2.0, 2.0]])
     torch.testing.assert_close(combine(s, "ur", lam=2.0, spread="var"),

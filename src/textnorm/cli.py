@@ -634,7 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train the embedded models")
     trsub = train.add_subparsers(dest="train_command", required=True)
     tg = trsub.add_parser("generator", help="train the embedded text-to-image model from scratch")
-    tg.add_argument("--config", default="configs/generator.yaml")
+    tg.add_argument("--config", metavar="FILE", help="YAML config, e.g. configs/generator.yaml (default: built-in)")
     tg.add_argument("--out", default="runs/generator", help="run folder (checkpoints, logs, final pipeline)")
     tg.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     tg.add_argument("--overwrite", action="store_true", help="clear an earlier run in --out and start again")

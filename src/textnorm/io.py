@@ -145,6 +145,8 @@ def open_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> A
                 raise InputError(f"{path}: image of {img.width}x{img.height} pixels is larger than the limit "
                                  f"of {max_pixels:,} pixels")
             return img.convert("RGB")
+    except InputError:
+        raise
     except FileNotFoundError:
         raise InputError(f"{path}: image not found") from None
     except IsADirectoryError:

@@ -259,9 +259,11 @@ class RunFolder:
         self.resume = resume or resume_from is not None
         self.overwrite, self.resume_from, self.keep, self.main = overwrite, resume_from, keep, main
         self.lock: RunLock | None = None
+        self.created = False
 
     def open(self) -> RunFolder:
         if self.main:
+            self.created = not self.folder.exists()
             self.lock = prepare_run_dir(self.folder, resume=self.resume, overwrite=self.overwrite)
         return self
 
@@ -289,9 +291,12 @@ class RunFolder:
         return RunInterrupted(f"stopped by {stop.name} {where}; {saved}; resume with the same command plus --resume")
 
     def close(self) -> None:
+        """Release the lock; a folder this run created and left empty (it failed early) is removed."""
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+            if self.created and self.folder.is_dir() and not _contents(self.folder):
+                shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self) -> RunFolder:
         return self.open()

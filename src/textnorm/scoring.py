@@ -128,24 +128,30 @@ def score_files(reward: Reward, images: Sequence[Path], prompts: Sequence[str], 
     from textnorm.rewards.base import as_reward
 
     reward = as_reward(reward)
+    if not skip_unreadable:  # a missing file fails before any work, not half-way through
+        for path in images:
+            if not Path(path).is_file():
+                raise InputError(f"{path}: image not found")
     scores: list[float | None] = [None] * len(images)
     skipped: list[Path] = []
-    bar = tqdm(total=len(images), desc=f"scoring ({reward.name})", unit="img", disable=not progress)
-    for lo in range(0, len(images), chunk):
-        batch, idx = [], []
-        for i in range(lo, min(lo + chunk, len(images))):
-            try:
-                batch.append(open_image(images[i]))
-                idx.append(i)
-            except InputError:
-                if not skip_unreadable:
-                    raise
-                skipped.append(images[i])
-        if batch:
-            with torch.no_grad():
-                values = reward.score(batch, [prompts[i] for i in idx])
-            for i, v in zip(idx, values.tolist()):
-                scores[i] = float(v)
-        bar.update(min(chunk, len(images) - lo))
-    bar.close()
+    bar = tqdm(total=len(images), desc=f"scoring ({reward.name})", unit="img", disable=not progress, leave=False)
+    try:
+        for lo in range(0, len(images), chunk):
+            batch, idx = [], []
+            for i in range(lo, min(lo + chunk, len(images))):
+                try:
+                    batch.append(open_image(images[i]))
+                    idx.append(i)
+                except InputError:
+                    if not skip_unreadable:
+                        raise
+                    skipped.append(images[i])
+            if batch:
+                with torch.no_grad():
+                    values = reward.score(batch, [prompts[i] for i in idx])
+                for i, v in zip(idx, values.tolist()):
+                    scores[i] = float(v)
+            bar.update(min(chunk, len(images) - lo))
+    finally:
+        bar.close()
     return scores, skipped

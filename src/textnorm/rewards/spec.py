@@ -68,5 +68,12 @@ class RewardSpec(Config):
             reward_entry(n)  # an unknown name fails here, before any model loads
         if len(self.paths) != len(self.names):
             raise InputError(f"reward.path: {len(self.paths)} path(s) for {len(self.names)} reward name(s)")
+        sets = self.prompt_sets
+        if self.textnorm and sets != "rules" and sets != "tia2" and not sets.startswith("tia2:"):
+            from pathlib import Path
+
+            if not Path(sets).is_file():
+                raise InputError(f"reward.prompt_sets: {sets}: no such file (give rules, tia2, tia2:<subset> "
+                                 "or a JSON file)")
         if self.colors is not None and not self.colors:
             raise InputError("reward.colors: give at least one colour word, or leave it out")

@@ -16,7 +16,6 @@ backgrounds, slightly irregular shapes):
 from __future__ import annotations
 
 import colorsys
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -201,9 +200,3 @@ def judge(image: Image.Image | np.ndarray, prompt: str | Spec) -> Verdict:
     aligned, reasons = check(spec, [Obj(o.shape, o.color, o.center) for o in objects])
     return Verdict(aligned, reasons, objects)
 
-
-def judge_many(images: Sequence[Image.Image | np.ndarray], prompts: Sequence[str]) -> list[Verdict]:
-    """:func:`judge` for aligned lists of images and prompts."""
-    if len(images) != len(prompts):
-        raise InputError(f"got {len(images)} images but {len(prompts)} prompts")
-    return [judge(i, p) for i, p in zip(images, prompts)]
