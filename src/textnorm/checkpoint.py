@@ -184,13 +184,3 @@ def prune_checkpoints(run_dir: str | os.PathLike, keep: int | None) -> list[Path
     for p in old:
         shutil.rmtree(p, ignore_errors=True)
     return old
-
-
-def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """The ``checkpoint-<step>`` folder with the highest step in ``run_dir``, if any."""
-    found = []
-    for p in Path(run_dir).glob("checkpoint-*"):
-        suffix = p.name.split("-", 1)[1]
-        if suffix.isdigit() and (p / "state.json").exists():
-            found.append((int(suffix), p))
-    return max(found)[1] if found else None
