@@ -57,6 +57,11 @@ BUILTIN_REWARDS: dict[str, RewardEntry] = {
     "shapes-clip-b": RewardEntry("shapes-clip-b",
                                  "embedded proxy: CNN + transformer dual encoder, noisy captions (shipped)",
                                  SHIPPED + "shapes-clip-b", "textnorm.rewards.shapes:build_shapes", "world"),
+    **{name: RewardEntry(name, f"embedded, known structure: log p(prompt | perceived scene) + w x look; {what}",
+                         name, "textnorm.rewards.perceive:build_perceive", "world")
+       for name, what in (("shapes-perceive-clean", "no perception noise, w = 0 (the positive control)"),
+                          ("shapes-perceive-noisy", "realistic perception noise, w = 1"),
+                          ("shapes-perceive-looks", "realistic perception noise, w = 4 (an exploitable look term)"))},
 }
 
 _USER_REWARDS: dict[str, RewardEntry] = {}
