@@ -274,6 +274,27 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from textnorm.scoring import spec_from_cli
+    from textnorm.study.diagnose import diagnose, plot_reliability, render_table
+
+    _check_output(args.output)
+    _check_output(args.plot)
+    results = {}
+    for single in args.reward:
+        spec = spec_from_cli(single, args.reward_arg)
+        res = diagnose(spec, args.benchmark, args.subset, temperature=args.temperature,
+                       clean_per_subset=args.clean_prompts, seed=args.seed,
+                       perturbation_tests=not args.no_perturbations)
+        results[res["reward"] if len(args.reward) == 1 else single] = res
+    if args.plot:
+        plot_reliability(results, args.plot)
+    text = json.dumps(results if len(results) > 1 else next(iter(results.values())), indent=2) + "\n" \
+        if args.json else render_table(results, args.format)
+    _emit(text, args.output)
+    return 0
+
+
 # ----------------------------------------------------------------------------------- prompts
 def cmd_prompts_generate(args: argparse.Namespace) -> int:
     from textnorm.io import write_json_atomic
@@ -368,6 +389,17 @@ def cmd_train_reward(args: argparse.Namespace) -> int:
         return 0
     if args.config is None:
         raise InputError("train reward: give --config FILE (or --print-config)")
+    from textnorm.config import read_yaml
+
+    if read_yaml(args.config).get("method") == "preference":
+        from textnorm.rewards.train_config import PrefTrainConfig
+
+        pref = load_config(PrefTrainConfig, args.config, args.set)
+        from textnorm.rewards.train_pref import train_pref_reward
+
+        out = train_pref_reward(pref, args.out or f"runs/{pref.name}", overwrite=args.overwrite)
+        print(f"reward model written to {out}", file=sys.stderr)
+        return 0
     config = load_config(RewardTrainConfig, args.config, args.set)
     from textnorm.rewards.train_shapes import train_reward
 
@@ -570,6 +602,24 @@ def build_parser() -> argparse.ArgumentParser:
                            help="per-prompt oracle choice with the test labels (the authors' released numbers)")
     add_output(calibrate)
     calibrate.set_defaults(func=cmd_calibrate)
+
+    diag = sub.add_parser("diagnose", help="where a reward's signal lives: raw/offset/contrast/margin AUROC, "
+                          "contrastive accuracy per perturbation, TextNorm calibration",
+                          epilog="example: textnorm diagnose --reward shapes-clip-a --benchmark shapes --json")
+    diag.add_argument("--reward", action="append", required=True, metavar="NAME[=PATH]",
+                      help="reward to diagnose (repeatable: one table, one reliability plot)")
+    diag.add_argument("--reward-arg", action="append", metavar="KEY=VALUE", help="extra reward option (repeatable)")
+    diag.add_argument("--benchmark", default="shapes", help="benchmark folder with images ('shapes' is shipped)")
+    diag.add_argument("--subset", action="append", help="restrict to this subset (repeatable)")
+    diag.add_argument("--temperature", type=float_in(0, lo_exclusive=True), default=1.0,
+                      help="TextNorm temperature of the calibration check")
+    diag.add_argument("--clean-prompts", type=int_in(1, 10_000), default=100,
+                      help="rendered scenes per subset for the clean contrastive-accuracy test")
+    diag.add_argument("--no-perturbations", action="store_true", help="skip the contrastive-accuracy tests")
+    diag.add_argument("--seed", type=int, default=0, help="seed of the clean scenes")
+    diag.add_argument("--plot", metavar="PNG", help="write the reliability diagram here")
+    add_output(diag)
+    diag.set_defaults(func=cmd_diagnose)
 
     prompts = sub.add_parser("prompts", help="contrastive prompt sets")
     psub = prompts.add_subparsers(dest="prompts_command", required=True)

@@ -27,6 +27,8 @@ class RewardModelConfig(Config):
 class RewardTrainConfig(Config):
     """Training an embedded proxy reward on rendered scenes with realistically noisy captions."""
 
+    method: Literal["contrastive"] = option("contrastive", "this config trains a contrastive proxy "
+                                            "(method: preference trains shapes-pref)")
     name: str = option("shapes-clip-a", "the reward's name (written into its config.json)")
     seed: int = option(0, "seed of the initialisation and the batches")
     steps: int = option(1500, "optimisation steps", min=1)
@@ -43,3 +45,30 @@ class RewardTrainConfig(Config):
     def check(self) -> None:
         if not self.name.strip():
             raise InputError("name: give the reward a name")
+
+
+@dataclass
+class PrefTrainConfig(Config):
+    """Fine-tuning a CLIP-like proxy on simulated pairwise preferences, the way ImageReward and PickScore
+    were made: generator samples of one prompt, compared by simulated raters (the oracle's verdict, flipped
+    with ``flip``, plus a mild preference for the better-looking image when both verdicts agree)."""
+
+    method: Literal["preference"] = option("preference", "this config trains a preference proxy")
+    name: str = option("shapes-pref", "the reward's name (written into its config.json)")
+    base: str = option("shapes-clip-a", "the registered embedded reward to start from (and regularise towards)")
+    seed: int = option(0, "seed of prompts, samples, raters, split and batches")
+    prompts_per_subset: int = option(100, "training prompts per world subset (disjoint from TIA2-Shapes)", min=1)
+    samples_per_prompt: int = option(6, "generator samples per prompt (all pairs are compared)", min=2, max=16)
+    sampling_steps: int = option(10, "DDIM steps of the generator", min=1, max=200)
+    max_comparisons: int = option(20_000, "upper bound on comparisons", min=10)
+    flip: float = option(0.1, "rater noise: share of comparisons reported the wrong way round", min=0.1, max=0.5)
+    look_preference: float = option(0.1, "when both verdicts agree, extra probability of preferring the image "
+                                    "with more coloured pixels (0 = a coin flip)", min=0, max=0.5)
+    holdout: float = option(0.15, "share of prompts whose comparisons are held out for early stopping", min=0.05,
+                            max=0.5)
+    steps: int = option(800, "optimisation steps at most", min=1)
+    batch_size: int = option(64, "comparisons per step", min=1)
+    lr: float = option(3e-4, "learning rate (AdamW)", min=0, min_exclusive=True)
+    reg_coef: float = option(1.0, "L2 pull of the weights towards the base model's", min=0)
+    eval_every: int = option(25, "held-out evaluation every this many steps", min=1)
+    patience: int = option(8, "stop after this many evaluations without a better held-out loss", min=1)
