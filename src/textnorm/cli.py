@@ -457,7 +457,8 @@ def cmd_world_benchmark_table(args: argparse.Namespace) -> int:
     from textnorm.bench.report import render
     from textnorm.study.misalignment import misalignment_table
 
-    results = misalignment_table(args.benchmark, args.reward or ("shapes-clip-a", "shapes-clip-b"), k=args.k)
+    results = misalignment_table(args.benchmark, args.reward or ("shapes-clip-a", "shapes-clip-b"), k=args.k,
+                                 oracle=args.oracle)
     note = ("textnorm(...) and ensembles: temperature/lambda chosen by "
             f"{args.k}-fold cross-validation over prompts; held-out metrics.")
     if args.json:
@@ -510,7 +511,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if (shipped_shapes_dir() / "human_annotations").is_dir():
         print()
         cmd_world_benchmark_table(argparse.Namespace(benchmark="shapes", reward=None, k=5, json=False,
-                                                     format="table", output=None))
+                                                     format="table", output=None, oracle=False))
     return 0
 
 
@@ -678,6 +679,8 @@ def build_parser() -> argparse.ArgumentParser:
     wbt.add_argument("--benchmark", default="shapes")
     wbt.add_argument("--reward", action="append", help="reward name (repeatable; default the embedded ones)")
     wbt.add_argument("--k", type=int_in(2, 1000), default=5, help="cross-validation folds over prompts")
+    wbt.add_argument("--oracle", action="store_true", help="also TextNorm with the per-prompt temperature chosen "
+                     "with that prompt's labels (labelled ORACLE)")
     add_output(wbt)
     wbt.set_defaults(func=cmd_world_benchmark_table)
 

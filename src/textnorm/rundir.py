@@ -78,8 +78,12 @@ class RunLock:
         self._file = f
         return self
 
-    def release(self) -> None:
+    def release(self, remove: bool = False) -> None:
+        """Release the lock; ``remove`` also deletes the lock file (for folders that are shipped, such as a
+        trained reward's)."""
         if self._file is not None:
+            if remove:
+                (self.folder / LOCK_NAME).unlink(missing_ok=True)
             self._file.close()  # closing the descriptor releases the flock
             self._file = None
 

@@ -57,6 +57,9 @@ BUILTIN_REWARDS: dict[str, RewardEntry] = {
     "shapes-clip-b": RewardEntry("shapes-clip-b",
                                  "embedded proxy: CNN + transformer dual encoder, noisy captions (shipped)",
                                  SHIPPED + "shapes-clip-b", "textnorm.rewards.shapes:build_shapes", "world"),
+    "shapes-pref": RewardEntry("shapes-pref",
+                               "embedded proxy: shapes-clip-a fine-tuned on simulated preferences (shipped)",
+                               SHIPPED + "shapes-pref", "textnorm.rewards.shapes:build_shapes", "world"),
     **{name: RewardEntry(name, f"embedded, known structure: log p(prompt | perceived scene) + w x look; {what}",
                          name, "textnorm.rewards.perceive:build_perceive", "world")
        for name, what in (("shapes-perceive-clean", "no perception noise, w = 0 (the positive control)"),

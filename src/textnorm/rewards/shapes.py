@@ -141,13 +141,14 @@ class ShapesReward(DualEncoderReward):
         return cls(model, tokenizer, name=config.get("name", folder.name), **kwargs)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        from textnorm.io import write_json_atomic
+        from textnorm.io import atomic_write, write_json_atomic
 
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, folder / "model.safetensors")
+        with atomic_write(folder / "model.safetensors", "wb") as f:
+            f.write(save({k: v.contiguous() for k, v in self.model.state_dict().items()}))
         write_json_atomic(folder / "config.json", {**self.model.config, "name": self.name})
 
     def embed_images(self, images: Images) -> torch.Tensor:

@@ -130,7 +130,7 @@ def train_pref_reward(cfg: PrefTrainConfig, out_dir: str | Path, progress: bool 
             optimizer.zero_grad(set_to_none=True)
             (loss + cfg.reg_coef * reg).backward()
             optimizer.step()
-            running.append(float(loss))
+            running.append(float(loss.detach()))
             if step % cfg.eval_every == 0:
                 vl, va = held_out()
                 log.append(f"{step},{np.mean(running):.5f},{vl:.5f},{va:.4f},{time.time() - t0:.1f}")
@@ -160,5 +160,5 @@ def train_pref_reward(cfg: PrefTrainConfig, out_dir: str | Path, progress: bool 
         write_text_atomic(out / "data.json", json.dumps(summary, indent=1) + "\n")
         print(json.dumps(summary), flush=True)
     finally:
-        lock.release()
+        lock.release(remove=True)
     return Path(out_dir)

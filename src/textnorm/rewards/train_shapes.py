@@ -123,5 +123,5 @@ def train_reward(config: RewardTrainConfig | dict, out_dir: str | Path, progress
     model.config = {**cfg["model"], "training": {k: v for k, v in cfg.items() if k != "model"}}
     ShapesReward(model, tokenizer, name=cfg["name"]).save_pretrained(out)
     write_text_atomic(out / "train_log.csv", "\n".join(log) + "\n")
-    lock.release()
+    lock.release(remove=True)
     return out

@@ -20,12 +20,16 @@ from textnorm.rewards.factory import load_members, normalise
 from textnorm.rewards.spec import RewardSpec
 
 EMBEDDED_REWARDS = ("shapes-clip-a", "shapes-clip-b")
+PERCEIVE_REWARDS = ("shapes-perceive-clean", "shapes-perceive-noisy", "shapes-perceive-looks")
 
 
 def misalignment_table(benchmark: str | os.PathLike = "shapes", rewards: Sequence[str] = EMBEDDED_REWARDS,
                        k: int = 5, seed: int = 0, temperatures: Sequence[float] | None = None,
-                       lams: Sequence[float] | None = None) -> dict:
+                       lams: Sequence[float] | None = None, oracle: bool = False) -> dict:
     """``{subset: {row: summary}}`` for each reward raw, TextNorm (CV), and mean / UR ensembles (CV).
+
+    With ``oracle``, also each reward's TextNorm with the temperature chosen per prompt from that prompt's
+    own labels (the authors' released protocol), labelled ORACLE: an optimistic bound, not a result.
 
     Example:
         >>> table = misalignment_table("shapes")  # doctest: +SKIP
@@ -49,6 +53,9 @@ def misalignment_table(benchmark: str | os.PathLike = "shapes", rewards: Sequenc
         for reward_name, sets in zip(rewards, member_sets):
             sel = select_hyperparameters(subset, [sets], temperatures, k=k, seed=seed)
             rows[f"textnorm({reward_name})"] = {**sel.heldout, "chosen": sel.chosen}
+            if oracle:
+                sel = select_hyperparameters(subset, [sets], temperatures, k=k, seed=seed, mode="per_prompt_oracle")
+                rows[f"ORACLE textnorm({reward_name})"] = {**sel.heldout, "chosen": None}
         if len(models) > 1:
             for mode in ("mean", "ur"):
                 sel = select_hyperparameters(subset, member_sets, temperatures, lams, ensemble_mode=mode, k=k,
