@@ -333,15 +333,20 @@ def _env():
     return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
 
 
-def test_sigint_stops_at_a_safe_point_and_the_run_resumes(tmp_path):
+def tiny_rl_config(tmp_path, epochs, checkpoint_every, eval):
+    """An RL config on the tiny local models, two samples per epoch, at most two checkpoints kept."""
     from tiny_models import save_tiny_shapes_pipeline, save_tiny_shapes_reward
 
-    cfg = {"seed": 0, "generator": str(save_tiny_shapes_pipeline(tmp_path / "gen")), "out": str(tmp_path / "run"),
-           "prompts": {"list": ["a red circle", "two blue squares"]},
-           "reward": {"name": "shapes-clip-a", "path": str(save_tiny_shapes_reward(tmp_path / "rw"))},
-           "sampling": {"steps": 3}, "lora": {"rank": 2, "alpha": 2}, "epochs": 200, "batch_size": 2,
-           "train_batch_size": 2, "checkpoint_every": 1000, "checkpoints_total_limit": 2,
-           "eval": {"every": 1000, "prompts": ["a red circle"], "steps": 2}}
+    return {"seed": 0, "generator": str(save_tiny_shapes_pipeline(tmp_path / "gen")), "out": str(tmp_path / "run"),
+            "prompts": {"list": ["a red circle", "two blue squares"]},
+            "reward": {"name": "shapes-clip-a", "path": str(save_tiny_shapes_reward(tmp_path / "rw"))},
+            "sampling": {"steps": 3}, "lora": {"rank": 2, "alpha": 2}, "epochs": epochs, "batch_size": 2,
+            "train_batch_size": 2, "checkpoint_every": checkpoint_every, "checkpoints_total_limit": 2,
+            "eval": {**eval, "prompts": ["a red circle"], "steps": 2}}
+
+
+def test_sigint_stops_at_a_safe_point_and_the_run_resumes(tmp_path):
+    cfg = tiny_rl_config(tmp_path, epochs=200, checkpoint_every=1000, eval={"every": 1000})
     (tmp_path / "rl.yaml").write_text(yaml.safe_dump(cfg))
     cmd = [sys.executable, "-m", "textnorm.cli", "finetune", "--method", "rl", "--config", str(tmp_path / "rl.yaml")]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -368,14 +373,7 @@ def test_sigint_stops_at_a_safe_point_and_the_run_resumes(tmp_path):
 
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
     from textnorm.finetune.rl import run_rl
-    from tiny_models import save_tiny_shapes_pipeline, save_tiny_shapes_reward
-
-    cfg = {"seed": 0, "generator": str(save_tiny_shapes_pipeline(tmp_path / "gen")), "out": str(tmp_path / "run"),
-           "prompts": {"list": ["a red circle", "two blue squares"]},
-           "reward": {"name": "shapes-clip-a", "path": str(save_tiny_shapes_reward(tmp_path / "rw"))},
-           "sampling": {"steps": 3}, "lora": {"rank": 2, "alpha": 2}, "epochs": 3, "batch_size": 2,
-           "train_batch_size": 2, "checkpoint_every": 1, "checkpoints_total_limit": 2,
-           "eval": {"every": 1, "prompts": ["a red circle"], "steps": 2}}
+    cfg = tiny_rl_config(tmp_path, epochs=3, checkpoint_every=1, eval={"every": 1})
     whole = run_rl(dict(cfg, out=str(tmp_path / "whole")), progress=False)
     run_rl(cfg, progress=False)
     run = tmp_path / "run"
