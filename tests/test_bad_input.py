@@ -389,3 +389,13 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
     rows = (run / "eval.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2", "3"]
     assert np.isfinite(float(rows[-1].split(",")[1]))
+
+
+def test_world_judge_exit_code(tmp_path, capsys):
+    from textnorm.world.scene import render
+
+    render("two red circles", seed=0).save(tmp_path / "two.png")
+    assert main(["world", "judge", "--prompt", "two red circles", str(tmp_path / "two.png"), "--exit-code"]) == 0
+    assert main(["world", "judge", "--prompt", "three red circles", str(tmp_path / "two.png"), "--exit-code"]) == 1
+    assert main(["world", "judge", "--prompt", "three red circles", str(tmp_path / "two.png")]) == 0
+    assert "NOT ALIGNED" in capsys.readouterr().out

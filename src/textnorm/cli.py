@@ -347,13 +347,15 @@ def cmd_world_judge(args: argparse.Namespace) -> int:
 
     spec = parse(args.prompt)
     results = [{"image": str(path), **judge(open_image(Path(path)), spec).to_dict()} for path in args.images]
+    # --exit-code: 1 when any image is not aligned (for shell scripts), as `git diff --exit-code` does.
+    status = 1 if args.exit_code and not all(v["aligned"] for v in results) else 0
     if args.json:
         # One image: its verdict object; several: a list of them, in the order given.
         print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
-        return 0
+        return status
     for v in results:
         print(f"{v['image']}: {'ALIGNED' if v['aligned'] else 'NOT ALIGNED'} - {'; '.join(v['reasons'])}")
-    return 0
+    return status
 
 
 def cmd_world_prompts(args: argparse.Namespace) -> int:
@@ -657,7 +659,8 @@ def build_parser() -> argparse.ArgumentParser:
     wj = wsub.add_parser("judge", help="the oracle's verdict on images for a prompt")
     wj.add_argument("--prompt", required=True)
     wj.add_argument("images", nargs="+", metavar="IMG")
-    wj.add_argument("--json", action="store_true")
+    wj.add_argument("--json", action="store_true", help="print the verdicts as JSON")
+    wj.add_argument("--exit-code", action="store_true", help="exit with 1 when an image is not aligned")
     wj.set_defaults(func=cmd_world_judge)
     wp = wsub.add_parser("prompts", help="sample prompts of a subset")
     wp.add_argument("--subset", required=True, choices=("counting", "composition", "comprehensive"))
