@@ -33,6 +33,7 @@ import dataclasses
 import difflib
 import math
 import os
+import sys
 import types
 import typing
 from collections.abc import Iterator, Sequence
@@ -88,8 +89,6 @@ def _hints(cls: type) -> dict[str, Any]:
     # shadow the builtin in its neighbours' annotations.
     out: dict[str, Any] = {}
     for klass in reversed(cls.__mro__):
-        import sys
-
         module = vars(sys.modules[klass.__module__]) if klass.__module__ in sys.modules else {}
         for name, ann in vars(klass).get("__annotations__", {}).items():
             out[name] = eval(ann, dict(module), {}) if isinstance(ann, str) else ann  # noqa: S307
@@ -129,14 +128,17 @@ def _convert(value: Any, tp: Any, meta: dict | None = None) -> Any:
         if value is None and type(None) in args:
             return None
         errors = []
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool) and (int in args or float in args)
         for a in args:
-            if a is type(None):
+            if a is type(None) or (a is str and numeric):  # a number that fails as a number is not text
                 continue
             try:
                 return _convert(value, a, meta)
             except _Reject as e:
                 errors.append(str(e))
-        raise _Reject(errors[-1] if len(errors) == 1 else f"expected {type_name(tp)}, got {value!r}")
+        if len(errors) == 1 or numeric:  # one candidate, or a number: its own message is the clearest
+            raise _Reject(errors[-1])
+        raise _Reject(f"expected {type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value not in args:
             raise _Reject(f"expected one of {', '.join(map(str, args))}, got {value!r}")
@@ -318,9 +320,8 @@ def read_yaml(path: str | os.PathLike) -> dict:
     return data
 
 
-def load_config(cls: type[C], path: str | os.PathLike | None = None, overrides: Sequence[str] | None = None,
-                base: dict | None = None) -> C:
-    """The typed config: defaults, then ``base``, then the YAML file, then each ``--set`` override.
+def load_config(cls: type[C], path: str | os.PathLike | None = None, overrides: Sequence[str] | None = None) -> C:
+    """The typed config: defaults, then the YAML file, then each ``--set`` override.
 
     Example:
         >>> from dataclasses import dataclass
@@ -332,15 +333,12 @@ def load_config(cls: type[C], path: str | os.PathLike | None = None, overrides: 
         ...
         textnorm.errors.InputError: --set lr=abc: lr: expected a number, got 'abc'
     """
-    data: dict = dict(base or {})
+    data: dict = {}
     where = "config"
-    if base:
-        _build(cls, data, "config")
     if path is not None:
         where = str(path)
-        from_file = read_yaml(path)
-        _build(cls, from_file, where)  # errors name the file
-        data = _merge(data, from_file)
+        data = read_yaml(path)
+        _build(cls, data, where)  # errors name the file
     for item in overrides or []:
         data = _override(cls, data, item)
     if overrides:
@@ -394,10 +392,8 @@ def _render(cls: type, instance: Any, depth: int, lines: list[str]) -> None:
             lines.append(f"{pad}{f.name}:  # {help_text}")
             _render(tp, value, depth + 1, lines)
             continue
-        shown = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
-        if shown.endswith("\n..."):
-            shown = shown[: -len("\n...")]
-        shown = shown.removesuffix("...").strip()
+        # safe_dump ends a bare scalar with a document-end marker ("0.1\n...\n"): drop it.
+        shown = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
         lines.append(f"{pad}{f.name}: {shown}  # {type_name(tp)}. {help_text}")
 
 

@@ -81,15 +81,19 @@ def _prepare(images: Images | Sequence[str | os.PathLike]) -> Images:
     return images
 
 
-def _check_pairs(images: Images, prompts: Sequence[str]) -> int:
-    n = len(images)
+def _check_prompts(prompts: Sequence[str], what: str = "prompts") -> None:
     if isinstance(prompts, str) or not isinstance(prompts, Sequence):
-        raise InputError("prompts must be a list of strings, one per image, not a single string")
-    if len(prompts) != n:
-        raise InputError(f"got {n} images but {len(prompts)} prompts; pass one prompt per image")
+        raise InputError(f"{what} must be a list of strings, not a single string")
     for i, p in enumerate(prompts):
         if not isinstance(p, str):
-            raise InputError(f"prompt {i}: expected a string, got {type(p).__name__}")
+            raise InputError(f"{what}[{i}]: expected a string, got {type(p).__name__}")
+
+
+def _check_pairs(images: Images, prompts: Sequence[str]) -> int:
+    n = len(images)
+    _check_prompts(prompts)
+    if len(prompts) != n:
+        raise InputError(f"got {n} images but {len(prompts)} prompts; pass one prompt per image")
     return n
 
 
@@ -151,12 +155,9 @@ class Reward:
         images = _prepare(images)
         if len(prompt_sets) != len(images):
             raise InputError(f"got {len(images)} images but {len(prompt_sets)} prompt sets")
-        sets = []
         for i, ps in enumerate(prompt_sets):
-            if isinstance(ps, str):
-                raise InputError(f"prompt set {i}: expected a list of strings, not a single string")
-            _check_pairs(list(range(len(ps))), ps)  # type: ignore[arg-type]
-            sets.append(list(ps))
+            _check_prompts(ps, f"prompt set {i}")
+        sets = [list(ps) for ps in prompt_sets]
         with torch.set_grad_enabled(grad):
             out = self._score_sets(images, sets, grad)
         return out if grad else [o.detach().float().cpu() for o in out]

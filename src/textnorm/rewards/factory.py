@@ -14,7 +14,6 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -58,12 +57,15 @@ def load_members(spec: RewardSpec) -> list[Reward]:
     return [load_reward(n, p, **spec.args) for n, p in zip(spec.names, spec.paths)]
 
 
-def normalise(reward: Reward, spec: RewardSpec, sets: Mapping[str, Sequence[str]] | None = None) -> Reward:
-    """TextNorm of ``reward`` with the spec's temperature, scaling and prompt sets (``sets`` overrides them)."""
+def normalise(reward: Reward, spec: RewardSpec, sets: Mapping[str, Sequence[str]] | None = None,
+              generator: Callable[[str], list[str]] | None = None) -> Reward:
+    """TextNorm of ``reward`` with the spec's temperature and scaling, over fixed ``sets`` and/or a
+    ``generator``; with neither, the spec's own prompt sets."""
     from textnorm.calibrate.textnorm import TextNorm
 
-    fixed, generator = ({k: list(v) for k, v in sets.items()}, None) if sets is not None else contrastive_sets(spec)
-    return TextNorm(reward, fixed, spec.temperature, spec.scaling, generator=generator)
+    if sets is None and generator is None:
+        sets, generator = contrastive_sets(spec)
+    return TextNorm(reward, sets or {}, spec.temperature, spec.scaling, generator=generator)
 
 
 def combine(members: Sequence[Reward], spec: RewardSpec, mode: str | None = None) -> Reward:
@@ -83,10 +85,10 @@ def as_spec(spec: RewardSpec | Mapping[str, Any] | str) -> RewardSpec:
     if isinstance(spec, RewardSpec):
         return spec
     if isinstance(spec, str):
-        name, _, path = spec.partition("=")
-        if not name:
-            raise InputError(f"bad reward spec {spec!r}: expected NAME or NAME=PATH")
-        return from_dict(RewardSpec, {"name": name, "path": path or None}, "reward")
+        from textnorm.scoring import parse_reward_spec
+
+        name, path = parse_reward_spec(spec)
+        return from_dict(RewardSpec, {"name": name, "path": path}, "reward")
     if isinstance(spec, Mapping):
         return from_dict(RewardSpec, dict(spec), "reward")
     raise InputError(f"not a reward spec: {type(spec).__name__}")
@@ -103,11 +105,12 @@ def build_reward(spec: RewardSpec | Mapping[str, Any] | str,
         textnorm.errors.InputError: reward: unknown reward 'nope' (registered: ...)
     """
     spec = as_spec(spec)
+    generator = None
     if spec.textnorm and sets is None:
-        contrastive_sets(spec)  # a missing prompt-set file fails before any model loads
+        sets, generator = contrastive_sets(spec)  # read once, before any model loads
     members = load_members(spec)
     if spec.textnorm:
-        members = [normalise(m, spec, sets) for m in members]
+        members = [normalise(m, spec, sets, generator) for m in members]
     return combine(members, spec)
 
 
@@ -115,13 +118,9 @@ def build_views(spec: RewardSpec | Mapping[str, Any]) -> tuple[Reward, Reward, R
     """``(objective, raw, textnorm)``: the reward a spec describes, the mean of its raw members, and the
     mean of their TextNorm versions -- sharing one copy of each model (what fine-tuning logs)."""
     spec = as_spec(spec)
-    contrastive_sets(spec)
+    sets, generator = contrastive_sets(spec)
     members = load_members(spec)
-    normed = [normalise(m, spec) for m in members]
+    normed = [normalise(m, spec, sets, generator) for m in members]
     objective = combine(normed if spec.textnorm else members, spec)
     return objective, combine(members, spec, "mean"), combine(normed, spec, "mean")
 
-
-def with_textnorm(spec: RewardSpec, on: bool = True) -> RewardSpec:
-    """A copy of ``spec`` with TextNorm switched on or off."""
-    return replace(spec, textnorm=on)

@@ -111,12 +111,13 @@ def perceive(image: np.ndarray, noise: PerceptionNoise) -> list[Perceived]:
     from textnorm.world.oracle import detect
     from textnorm.world.vocab import COLORS, SHAPES
 
-    objects = [Perceived(o.shape, o.color, o.center) for o in detect(image)]
+    detected = detect(image)
+    objects = [Perceived(o.shape, o.color, o.center) for o in detected]
     if not any(v for k, v in asdict(noise).items() if k != "seed"):
         return objects
     digest = hashlib.sha256(np.ascontiguousarray(image).tobytes()).digest()
     rng = random.Random(int.from_bytes(digest[:8], "little") ^ noise.seed)
-    areas = [a.area for a in detect(image)]
+    areas = [o.area for o in detected]
     if noise.miss_small and areas:
         small = 0.7 * float(np.median(areas))
         objects = [o for o, a in zip(objects, areas) if not (a < small and rng.random() < noise.miss_small)]
@@ -231,8 +232,8 @@ class PerceiveReward(Reward):
     def __init__(self, noise: PerceptionNoise | None = None, w: float = 0.0, name: str = "shapes-perceive",
                  **kwargs: Any):
         super().__init__(**kwargs)
-        if not math.isfinite(w):
-            raise InputError(f"look weight w must be finite, got {w}")
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+            raise InputError(f"look weight w must be a finite number, got {w!r}")
         self.noise, self.w, self.name = noise or PerceptionNoise(), float(w), name
 
     def _arrays(self, images: Images) -> list[np.ndarray]:

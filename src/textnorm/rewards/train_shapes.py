@@ -91,37 +91,39 @@ def train_reward(config: RewardTrainConfig | dict, out_dir: str | Path, progress
     typed = config if isinstance(config, RewardTrainConfig) else from_dict(RewardTrainConfig, dict(config))
     cfg = typed.to_dict()
     lock = prepare_run_dir(out_dir, overwrite=overwrite, marker="config.json")
-    torch.manual_seed(cfg["seed"])
-    tokenizer = reward_tokenizer()
-    model = ShapesDualEncoder(cfg["model"], len(tokenizer))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    warmup = max(1, cfg["steps"] // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 0.5 * (
-        1 + math.cos(math.pi * min(1.0, s / cfg["steps"])))))
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"{cfg['name']}: {cfg['model']['arch']}, {n_params / 1e3:.0f}k parameters, batch {cfg['batch_size']}, "
-          f"{cfg['steps']} steps", flush=True)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    log = ["step,loss,seconds"]
-    t0 = time.time()
-    bar = tqdm(range(cfg["steps"]), desc=f"train {cfg['name']}", disable=not progress)
-    for step in bar:
-        rng = random.Random(f"{cfg['seed']}:{step}")
-        scenes = [random_scene(rng) for _ in range(cfg["batch_size"])]
-        images = torch.from_numpy(np.stack([np.asarray(draw_scene(s), dtype=np.float32) for s in scenes]))
-        images = images.permute(0, 3, 1, 2) / 255.0
-        enc = tokenizer([noisy_caption(s, rng, cfg) for s in scenes], padding=True, return_tensors="pt")
-        loss = contrastive_loss(model, images, enc["input_ids"], enc["attention_mask"])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if (step + 1) % cfg["log_every"] == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            log.append(f"{step + 1},{loss.item():.5f},{time.time() - t0:.1f}")
-    model.config = {**cfg["model"], "training": {k: v for k, v in cfg.items() if k != "model"}}
-    ShapesReward(model, tokenizer, name=cfg["name"]).save_pretrained(out)
-    write_text_atomic(out / "train_log.csv", "\n".join(log) + "\n")
-    lock.release(remove=True)
-    return out
+    try:
+        torch.manual_seed(cfg["seed"])
+        tokenizer = reward_tokenizer()
+        model = ShapesDualEncoder(cfg["model"], len(tokenizer))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        warmup = max(1, cfg["steps"] // 20)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 0.5 * (
+            1 + math.cos(math.pi * min(1.0, s / cfg["steps"])))))
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"{cfg['name']}: {cfg['model']['arch']}, {n_params / 1e3:.0f}k parameters, batch {cfg['batch_size']}, "
+              f"{cfg['steps']} steps", flush=True)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        log = ["step,loss,seconds"]
+        t0 = time.time()
+        bar = tqdm(range(cfg["steps"]), desc=f"train {cfg['name']}", disable=not progress)
+        for step in bar:
+            rng = random.Random(f"{cfg['seed']}:{step}")
+            scenes = [random_scene(rng) for _ in range(cfg["batch_size"])]
+            images = torch.from_numpy(np.stack([np.asarray(draw_scene(s), dtype=np.float32) for s in scenes]))
+            images = images.permute(0, 3, 1, 2) / 255.0
+            enc = tokenizer([noisy_caption(s, rng, cfg) for s in scenes], padding=True, return_tensors="pt")
+            loss = contrastive_loss(model, images, enc["input_ids"], enc["attention_mask"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            if (step + 1) % cfg["log_every"] == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+                log.append(f"{step + 1},{loss.item():.5f},{time.time() - t0:.1f}")
+        model.config = {**cfg["model"], "training": {k: v for k, v in cfg.items() if k != "model"}}
+        ShapesReward(model, tokenizer, name=cfg["name"]).save_pretrained(out)
+        write_text_atomic(out / "train_log.csv", "\n".join(log) + "\n")
+    finally:
+        lock.release(remove=True)
+    return Path(out_dir)
