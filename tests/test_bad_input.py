@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RL = str(ROOT / "configs" / "rl.yaml")
 SFT = str(ROOT / "configs" / "sft.yaml")
 BON = str(ROOT / "configs" / "bon.yaml")
+STUDY = str(ROOT / "configs" / "study.yaml")
 
 
 @pytest.fixture
@@ -223,6 +224,25 @@ CASES = [
     ("prompts-missing-input", ["prompts", "generate", "--method", "rules", "--in", "{dir}/none.txt", "-o",
                                "{dir}/sets.json"], "not found", ["sets.json"]),
     ("unknown-command", ["nosuchcommand"], "invalid choice", []),
+    # the study
+    ("study-typo", ["study", "run", "--config", STUDY, "--set", "rl.epochz=2", "--set", "work={dir}/w"],
+     "did you mean 'epochs'", ["w", "docs"]),
+    ("study-unknown-objective", ["study", "run", "--config", STUDY, "--set", "rl.objectives=[tn/nope]",
+                                 "--set", "work={dir}/w"], "unknown objective 'tn/nope'", ["w"]),
+    ("study-ns", ["study", "run", "--config", STUDY, "--set", "pool.ns=[1,3]", "--set", "work={dir}/w"],
+     "must divide pool.n_max", ["w"]),
+    ("study-one-member", ["study", "run", "--config", STUDY, "--set", "objectives.ensemble=[shapes-clip-a]",
+                          "--set", "work={dir}/w"], "at least two members", ["w"]),
+    ("study-unknown-reward", ["study", "run", "--config", STUDY, "--set", "objectives.rewards=[nope]",
+                              "--set", "work={dir}/w"], "unknown reward 'nope'", ["w"]),
+    ("study-work-not-empty", ["study", "run", "--config", STUDY, "--set", "work={dir}/notrun", "--set",
+                              "out={dir}/report"], "folder is not empty", ["report"]),
+    ("study-work-busy-changed", ["study", "run", "--config", STUDY, "--resume", "--set", "work={dir}/busy",
+                                 "--set", "out={dir}/report"], "was made with another config", ["report"]),
+    ("study-unknown-stage", ["study", "run", "--config", STUDY, "--only", "poool", "--set", "work={dir}/w"],
+     "unknown stage", ["w"]),
+    ("study-out-is-device", ["study", "run", "--config", STUDY, "--set", "out=/dev", "--set", "work={dir}/w"],
+     "", ["w"]),
 ]
 
 

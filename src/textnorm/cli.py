@@ -517,6 +517,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study_run(args: argparse.Namespace) -> int:
+    from textnorm.study.config import StudyConfig, load_study_config
+
+    if args.print_config:
+        from textnorm.config import render_yaml
+
+        print(render_yaml(StudyConfig, "textnorm study run: every key, its default and help", StudyConfig()), end="")
+        return 0
+    config = load_study_config(args.config, args.set)
+    from textnorm.study.run import run_study
+
+    out = run_study(config, resume=args.resume, overwrite=args.overwrite, only=args.only, redo=args.redo)
+    print(f"report: {out / 'report.html'}", file=sys.stderr)
+    return 0
+
+
 # ------------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     from textnorm import __version__
@@ -726,6 +742,19 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--overwrite", action="store_true", help="clear an earlier run in the run folder and start again")
     ft.add_argument("--print-config", action="store_true", help="print every config key with its default and help")
     ft.set_defaults(func=cmd_finetune)
+
+    study = sub.add_parser("study", help="the study: does optimising TextNorm give better-aligned models?")
+    ssub = study.add_subparsers(dest="study_command", required=True, parser_class=Parser)
+    srun = ssub.add_parser("run", help="run (or --resume) the study in stages; writes report.html, results.json, "
+                           "samples.jsonl", epilog="example: textnorm study run --config configs/study.yaml --resume")
+    srun.add_argument("--config", metavar="FILE", help="YAML config (default: every default; see --print-config)")
+    srun.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    srun.add_argument("--resume", action="store_true", help="continue: stages already done are not run again")
+    srun.add_argument("--overwrite", action="store_true", help="clear an earlier study's work folder and start again")
+    srun.add_argument("--only", nargs="+", metavar="STAGE", help="run only these stages (the others must be done)")
+    srun.add_argument("--redo", nargs="+", metavar="STAGE", help="run these stages again even when done")
+    srun.add_argument("--print-config", action="store_true", help="print every config key with its default and help")
+    srun.set_defaults(func=cmd_study_run)
     return parser
 
 

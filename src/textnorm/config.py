@@ -442,10 +442,13 @@ def config_differences(cls: type, saved: dict, current: dict) -> list[str]:
     """
     mutable = mutable_keys(cls)
     a, b = flatten(saved), flatten(current)
+    defaults = flatten(cls().to_dict()) if dataclasses.is_dataclass(cls) else {}
     out = []
     for key in sorted(set(a) | set(b)):
         if any(key == m or key.startswith(m + ".") for m in mutable):
             continue
+        if key not in a and key in defaults and b.get(key) == defaults[key]:
+            continue  # a key added to the config since the run started, at its default: same run
         if a.get(key) != b.get(key):
             out.append(f"{key}: {a.get(key)!r} -> {b.get(key)!r}")
     return out

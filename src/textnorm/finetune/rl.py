@@ -116,9 +116,14 @@ def _mean_stats(stats: list[dict]) -> dict:
 
 
 def run_rl(config: RLConfig | dict, resume: bool = False, progress: bool = True, overwrite: bool = False,
-           resume_from: str | None = None) -> Path:
+           resume_from: str | None = None, reward: Any = None, make_evaluator: Any = None) -> Path:
     """Run RL fine-tuning; returns the run folder (``config.yaml``, ``eval.csv``, ``grids/``, ``checkpoint-*``,
-    ``lora.safetensors``)."""
+    ``lora.safetensors``).
+
+    ``reward`` (a :class:`~textnorm.rewards.base.Reward` or any ``fn(images, prompts) -> scores``) replaces
+    the objective built from ``config.reward``; ``make_evaluator(trainee, out)`` replaces the periodic
+    evaluation (an object with ``prompts``, ``__call__(step, extra, unet)``, ``save_base`` and ``load_base``).
+    """
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
@@ -132,14 +137,16 @@ def run_rl(config: RLConfig | dict, resume: bool = False, progress: bool = True,
         checkpoint = run.select()
         out, streams = run.folder, RandomStreams(cfg.seed)
 
-        model = setup_training(cfg, accelerator.device)
+        model = setup_training(cfg, accelerator.device, reward)
         unet, params, optimizer, backend = model.unet, model.params, model.optimizer, model.backend
         wrapped, optimizer = accelerator.prepare(unet, optimizer)
         tracker = PromptStatTracker(cfg.stat_tracking.buffer_size, cfg.stat_tracking.min_count)
         policy = DDIMPolicy(model.pipe.scheduler.config, cfg.sampling.steps, cfg.sampling.eta)
         evaluate = main and cfg.eval.every > 0  # every = 0: no evaluation (e.g. for throughput runs)
-        evaluator = Evaluator(cfg, backend, model.objective, model.raw, model.textnorm, out,
-                              eval_prompts(cfg)) if evaluate else None
+        evaluator = None
+        if evaluate:
+            evaluator = make_evaluator(model, out) if make_evaluator else Evaluator(
+                cfg, backend, model.objective, model.raw, model.textnorm, out, eval_prompts(cfg))
 
         start_epoch, samples_seen = 0, 0
         if checkpoint is not None:

@@ -26,15 +26,20 @@ class Trainee:
     device: torch.device
 
 
-def setup_training(cfg: Any, device: torch.device) -> Trainee:
+def setup_training(cfg: Any, device: torch.device, reward: Any = None) -> Trainee:
     """Load ``cfg.generator`` onto ``device``, add LoRA (seeded by ``cfg.seed``), build AdamW at ``cfg.lr``
-    and the rewards of ``cfg.reward`` (through the one reward factory)."""
+    and the rewards of ``cfg.reward`` (through the one reward factory); ``reward`` (a reward or a callable
+    ``fn(images, prompts) -> scores``) replaces the objective."""
     from textnorm.finetune.backend import DiffusionBackend
     from textnorm.finetune.lora import DEFAULT_TARGETS, add_lora
     from textnorm.finetune.models import load_pipeline
     from textnorm.rewards.factory import build_views
 
     objective, raw, normed = build_views(cfg.reward)  # a bad reward fails before the pipeline loads
+    if reward is not None:
+        from textnorm.rewards.base import as_reward
+
+        objective = as_reward(reward)
     pipe = load_pipeline(cfg.generator)
     pipe.to(device)
     backend = DiffusionBackend(pipe)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,6 +44,28 @@ def select_top(prompts: list[str], rewards: np.ndarray, fraction: float) -> np.n
         k = max(1, int(round(fraction * len(idx))))
         keep += idx[np.argsort(-rewards[idx], kind="stable")[:k]].tolist()
     return np.array(sorted(keep))
+
+
+def sft_step_loss(unet: Any, noise_scheduler: Any, data_x0: torch.Tensor, cond: torch.Tensor, weights: torch.Tensor,
+                  batch_size: int, g: torch.Generator, reg_coef: float = 0.0, base_off: Any = None) -> torch.Tensor:
+    """The (weighted) denoising loss on a random minibatch of the kept samples ``data_x0`` (``cond``: their
+    prompt embeddings), plus ``reg_coef`` x MSE towards the base model's prediction (``base_off`` switches
+    the adapters off). Every random draw comes from the CPU generator ``g``: the same on any device."""
+    device = cond.device
+    idx = torch.randint(0, len(data_x0), (batch_size,), generator=g)
+    x0 = data_x0[idx].to(device)
+    noise = torch.randn(x0.shape, generator=g).to(device)
+    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),), generator=g).to(device)
+    xt = noise_scheduler.add_noise(x0, noise, t)
+    v_pred = noise_scheduler.config.prediction_type == "v_prediction"
+    target = noise_scheduler.get_velocity(x0, noise, t) if v_pred else noise
+    pred = unet(xt, t, encoder_hidden_states=cond[idx.to(device)]).sample
+    loss = (F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3)) * weights[idx.to(device)]).mean()
+    if reg_coef > 0:
+        with torch.no_grad(), base_off():
+            base = unet(xt, t, encoder_hidden_states=cond[idx.to(device)]).sample
+        loss = loss + reg_coef * F.mse_loss(pred, base)
+    return loss
 
 
 def run_sft(config: SFTConfig | dict, resume: bool = False, progress: bool = True, overwrite: bool = False,
@@ -105,22 +128,9 @@ def run_sft(config: SFTConfig | dict, resume: bool = False, progress: bool = Tru
         with GracefulStop() as stop:
             for step in tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="sft",
                              disable=not progress):
-                g = streams.sft_step(step)
-                idx = torch.randint(0, len(data_x0), (cfg.train_batch_size,), generator=g)
-                # Random draws come from the CPU generator, then move: the same numbers on any device.
-                x0 = data_x0[idx].to(device)
-                noise = torch.randn(x0.shape, generator=g).to(device)
-                t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),), generator=g).to(device)
-                xt = noise_scheduler.add_noise(x0, noise, t)
-                target = noise_scheduler.get_velocity(x0, noise, t) if noise_scheduler.config.prediction_type == \
-                    "v_prediction" else noise
                 unet.train()
-                pred = unet(xt, t, encoder_hidden_states=cond_all[idx]).sample
-                loss = (F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3)) * weights[idx]).mean()
-                if cfg.reg_coef > 0:
-                    with torch.no_grad(), base_off():
-                        base = unet(xt, t, encoder_hidden_states=cond_all[idx]).sample
-                    loss = loss + cfg.reg_coef * F.mse_loss(pred, base)
+                loss = sft_step_loss(unet, noise_scheduler, data_x0, cond_all, weights, cfg.train_batch_size,
+                                     streams.sft_step(step), cfg.reg_coef, base_off)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.params, cfg.grad_clip)

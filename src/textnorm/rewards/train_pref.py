@@ -27,21 +27,28 @@ import torch.nn.functional as F
 from textnorm.rewards.train_config import PrefTrainConfig
 
 
-def preference_data(cfg: PrefTrainConfig, progress: bool = True) -> dict:
-    """Generated images, their prompts, oracle verdicts, looks and the simulated comparisons."""
-    from tqdm.auto import tqdm
-
+def preference_prompts(prompts_per_subset: int = 100, seed: int = 0) -> list[str]:
+    """The prompts of shapes-pref's training data (none is a TIA2-Shapes caption); studies keep theirs apart."""
     from textnorm.bench.tia2 import load_benchmark
-    from textnorm.generate.load import load_generator
-    from textnorm.rewards.perceive import look
     from textnorm.world.grammar import SUBSETS, sample_prompts
-    from textnorm.world.oracle import judge
 
     taken = {c for s in load_benchmark("shapes").values() for c in s.captions}
     prompts = []
     for subset in SUBSETS:
-        pool = sample_prompts(subset, cfg.prompts_per_subset + 60, seed=50_000 + cfg.seed)
-        prompts += [p for p in pool if p not in taken][: cfg.prompts_per_subset]
+        pool = sample_prompts(subset, prompts_per_subset + 60, seed=50_000 + seed)
+        prompts += [p for p in pool if p not in taken][:prompts_per_subset]
+    return prompts
+
+
+def preference_data(cfg: PrefTrainConfig, progress: bool = True) -> dict:
+    """Generated images, their prompts, oracle verdicts, looks and the simulated comparisons."""
+    from tqdm.auto import tqdm
+
+    from textnorm.generate.load import load_generator
+    from textnorm.rewards.perceive import look
+    from textnorm.world.oracle import judge
+
+    prompts = preference_prompts(cfg.prompts_per_subset, cfg.seed)
     pipe = load_generator("shapes")
     rng = random.Random(cfg.seed)
     images, owners, verdicts, looks = [], [], [], []
