@@ -47,6 +47,8 @@ def files(tmp_path, monkeypatch):
     (tmp_path / "notrun" / "precious.txt").write_text("mine")
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "config.yaml").write_text("seed: 0\n")
+    (tmp_path / "studied").mkdir()  # a study work folder made with seed 7
+    (tmp_path / "studied" / "config.yaml").write_text("seed: 7\n")
     (tmp_path / "samples").mkdir()
     (tmp_path / "samples" / "sample_000.png").write_bytes(b"")
     return tmp_path
@@ -56,7 +58,7 @@ def files(tmp_path, monkeypatch):
 CASES = [
     # fine-tuning configs: unknown keys, types, ranges, consistency
     ("set-unknown-key", ["finetune", "--method", "rl", "--config", RL, "--set", "epochz=1"],
-     "unknown key 'epochz' (did you mean 'epochs'?)", ["runs"]),
+     "unknown key 'epochz' (did you mean 'rl.epochs'?)", ["runs"]),
     ("set-output-dir", ["finetune", "--method", "rl", "--config", RL, "--set", "output_dir=x"],
      "unknown key 'output_dir'", ["x", "runs"]),
     ("set-bon-typo", ["finetune", "--method", "bon", "--config", BON, "--set", "n_maxx=4"],
@@ -90,7 +92,7 @@ CASES = [
     ("set-section-to-scalar", ["finetune", "--method", "rl", "--config", RL, "--set", "sampling=3"],
      "must be a mapping", []),
     ("yaml-typo", ["finetune", "--method", "rl", "--config", "{dir}/typo.yaml"],
-     "typo.yaml: unknown key 'epochz' (did you mean 'epochs'?)", []),
+     "typo.yaml: unknown key 'epochz' (did you mean 'rl.epochs'?)", []),
     ("yaml-malformed", ["finetune", "--method", "rl", "--config", "{dir}/broken.yaml"], "malformed YAML", []),
     ("yaml-missing", ["finetune", "--method", "rl", "--config", "{dir}/nope.yaml"], "config file not found", []),
     ("yaml-not-mapping", ["finetune", "--method", "rl", "--config", "{dir}/list.yaml"], "must be a mapping", []),
@@ -226,7 +228,7 @@ CASES = [
     ("unknown-command", ["nosuchcommand"], "invalid choice", []),
     # the study
     ("study-typo", ["study", "run", "--config", STUDY, "--set", "rl.epochz=2", "--set", "work={dir}/w"],
-     "did you mean 'epochs'", ["w", "docs"]),
+     "did you mean 'rl.epochs'", ["w", "docs"]),
     ("study-unknown-objective", ["study", "run", "--config", STUDY, "--set", "rl.objectives=[tn/nope]",
                                  "--set", "work={dir}/w"], "unknown objective 'tn/nope'", ["w"]),
     ("study-ns", ["study", "run", "--config", STUDY, "--set", "pool.ns=[1,3]", "--set", "work={dir}/w"],
@@ -237,12 +239,12 @@ CASES = [
                               "--set", "work={dir}/w"], "unknown reward 'nope'", ["w"]),
     ("study-work-not-empty", ["study", "run", "--config", STUDY, "--set", "work={dir}/notrun", "--set",
                               "out={dir}/report"], "folder is not empty", ["report"]),
-    ("study-work-busy-changed", ["study", "run", "--config", STUDY, "--resume", "--set", "work={dir}/busy",
+    ("study-work-busy-changed", ["study", "run", "--config", STUDY, "--resume", "--set", "work={dir}/studied",
                                  "--set", "out={dir}/report"], "was made with another config", ["report"]),
     ("study-unknown-stage", ["study", "run", "--config", STUDY, "--only", "poool", "--set", "work={dir}/w"],
      "unknown stage", ["w"]),
-    ("study-out-is-device", ["study", "run", "--config", STUDY, "--set", "out=/dev", "--set", "work={dir}/w"],
-     "", ["w"]),
+    ("study-out-is-a-file", ["study", "run", "--config", STUDY, "--set", "out={dir}/black.png", "--set",
+                             "work={dir}/w"], "cannot write", ["w"]),
 ]
 
 

@@ -178,6 +178,8 @@ class RLConfig(FinetuneConfig):
     epochs: int = option(10, "epochs (sampling + training rounds)", min=1, mutable_on_resume=True)
     batch_size: int = option(8, "samples per process per epoch", min=1)
     train_batch_size: int = option(4, "samples per gradient step (must divide batch_size)", min=1)
+    images_per_prompt: int = option(1, "samples of each epoch prompt (divides batch_size): > 1 gives per-prompt "
+                                    "advantages from the first epoch, as in DDPO", min=1)
     inner_epochs: int = option(1, "passes over each epoch's samples", min=1)
     timesteps_per_pass: int = option(1, "denoising steps per UNet call in training: more is faster, uses more "
                                      "memory (same loss and gradient)", min=1)
@@ -194,6 +196,9 @@ class RLConfig(FinetuneConfig):
         super().check()
         if self.batch_size % self.train_batch_size:
             raise InputError(f"train_batch_size={self.train_batch_size} does not divide "
+                             f"batch_size={self.batch_size}")
+        if self.batch_size % self.images_per_prompt:
+            raise InputError(f"images_per_prompt={self.images_per_prompt} does not divide "
                              f"batch_size={self.batch_size}")
 
 

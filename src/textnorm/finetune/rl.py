@@ -187,7 +187,10 @@ def run_rl(config: RLConfig | dict, resume: bool = False, progress: bool = True,
                 # ---------------------------------------------------------------- SAMPLING
                 # The epoch's prompts are the same on every rank; each rank takes every world-th one.
                 rng = streams.epoch_prompts(epoch)
-                global_prompts = [pool[i] for i in rng.integers(0, len(pool), size=batch * world)]
+                # images_per_prompt samples of each drawn prompt, so the per-prompt statistics have a group
+                # to normalise within from the first epoch.
+                drawn = rng.integers(0, len(pool), size=batch * world // cfg.images_per_prompt)
+                global_prompts = [pool[i] for i in np.repeat(drawn, cfg.images_per_prompt)]
                 prompts = global_prompts[rank::world]
                 unet.eval()
                 traj = sample_trajectories(backend, prompts, policy, cfg.sampling.guidance_scale,

@@ -94,6 +94,7 @@ class RLStudyConfig(Config):
     epochs: int = option(32, "epochs per objective", min=1, mutable_on_resume=True)
     batch_size: int = option(64, "samples per epoch", min=1)
     train_batch_size: int = option(32, "samples per gradient step (divides batch_size)", min=1)
+    images_per_prompt: int = option(8, "samples per prompt in each epoch (divides batch_size)", min=1)
     lr: float = option(3e-3, "learning rate (AdamW)", min=0, min_exclusive=True)
     clip_range: float = option(1e-2, "PPO ratio clip range", min=0, min_exclusive=True)
     lora_rank: int = option(8, "LoRA rank (alpha = rank)", min=1)
@@ -172,9 +173,9 @@ class StudyConfig(Config):
         for key, n in (("map.n", self.map.n), ("side_by_side.best_of", self.side_by_side.best_of)):
             if self.pool.n_max % n:
                 raise InputError(f"{key}={n} does not divide pool.n_max={self.pool.n_max}")
-        if self.rl.batch_size % self.rl.train_batch_size:
-            raise InputError(f"rl.train_batch_size={self.rl.train_batch_size} does not divide "
-                             f"rl.batch_size={self.rl.batch_size}")
+        for key in ("train_batch_size", "images_per_prompt"):
+            if self.rl.batch_size % getattr(self.rl, key):
+                raise InputError(f"rl.{key}={getattr(self.rl, key)} does not divide rl.batch_size={self.rl.batch_size}")
         if self.side_by_side.flip + self.side_by_side.unsure > 1:
             raise InputError("side_by_side: flip + unsure must be <= 1")
         if any(w < 0 for w in self.map.look_weights) or any(s < 0 for s in self.map.noise_scales):

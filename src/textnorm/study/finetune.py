@@ -116,6 +116,7 @@ def rl_config(study: Any, objective: str) -> Any:
         "lora": {"rank": rc.lora_rank, "alpha": rc.lora_rank},
         "eval": {"every": rc.eval_every}, "checkpoint_every": rc.eval_every,
         "epochs": rc.epochs, "batch_size": rc.batch_size, "train_batch_size": rc.train_batch_size,
+        "images_per_prompt": rc.images_per_prompt,
         "timesteps_per_pass": 5, "lr": rc.lr, "clip_range": rc.clip_range})
 
 
