@@ -404,14 +404,14 @@ def test_sigint_stops_at_a_safe_point_and_the_run_resumes(tmp_path):
     assert len(lines) == 1 and "stopped by SIGINT" in lines[0] and "--resume" in lines[0], err
     assert "Traceback" not in err
     checkpoints = sorted((tmp_path / "run").glob("checkpoint-*"))
-    assert len(checkpoints) == 1 and not (tmp_path / "run" / "lora.safetensors").exists()
+    assert len(checkpoints) == 1 and not (tmp_path / "run" / "lora" / "adapter_model.safetensors").exists()
     stopped_at = int(checkpoints[0].name.split("-")[1])
     # Resume for two more epochs (epochs may change on resume) and finish.
     done = subprocess.run(cmd + ["--resume", "--set", f"epochs={stopped_at + 2}"], env=_env(), capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert f"resuming from {checkpoints[0]}" in done.stderr
-    assert (tmp_path / "run" / "lora.safetensors").exists()
+    assert (tmp_path / "run" / "lora" / "adapter_model.safetensors").exists()
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
@@ -422,13 +422,14 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
     run = tmp_path / "run"
     assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]  # limit 2
     (run / "checkpoint-3" / "weights.safetensors").write_bytes(b"garbage")
-    (run / "lora.safetensors").unlink()
+    (run / "lora" / "adapter_model.safetensors").unlink()
     run_rl(cfg, resume=True, progress=False)  # falls back to checkpoint-2 and redoes epoch 3
     from safetensors.torch import load_file
 
     from textnorm.finetune.common import params_digest
 
-    assert params_digest(load_file(run / "lora.safetensors")) == params_digest(load_file(whole / "lora.safetensors"))
+    weights = "lora/adapter_model.safetensors"
+    assert params_digest(load_file(run / weights)) == params_digest(load_file(whole / weights))
     rows = (run / "eval.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2", "3"]
     assert np.isfinite(float(rows[-1].split(",")[1]))

@@ -102,8 +102,8 @@ def test_rl_runs_and_logs(assets, tmp_path, generator):
     assert [int(r["step"]) for r in rows] == [0, 1, 2]
     assert {"objective", "raw_reward", "textnorm_reward", "gold_alignment", "drift", "samples"} <= set(rows[0])
     assert float(rows[0]["drift"]) == 0.0 and int(rows[-1]["samples"]) == 8
-    assert (out / "grids" / "step_00002.png").exists() and (out / "lora.safetensors").exists()
-    lora = load_file(out / "lora.safetensors")
+    assert (out / "grids" / "step_00002.png").exists() and (out / "lora" / "adapter_model.safetensors").exists()
+    lora = load_file(out / "lora" / "adapter_model.safetensors")
     assert lora and all("lora" in k for k in lora)
     if generator == "shapes":
         assert 0.0 <= float(rows[0]["gold_alignment"]) <= 1.0
@@ -239,9 +239,10 @@ def test_rl_resume_after_sigkill_is_bitwise_identical(assets, tmp_path):
     time.sleep(float(rng.uniform(0, 0.5)))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (tmp_path / "b" / "lora.safetensors").exists()
+    assert not (tmp_path / "b" / "lora" / "adapter_model.safetensors").exists()
     subprocess.run(_cli(tmp_path / "b.yaml", "--resume"), check=True, env=_env(), capture_output=True)
-    a, b = load_file(tmp_path / "a" / "lora.safetensors"), load_file(tmp_path / "b" / "lora.safetensors")
+    a = load_file(tmp_path / "a" / "lora" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "b" / "lora" / "adapter_model.safetensors")
     assert params_digest(a) == params_digest(b)
     assert [r["step"] for r in read_csv(tmp_path / "b" / "eval.csv")] == [str(i) for i in range(6)]
 

@@ -17,5 +17,5 @@ def test_rl_smoke_raises_the_optimised_reward(tmp_path):
     assert [int(r["step"]) for r in rows] == [0, 2, 4]
     objective = [float(r["objective"]) for r in rows]
     assert objective[-1] > objective[0], objective
-    assert (out / "grids" / "step_00004.png").exists() and (out / "lora.safetensors").exists()
+    assert (out / "grids" / "step_00004.png").exists() and (out / "lora" / "adapter_model.safetensors").exists()
     assert 0.0 <= float(rows[-1]["gold_alignment"]) <= 1.0 and float(rows[-1]["drift"]) > 0.0

@@ -514,6 +514,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print()
         cmd_world_benchmark_table(argparse.Namespace(benchmark="shapes", reward=None, k=5, json=False,
                                                      format="table", output=None, oracle=False))
+    # A reduced study: every objective's best-of-n on one shared pool of a few prompts.
+    from textnorm.study.config import load_study_config
+    from textnorm.study.run import run_study
+
+    root = Path(__file__).resolve().parents[2]
+    demo_config = root / "configs" / "study-demo.yaml"
+    if demo_config.is_file():
+        print("\nreduced study (configs/study-demo.yaml): best-of-n of every objective on one shared pool",
+              file=sys.stderr)
+        out = run_study(load_study_config(str(demo_config)), overwrite=True)
+        print(f"\nthis demo's study report: {out.resolve() / 'report.html'}")
+        shipped = root / "docs" / "study" / "report.html"
+        if shipped.is_file():
+            print(f"the full study's report (configs/study.yaml, committed): {shipped}")
     return 0
 
 

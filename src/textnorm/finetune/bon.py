@@ -8,6 +8,7 @@ images' optimised reward, raw reward, TextNorm reward and gold alignment (the or
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any
 
@@ -89,10 +90,22 @@ def run_bon(config: BestOfNConfig | dict, progress: bool = True, overwrite: bool
             writer.writeheader()
             writer.writerows(rows)
         _plot(rows, out / "bon.png", cfg)
+        # Per prompt and n, the mean over disjoint groups of each group's best (what the report's bands use).
+        with atomic_write(out / "bon_samples.jsonl") as f:
+            for n in cfg.ns:
+                for i, prompt in enumerate(prompts):
+                    row = best_of_n_curve({k: v[i:i + 1] for k, v in arrays.items()}, arrays["objective"][i:i + 1],
+                                          [n])[0]
+                    row["aligned"] = row.pop("gold_alignment")
+                    f.write(json.dumps({"prompt": prompt, **row}) + "\n")
         from textnorm.generate.grid import image_grid, to_pil
 
-        image_grid(to_pil(torch.stack(best_images)), rows=len(best_images), scale=3, labels=prompts).save(
-            out / f"best_of_{n_max}.png")
+        with atomic_write(out / "grid.png", "wb") as f:
+            image_grid(to_pil(torch.stack(best_images)), rows=len(best_images), scale=3,
+                       labels=prompts).save(f, format="PNG")
+        from textnorm.finetune.report import write_run_report
+
+        write_run_report(out, f"best-of-{n_max}")
     finally:
         run.close()
     return out

@@ -30,6 +30,26 @@ def gold_verdicts(images: Any, prompts: list[str]) -> np.ndarray | None:
     return np.array([float(judge(a, s).aligned) for a, s in zip(to_uint8(images), specs)])
 
 
+def gold_judgments(images: Any, prompts: list[str]) -> list[dict] | None:
+    """The oracle's ``{"aligned", "reasons"}`` per image (None where :func:`gold_verdicts` would be None)."""
+    from textnorm.generate.grid import to_uint8
+    from textnorm.world.grammar import parse
+    from textnorm.world.oracle import judge
+    from textnorm.world.vocab import BASE_SIZE
+
+    try:
+        specs = [parse(p) for p in prompts]
+    except InputError:
+        return None
+    if images.shape[-1] < BASE_SIZE or images.shape[-1] != images.shape[-2]:
+        return None
+    out = []
+    for a, spec in zip(to_uint8(images), specs):
+        v = judge(a, spec)
+        out.append({"aligned": bool(v.aligned), "reasons": list(v.reasons)})
+    return out
+
+
 def gold_alignment(images: Any, prompts: list[str]) -> float | None:
     """Fraction judged aligned by the oracle (None where :func:`gold_verdicts` is None)."""
     verdicts = gold_verdicts(images, prompts)
@@ -44,6 +64,7 @@ class RunLog:
 
     def __init__(self, out: Path, enabled: bool = True, tensorboard: bool = False, resume_step: int | None = None):
         self.path = out / "eval.csv"
+        self.samples_path = out / "samples.jsonl"
         self.enabled = enabled
         self.fields: list[str] | None = None
         self.writer = None
@@ -51,6 +72,7 @@ class RunLog:
             return
         if resume_step is None:
             self.path.unlink(missing_ok=True)
+            self.samples_path.unlink(missing_ok=True)
         else:
             self._truncate_after(resume_step)
         if tensorboard:
@@ -60,8 +82,14 @@ class RunLog:
 
     def _truncate_after(self, step: int) -> None:
         """Keep the rows logged up to ``step`` (a resumed run redoes the rest)."""
+        import json
+
         from textnorm.io import atomic_write
 
+        if self.samples_path.exists():
+            lines = self.samples_path.read_text().splitlines()
+            with atomic_write(self.samples_path) as f:
+                f.writelines(line + "\n" for line in lines if line.strip() and json.loads(line)["step"] <= step)
         if not self.path.exists():
             return
         with self.path.open() as f:
@@ -76,8 +104,15 @@ class RunLog:
             writer.writerows(r for r in rows if int(r["step"]) <= step)
 
     def write(self, row: dict) -> None:
+        """Append one evaluation row (its per-image ``samples``, when given, go to ``samples.jsonl``)."""
+        import json
+
+        samples = row.pop("samples", None)
         if not self.enabled:
             return
+        if samples:
+            with self.samples_path.open("a") as f:
+                f.writelines(json.dumps({"step": row["step"], **s}) + "\n" for s in samples)
         new = self.fields is None
         if new:
             self.fields = list(row)
@@ -135,6 +170,7 @@ class Evaluator:
 
     def __call__(self, step: int, extra: dict | None = None, unet: Any = None) -> dict:
         from textnorm.generate.grid import image_grid, to_pil
+        from textnorm.io import atomic_write
 
         if self.base_images is None and unet is not None and step > 0:
             from textnorm.finetune.common import adapters_off
@@ -144,15 +180,24 @@ class Evaluator:
         images = self.sample()
         if self.base_images is None:
             self.base_images = images
-        row = {"step": step,
-               "objective": float(self.objective.score(images, self.prompts).mean()),
-               "raw_reward": float(self.raw.score(images, self.prompts).mean()),
-               "textnorm_reward": float(self.textnorm.score(images, self.prompts).mean())}
-        gold = gold_alignment(images, self.prompts)
-        row["gold_alignment"] = float("nan") if gold is None else gold
-        row["drift"] = float(((images - self.base_images) ** 2).mean())
+        scores = {k: r.score(images, self.prompts).double().cpu().numpy()
+                  for k, r in (("objective", self.objective), ("raw_reward", self.raw),
+                               ("textnorm_reward", self.textnorm))}
+        row = {"step": step, **{k: float(v.mean()) for k, v in scores.items()}}
+        judged = gold_judgments(images, self.prompts)
+        row["gold_alignment"] = float("nan") if judged is None else float(np.mean([j["aligned"] for j in judged]))
+        drift = ((images - self.base_images) ** 2).flatten(1).mean(1).double().cpu().numpy()
+        row["drift"] = float(drift.mean())
         row.update(extra or {})
+        # One line per image in samples.jsonl: what the run report's error bands and verdicts come from.
+        row["samples"] = [{"prompt": p, **{k: round(float(v[i]), 6) for k, v in scores.items()},
+                           "drift": round(float(drift[i]), 8),
+                           **({"aligned": judged[i]["aligned"], "reasons": judged[i]["reasons"]} if judged else {})}
+                          for i, p in enumerate(self.prompts)]
         grids = self.out / "grids"
         grids.mkdir(parents=True, exist_ok=True)
-        image_grid(to_pil(images), rows=len(images), scale=3, labels=self.prompts).save(grids / f"step_{step:05d}.png")
+        labels = [p if judged is None else f"{p} [{'ALIGNED' if j['aligned'] else 'NOT ALIGNED'}]"
+                  for p, j in zip(self.prompts, judged or [None] * len(self.prompts))]
+        with atomic_write(grids / f"step_{step:05d}.png", "wb") as f:
+            image_grid(to_pil(images), rows=len(images), scale=3, labels=labels).save(f, format="PNG")
         return row

@@ -38,25 +38,6 @@ def trainable_state(unet: Any) -> dict[str, torch.Tensor]:
     return {name: p for name, p in unet.named_parameters() if p.requires_grad}
 
 
-def save_lora(unet: Any, path: str | os.PathLike) -> None:
-    """Write the trainable (LoRA) tensors to a safetensors file, atomically.
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> from safetensors.torch import load_file
-        >>> net = torch.nn.Linear(2, 1)
-        >>> p = pathlib.Path(tempfile.mkdtemp()) / "lora.safetensors"
-        >>> save_lora(net, p)
-        >>> sorted(load_file(p))
-        ['bias', 'weight']
-    """
-    from safetensors.torch import save
-
-    tensors = {k: v.detach().cpu().contiguous() for k, v in trainable_state(unet).items()}
-    with atomic_write(path, "wb") as f:
-        f.write(save(tensors))
-
-
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 

@@ -36,7 +36,7 @@ from textnorm.finetune.common import (
 from textnorm.finetune.config import RLConfig, as_config
 from textnorm.finetune.ddim import DDIMPolicy, Trajectory, guided_output, sample_trajectories
 from textnorm.finetune.evaluation import Evaluator, RunLog
-from textnorm.finetune.lora import save_lora, trainable_state
+from textnorm.finetune.lora import save_lora_folder, trainable_state
 from textnorm.finetune.setup import setup_training
 from textnorm.finetune.stat_tracking import PromptStatTracker
 from textnorm.io import write_json_atomic
@@ -118,7 +118,7 @@ def _mean_stats(stats: list[dict]) -> dict:
 def run_rl(config: RLConfig | dict, resume: bool = False, progress: bool = True, overwrite: bool = False,
            resume_from: str | None = None, reward: Any = None, make_evaluator: Any = None) -> Path:
     """Run RL fine-tuning; returns the run folder (``config.yaml``, ``eval.csv``, ``grids/``, ``checkpoint-*``,
-    ``lora.safetensors``).
+    ``lora/`` (the LoRA adapter, peft/diffusers layout), ``report.html``).
 
     ``reward`` (a :class:`~textnorm.rewards.base.Reward` or any ``fn(images, prompts) -> scores``) replaces
     the objective built from ``config.reward``; ``make_evaluator(trainee, out)`` replaces the periodic
@@ -243,6 +243,11 @@ def run_rl(config: RLConfig | dict, resume: bool = False, progress: bool = True,
                 if stopping and epoch + 1 < cfg.epochs:
                     raise run.interrupted(stop, f"after epoch {epoch + 1} of {cfg.epochs}", last_checkpoint)
         _finish(out, unet, rank, main, samples_seen, accelerator)
+        if main:
+            from textnorm.finetune.report import write_run_report
+
+            write_run_report(out, f"RL (DDPO) on {'+'.join(cfg.reward.names)}"
+                                  f"{' with TextNorm' if cfg.reward.textnorm else ''}")
     finally:
         run.close()
     return out
@@ -263,5 +268,5 @@ def _finish(out: Path, unet: Any, rank: int, main: bool, samples_seen: int, acce
     write_json_atomic(out / "ranks" / f"rank{rank}.json",
                       {"digest": params_digest(state), "samples_seen": samples_seen})
     if main:
-        save_lora(unet, out / "lora.safetensors")
+        save_lora_folder(unet, out / "lora")
     accelerator.wait_for_everyone()

@@ -25,7 +25,7 @@ from textnorm.finetune.common import (
 from textnorm.finetune.config import SFTConfig, as_config
 from textnorm.finetune.ddim import DDIMPolicy, sample_trajectories
 from textnorm.finetune.evaluation import Evaluator, RunLog
-from textnorm.finetune.lora import save_lora, trainable_state
+from textnorm.finetune.lora import save_lora_folder, trainable_state
 from textnorm.finetune.setup import setup_training
 from textnorm.io import write_json_atomic
 from textnorm.rundir import GracefulStop, RunFolder
@@ -71,7 +71,7 @@ def sft_step_loss(unet: Any, noise_scheduler: Any, data_x0: torch.Tensor, cond: 
 def run_sft(config: SFTConfig | dict, resume: bool = False, progress: bool = True, overwrite: bool = False,
             resume_from: str | None = None) -> Path:
     """Run reward-weighted SFT; returns the run folder (``config.yaml``, ``eval.csv``, ``data.json``,
-    ``checkpoint-*``, ``lora.safetensors``)."""
+    ``checkpoint-*``, ``lora/`` (the LoRA adapter, peft/diffusers layout), ``report.html``)."""
     from tqdm.auto import tqdm
 
     cfg: SFTConfig = as_config("sft", config)  # type: ignore[assignment]
@@ -145,7 +145,11 @@ def run_sft(config: SFTConfig | dict, resume: bool = False, progress: bool = Tru
                                                      optimizer, state={"step": step + 1})
                 if stop.requested and step + 1 < cfg.steps:
                     raise run.interrupted(stop, f"after step {step + 1} of {cfg.steps}", last_checkpoint)
-        save_lora(unet, out / "lora.safetensors")
+        save_lora_folder(unet, out / "lora")
+        from textnorm.finetune.report import write_run_report
+
+        write_run_report(out, f"reward-weighted SFT on {'+'.join(cfg.reward.names)}"
+                              f"{' with TextNorm' if cfg.reward.textnorm else ''}")
         write_json_atomic(out / "data.json", {"generated": len(prompts), "kept": len(keep),
                                               "mean_reward_all": float(rewards_all.mean()),
                                               "mean_reward_kept": float(rewards_all[keep].mean())})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -48,6 +49,12 @@ def image_grid(images: Sequence[Image.Image], rows: int, scale: int = 1, labels:
     for i, img in enumerate(images):
         r, c = divmod(i, cols)
         grid.paste(img.resize((w, h), Image.Resampling.NEAREST), (left + pad + c * (w + pad), pad + r * (h + pad)))
+    # Labels are wrapped at word boundaries to the label column (PIL's default font: about 6 px a character,
+    # 11 px a line), centred on their row; never cut mid-prompt.
+    per_line = max(8, (label_width - 8) // 6)
     for r, text in enumerate(labels or []):
-        draw.text((4, pad + r * (h + pad) + h // 2 - 5), text[:44], fill=(230, 230, 230))
+        lines = textwrap.wrap(text, per_line, break_long_words=True) or [""]
+        top = pad + r * (h + pad) + max(0, (h - 11 * len(lines)) // 2)
+        for k, line in enumerate(lines):
+            draw.text((4, top + 11 * k), line, fill=(230, 230, 230))
     return grid

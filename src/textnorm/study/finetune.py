@@ -142,5 +142,5 @@ def rl_one(study: Any, objective: str) -> dict:
                make_evaluator=lambda trainee, out: StudyEvaluator(study, objective, trainee))
     evals = read_eval_csv(folder / "eval.csv")
     return {"evals": evals, "seconds": round(time.time() - t0, 1),
-            "config": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "train_batch_size", "lr",
-                                                     "clip_range")}}
+            "config": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "train_batch_size",
+                                                     "images_per_prompt", "lr", "clip_range")}}

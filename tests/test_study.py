@@ -1,0 +1,313 @@
+"""The study: its statistics against brute force and independent references, the exact KL of evaluation
+against torch.distributions, objectives scored two ways, and a tiny end-to-end study that resumes."""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from textnorm.study.analysis import best_of_n_values, bon_picks, kl_bon, mean_ci, side_by_side, split_prompts
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------------------------- best-of-n
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 5), st.sampled_from([1, 2, 4, 8]), st.data())
+def test_best_of_n_equals_brute_force(n_prompts, n, data):
+    n_max = 8
+    objective = data.draw(arrays(np.float64, (n_prompts, n_max), elements=st.floats(-5, 5), unique=True))
+    value = data.draw(arrays(np.float64, (n_prompts, n_max), elements=st.sampled_from([0.0, 1.0])))
+    expected = []
+    for i in range(n_prompts):
+        picked = []
+        for g in range(n_max // n):
+            group = range(g * n, (g + 1) * n)
+            best = max(group, key=lambda j: objective[i, j])
+            picked.append(value[i, best])
+        expected.append(np.mean(picked))
+    np.testing.assert_allclose(best_of_n_values(objective, value, n), expected)
+    picks = bon_picks(objective, n)
+    np.testing.assert_allclose(np.take_along_axis(value, picks, axis=1).mean(1), expected)
+
+
+def test_best_of_one_is_the_pool_mean():
+    rng = np.random.default_rng(0)
+    obj, val = rng.normal(size=(4, 16)), rng.integers(0, 2, size=(4, 16)).astype(float)
+    np.testing.assert_allclose(best_of_n_values(obj, val, 1), val.mean(1))
+
+
+@pytest.mark.parametrize("n", [1, 2, 8, 64])
+def test_kl_bon_matches_numerical_integration(n):
+    """KL(best-of-n || base) for a continuous reward: the max of n uniforms has density n u^(n-1)."""
+    from scipy.integrate import quad
+
+    integral, _ = quad(lambda u: n * u ** (n - 1) * math.log(n * u ** (n - 1)) if u > 0 else 0.0, 0, 1)
+    assert kl_bon(n) == pytest.approx(integral, abs=1e-7)
+
+
+def test_mean_ci_against_scipy_bootstrap():
+    from scipy.stats import bootstrap
+
+    rng = np.random.default_rng(1)
+    v = rng.normal(0.5, 0.2, size=200)
+    ours = mean_ci(v, 2000)
+    ref = bootstrap((v,), np.mean, n_resamples=2000, method="percentile", random_state=0).confidence_interval
+    assert ours["mean"] == pytest.approx(v.mean())
+    assert ours["ci"][0] == pytest.approx(ref.low, abs=0.01) and ours["ci"][1] == pytest.approx(ref.high, abs=0.01)
+    assert mean_ci(np.array([np.nan, 1.0]))["n"] == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.text(min_size=1, max_size=5), min_size=2, max_size=30, unique=True), st.floats(0.05, 0.95),
+       st.integers(0, 99))
+def test_split_prompts_is_a_seeded_partition(prompts, fraction, seed):
+    val, test = split_prompts(prompts, fraction, seed)
+    assert set(val).isdisjoint(test) and sorted(val + test) == sorted(prompts)
+    assert val and test
+    assert (val, test) == split_prompts(prompts, fraction, seed)
+
+
+def test_side_by_side_without_annotator_noise_counts_exactly():
+    rng = np.random.default_rng(2)
+    a, b = rng.random(300) < 0.6, rng.random(300) < 0.4
+    prompts = np.repeat(np.arange(100), 3)
+    out = side_by_side(a, b, prompts, annotators=3, flip=0.0, unsure=0.0, seed=0, n_bootstrap=200)
+    win, loss = (a & ~b), (b & ~a)
+    assert out["win"]["mean"] == pytest.approx(win.mean())
+    assert out["loss"]["mean"] == pytest.approx(loss.mean())
+    assert out["win"]["mean"] + out["tie"]["mean"] + out["loss"]["mean"] == pytest.approx(1.0)
+    assert out["win_to_loss"] == pytest.approx(win.sum() / loss.sum())
+
+
+def test_side_by_side_of_a_model_with_itself_is_balanced():
+    aligned = np.random.default_rng(3).random(2000) < 0.5
+    out = side_by_side(aligned, aligned, np.arange(2000) // 4, 3, 0.1, 0.03, seed=0, n_bootstrap=200)
+    lo, hi = (out["win"]["mean"] - out["loss"]["mean"] - 0.03, out["win"]["mean"] - out["loss"]["mean"] + 0.03)
+    assert lo < 0 < hi  # noise alone gives no systematic winner
+
+
+# ------------------------------------------------------------------------------------------------ exact KL
+class _AffineUNet(torch.nn.Module):
+    """A UNet stand-in: eps = a * x + b * cond-mean (+ delta when its 'adapter' is on)."""
+
+    def __init__(self):
+        super().__init__()
+        self.delta = torch.nn.Parameter(torch.tensor(0.3))
+        self.adapter_on = True
+
+    def forward(self, x, t, encoder_hidden_states):
+        shift = encoder_hidden_states.mean(dim=(1, 2)).view(-1, 1, 1, 1)
+        out = 0.5 * x + 0.1 * shift + (self.delta * torch.tanh(x) if self.adapter_on else 0.0)
+
+        class Out:
+            sample = out
+        return Out()
+
+
+class _Backend:
+    device = torch.device("cpu")
+
+    def __init__(self):
+        self.unet = _AffineUNet()
+
+    def encode(self, prompts):
+        return torch.stack([torch.full((2, 3), float(len(p))) for p in prompts])
+
+    def latent_shape(self, n):
+        return (n, 2, 3, 3)
+
+    def decode(self, x):
+        return x
+
+
+def test_evaluation_kl_equals_torch_distributions_reference():
+    from diffusers import DDPMScheduler
+
+    from textnorm.finetune.ddim import DDIMPolicy, guided_output
+    from textnorm.study.evaluate import sample_with_kl
+
+    backend = _Backend()
+    policy = DDIMPolicy(DDPMScheduler(prediction_type="epsilon").config, num_steps=5, eta=1.0)
+
+    @contextmanager
+    def base():
+        backend.unet.adapter_on = False
+        try:
+            yield
+        finally:
+            backend.unet.adapter_on = True
+
+    prompts = ["a red circle", "two squares"]
+    images, kl = sample_with_kl(backend, prompts, policy, 3.0, torch.Generator().manual_seed(0), base=base)
+
+    # Reference: replay the same trajectory; per step, KL of the two Gaussians from torch.distributions.
+    g = torch.Generator().manual_seed(0)
+    cond, uncond = backend.encode(prompts), backend.encode(["", ""])
+    x = torch.randn(backend.latent_shape(2), generator=g)
+    ref = torch.zeros(2, dtype=torch.float64)
+    with torch.no_grad():
+        for t in policy.timesteps:
+            mean, std = policy.step_distribution(guided_output(backend.unet, x, t, cond, uncond, 3.0), t, x)
+            with base():
+                base_mean, _ = policy.step_distribution(guided_output(backend.unet, x, t, cond, uncond, 3.0), t, x)
+            if float(std) > 0:
+                p = torch.distributions.Normal(mean.double(), float(std))
+                q = torch.distributions.Normal(base_mean.double(), float(std))
+                ref += torch.distributions.kl_divergence(p, q).flatten(1).sum(1)
+            x = mean + std * torch.randn(x.shape, generator=g)
+    np.testing.assert_allclose(kl, ref.numpy(), rtol=1e-4)
+    torch.testing.assert_close(images, x)
+    assert (kl > 0).all()
+    _, kl_base = sample_with_kl(backend, prompts, policy, 3.0, torch.Generator().manual_seed(0), base=None)
+    assert (kl_base == 0).all()
+
+
+# ------------------------------------------------------------------------------------------------ objectives
+def test_objective_rewards_score_what_the_scorer_gives():
+    from textnorm.study.objectives import ObjectiveScorer
+    from textnorm.world.scene import render
+
+    prompts = ["two red circles", "a blue square above a green triangle", "three yellow triangles"]
+    images = torch.stack([torch.from_numpy(np.array(render(p, seed=i))).permute(2, 0, 1).float() / 255
+                          for i, p in enumerate(prompts)])
+    scorer = ObjectiveScorer({"shapes-clip-a": 0.5, "shapes-clip-b": 2.0}, ["shapes-clip-a", "shapes-clip-b"],
+                             ur_lam=0.7)
+    scores = scorer(images, prompts)
+    for name in ("raw/shapes-clip-a", "tn/shapes-clip-b", "ens-mean-raw", "ens-mean-tn", "ens-ur-tn"):
+        direct = scorer.reward(name).score(images, prompts).double().numpy()
+        np.testing.assert_allclose(direct, scores[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    # TextNorm scores are probabilities over each prompt's contrastive set.
+    assert ((scores["tn/shapes-clip-a"] > 0) & (scores["tn/shapes-clip-a"] < 1)).all()
+    np.testing.assert_allclose(scores["ens-ur-tn"], scores["ens-mean-tn"] - 0.7 * scores["disagreement-tn"],
+                               rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+TINY = """
+bootstrap: 100
+prompts: {train_per_subset: 2, eval_per_subset: 2}
+objectives: {rewards: [shapes-clip-a, shapes-clip-b, shapes-perceive-clean], ensemble: [shapes-clip-a, shapes-clip-b],
+             temperatures: [0.1, 1.0, 10.0], k: 3}
+pool: {n_max: 4, ns: [1, 2, 4], chunk: 16, steps: 4}
+map: {look_weights: [4], noise_scales: [1], n: 2}
+sft: {objectives: [raw/shapes-clip-a, tn/shapes-clip-a], steps: 2, train_batch_size: 4}
+rl: {objectives: [raw/shapes-clip-a, ens-ur-tn], epochs: 2, batch_size: 4, train_batch_size: 4,
+     images_per_prompt: 2, eval_every: 1, steps: 4}
+eval: {samples_per_prompt: 2}
+side_by_side: {best_of: 2}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """A tiny study run in two parts: the early stages, then --resume for the rest."""
+    from textnorm.study.config import load_study_config
+    from textnorm.study.run import run_study
+
+    folder = tmp_path_factory.mktemp("study")
+    (folder / "study.yaml").write_text(TINY)
+    cfg = load_study_config(str(folder / "study.yaml"), [f"work={folder / 'work'}", f"out={folder / 'out'}"])
+    run_study(cfg, progress=False, only=["prompts", "temperatures", "pool", "scores", "bon"])
+    pool_files = {p: p.stat().st_mtime_ns for p in (folder / "work" / "pool").iterdir()}
+    ran = []
+    run_study(cfg, resume=True, progress=False, on_stage=lambda s, t: ran.append(s))
+    return folder, cfg, pool_files, ran
+
+
+def test_tiny_study_resumes_without_redoing_stages(tiny_study):
+    folder, _, pool_files, ran = tiny_study
+    assert "pool" not in ran and "bon" not in ran
+    assert {"map", "base", "sft", "rl", "compare", "report"} <= set(ran)
+    assert {p: p.stat().st_mtime_ns for p in (folder / "work" / "pool").iterdir()} == pool_files
+
+
+def test_tiny_study_results_are_complete(tiny_study):
+    import json
+
+    folder, cfg, _, _ = tiny_study
+    out = folder / "out"
+    results = json.loads((out / "results.json").read_text())
+    objectives = cfg.objective_names()
+    assert set(results["bon"]["objectives"]) == set(objectives) | {"ORACLE gold"}
+    for row in results["bon"]["objectives"].values():
+        assert len(row["gold"]) == len(cfg.pool.ns)
+        for point in row["gold"]:
+            assert point["ci"][0] <= point["mean"] <= point["ci"][1]
+    lines = (out / "samples.jsonl").read_text().splitlines()
+    sample = json.loads(lines[0])
+    assert {"prompt", "sample", "scores", "aligned", "reasons", "model"} <= set(sample)
+    n_eval = len(json.loads((folder / "work" / "stages" / "prompts.json").read_text())["eval"]["counting"]) * 3
+    assert len(lines) % (n_eval * cfg.eval.samples_per_prompt) == 0
+    rl = results["rl"]
+    assert set(rl) == set(cfg.rl.objectives)
+    for run in rl.values():
+        assert [e["step"] for e in run["evals"]] == [0, 1, 2]
+        assert run["evals"][0]["kl"] == 0 and run["evals"][-1]["kl"] > 0
+    assert set(results["compare"]) >= {"bon", "sft", "rl", "checkpoint_selection"}
+
+
+def test_tiny_study_report_is_self_contained(tiny_study):
+    import re
+
+    folder, _, _, _ = tiny_study
+    html = (folder / "out" / "report.html").read_text()
+    sources = re.findall(r'<img[^>]+src="([^"]+)"', html)
+    assert len(sources) > 10
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    assert not re.search(r'(href|src)="(https?:)?//', html)  # nothing fetched from the network
+    for heading in ("Best-of-n", "SFT", "RL", "Side-by-side", "Checkpoint selection"):
+        assert heading in html, heading
+
+
+def test_report_loads_in_headless_chromium(tiny_study, tmp_path):
+    """Every image decodes and the page logs no error, in a real browser (required in CI)."""
+    import os
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        if os.environ.get("TEXTNORM_REQUIRE_BROWSER"):
+            pytest.fail("chromium is required here (TEXTNORM_REQUIRE_BROWSER is set) but not installed")
+        pytest.skip("chromium not installed (CI installs it and sets TEXTNORM_REQUIRE_BROWSER)")
+    folder, _, _, _ = tiny_study
+    html = (folder / "out" / "report.html").read_text()
+    # A probe appended to a copy: counts images that failed to decode and errors thrown on the page, and
+    # writes the verdict into the DOM that --dump-dom prints.
+    probe = """<script>
+window.__errors = [];
+window.addEventListener('error', e => window.__errors.push(String(e.message || e.type)), true);
+const _ce = console.error; console.error = (...a) => { window.__errors.push(a.join(' ')); _ce(...a); };
+window.addEventListener('load', () => {
+  const imgs = Array.from(document.images);
+  const broken = imgs.filter(i => !i.complete || i.naturalWidth === 0).length;
+  const p = document.createElement('pre'); p.id = 'probe';
+  p.textContent = JSON.stringify({images: imgs.length, broken: broken, errors: window.__errors});
+  document.body.appendChild(p);
+});
+</script>"""
+    page = tmp_path / "report.html"
+    page.write_text(html.replace("<head>", "<head>" + probe, 1))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"]
+    dom = subprocess.run([browser, *flags, "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    import json
+    import re
+
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
+    assert found, dom[-2000:]
+    verdict = json.loads(found.group(1).replace("&quot;", '"'))
+    assert verdict["images"] > 10 and verdict["broken"] == 0 and verdict["errors"] == [], verdict
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, *flags, "--window-size=1280,2000", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 10_000
