@@ -432,7 +432,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from textnorm.generate.grid import image_grid
     from textnorm.generate.load import load_generator
 
+    if args.lora and not Path(args.lora).is_dir():
+        raise InputError(f"--lora {args.lora}: no such folder")
     pipe = load_generator(args.model)
+    if args.lora:
+        from textnorm.finetune.lora import load_lora_folder
+
+        load_lora_folder(pipe.unet, args.lora)
     images = pipe([args.prompt] * args.n, seed=args.seed, num_inference_steps=args.steps,
                   guidance_scale=args.guidance).images
     if suffix:
@@ -742,6 +748,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen_img.add_argument("--steps", type=int_in(1, 1000), default=25, help="DDIM steps")
     gen_img.add_argument("--guidance", type=float_in(0, 100), default=3.0, help="classifier-free guidance scale")
     gen_img.add_argument("--model", default="shapes", help="'shapes' (shipped) or a pipeline folder")
+    gen_img.add_argument("--lora", metavar="DIR", help="a LoRA folder (adapter_config.json + "
+                         "adapter_model.safetensors), e.g. a fine-tuning run's lora/")
     gen_img.add_argument("-o", "--output", required=True, metavar="OUT",
                          help="an image file (.png, .jpg, ...) for a grid, or a folder for one PNG per sample")
     gen_img.set_defaults(func=cmd_generate)

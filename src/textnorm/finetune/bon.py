@@ -51,8 +51,10 @@ def best_of_n_curve(values: dict[str, np.ndarray], objective: np.ndarray, ns: li
     return rows
 
 
-def run_bon(config: BestOfNConfig | dict, progress: bool = True, overwrite: bool = False) -> Path:
-    """Run best-of-n; writes ``config.yaml``, ``bon.csv``, ``bon.png`` and a grid of the best-of-n_max images."""
+def run_bon(config: BestOfNConfig | dict, progress: bool = True, overwrite: bool = False, reward: Any = None
+            ) -> Path:
+    """Run best-of-n (``reward``: a reward or ``fn(images, prompts) -> scores`` replacing the config's objective);
+    writes ``config.yaml``, ``bon.csv``, ``bon.png`` and a grid of the best-of-n_max images."""
     from tqdm.auto import tqdm
 
     from textnorm.rewards.factory import build_views
@@ -62,6 +64,10 @@ def run_bon(config: BestOfNConfig | dict, progress: bool = True, overwrite: bool
     try:
         out, streams = run.folder, RandomStreams(cfg.seed)
         objective, raw, normed = build_views(cfg.reward)
+        if reward is not None:
+            from textnorm.rewards.base import as_reward
+
+            objective = as_reward(reward)
         pipe = load_pipeline(cfg.generator)
         pipe.to(default_device())
         backend = DiffusionBackend(pipe)

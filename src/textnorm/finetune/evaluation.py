@@ -104,10 +104,10 @@ class RunLog:
             writer.writerows(r for r in rows if int(r["step"]) <= step)
 
     def write(self, row: dict) -> None:
-        """Append one evaluation row (its per-image ``samples``, when given, go to ``samples.jsonl``)."""
+        """Append one evaluation row (its ``per_image`` records, when given, go to ``samples.jsonl``)."""
         import json
 
-        samples = row.pop("samples", None)
+        samples = row.pop("per_image", None)
         if not self.enabled:
             return
         if samples:
@@ -190,7 +190,7 @@ class Evaluator:
         row["drift"] = float(drift.mean())
         row.update(extra or {})
         # One line per image in samples.jsonl: what the run report's error bands and verdicts come from.
-        row["samples"] = [{"prompt": p, **{k: round(float(v[i]), 6) for k, v in scores.items()},
+        row["per_image"] = [{"prompt": p, **{k: round(float(v[i]), 6) for k, v in scores.items()},
                            "drift": round(float(drift[i]), 8),
                            **({"aligned": judged[i]["aligned"], "reasons": judged[i]["reasons"]} if judged else {})}
                           for i, p in enumerate(self.prompts)]

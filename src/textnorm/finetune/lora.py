@@ -69,8 +69,10 @@ def save_lora_folder(unet: Any, folder: str | os.PathLike, prefix: str = "unet")
     folder.mkdir(parents=True, exist_ok=True)
     config = unet.peft_config["default"].to_dict()
     config = {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}
-    # diffusers reads rank and alpha from this metadata key when present.
-    metadata = {"format": "pt", "lora_adapter_metadata": json.dumps(config, sort_keys=True)}
+    # diffusers builds the LoraConfig from this metadata key when present, its entries prefixed by the
+    # component (as its own save_lora_weights writes them).
+    packed = {f"{prefix}.{k}" if prefix else k: v for k, v in config.items()}
+    metadata = {"format": "pt", "lora_adapter_metadata": json.dumps(packed, sort_keys=True)}
     with atomic_write(folder / ADAPTER_WEIGHTS, "wb") as f:
         f.write(save(lora_state_dict(unet, prefix), metadata=metadata))
     with atomic_write(folder / ADAPTER_CONFIG) as f:

@@ -69,8 +69,9 @@ def sft_step_loss(unet: Any, noise_scheduler: Any, data_x0: torch.Tensor, cond: 
 
 
 def run_sft(config: SFTConfig | dict, resume: bool = False, progress: bool = True, overwrite: bool = False,
-            resume_from: str | None = None) -> Path:
-    """Run reward-weighted SFT; returns the run folder (``config.yaml``, ``eval.csv``, ``data.json``,
+            resume_from: str | None = None, reward: Any = None) -> Path:
+    """Run reward-weighted SFT (``reward``: a reward or ``fn(images, prompts) -> scores`` replacing the config's
+    objective); returns the run folder (``config.yaml``, ``eval.csv``, ``data.json``,
     ``checkpoint-*``, ``lora/`` (the LoRA adapter, peft/diffusers layout), ``report.html``)."""
     from tqdm.auto import tqdm
 
@@ -80,7 +81,7 @@ def run_sft(config: SFTConfig | dict, resume: bool = False, progress: bool = Tru
     try:
         checkpoint = run.select()
         out, streams = run.folder, RandomStreams(cfg.seed)
-        model = setup_training(cfg, default_device())
+        model = setup_training(cfg, default_device(), reward=reward)
         backend, unet, device = model.backend, model.unet, model.device
         noise_scheduler = model.pipe.scheduler
 
