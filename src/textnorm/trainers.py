@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from textnorm.finetune.config import BestOfNConfig, FinetuneConfig, RLConfig, SFTConfig, as_config
 from textnorm.rewards.base import Reward
