@@ -226,6 +226,10 @@ CASES = [
     ("prompts-missing-input", ["prompts", "generate", "--method", "rules", "--in", "{dir}/none.txt", "-o",
                                "{dir}/sets.json"], "not found", ["sets.json"]),
     ("unknown-command", ["nosuchcommand"], "invalid choice", []),
+    ("generate-lora-missing", ["generate", "--prompt", "a red circle", "--lora", "{dir}/nolora", "-o",
+                               "{dir}/g.png"], "no such folder", ["g.png"]),
+    ("tia2-score-no-images", ["tia2", "score", "--subset", "counting", "--reward", "shapes-clip-a", "-o",
+                              "{dir}/s.jsonl"], "pass --images DIR", ["s.jsonl"]),
     # the study
     ("study-typo", ["study", "run", "--config", STUDY, "--set", "rl.epochz=2", "--set", "work={dir}/w"],
      "did you mean 'rl.epochs'", ["w", "docs"]),

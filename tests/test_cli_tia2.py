@@ -155,3 +155,12 @@ def test_allow_missing_reports_dropped(capsys, bench, tmp_path):
     code, out, err = run(capsys, "tia2", "eval", "--scores", str(f), "--allow-missing", "--json")
     assert code == 0 and "dropped 10 image(s)" in err
     assert json.loads(out)["counting"]["score"]["n_prompts"] == 146
+
+
+def test_score_shipped_shapes_needs_no_images_flag(tmp_path, capsys):
+    """TIA2-Shapes ships its images: `tia2 score --benchmark shapes` finds them itself."""
+    out = tmp_path / "s.jsonl"
+    assert main(["tia2", "score", "--benchmark", "shapes", "--subset", "counting", "--reward", "shapes-clip-a",
+                 "-o", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2000 and {r["subset"] for r in rows} == {"counting"}

@@ -677,7 +677,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=cmd_prompts_generate)
 
     tscore = tsub.add_parser("score", help="score the benchmark images with a reward (output feeds tia2 eval)")
-    tscore.add_argument("--images", required=True, metavar="DIR", help="folder of the images (DIR/<subset>/ or DIR/)")
+    tscore.add_argument("--images", metavar="DIR", help="folder of the images (DIR/<subset>/ or DIR/); default: the "
+                        "benchmark's own images/ (shipped with --benchmark shapes)")
     tscore.add_argument("--subset", action="append", help="restrict to this subset (repeatable)")
     tscore.add_argument("--model-name", help="model name written to the file (default: the reward's)")
     add_benchmark(tscore)
