@@ -99,8 +99,6 @@ CASES = [
     ("yaml-is-folder", ["finetune", "--method", "rl", "--config", "{dir}/notrun"], "is a folder", []),
     ("bon-ns-not-dividing", ["finetune", "--method", "bon", "--config", BON, "--set", "n_max=4", "--set", "ns=[1, 3]"],
      "do not divide n_max=4", []),
-    ("tensorboard-missing", ["finetune", "--method", "rl", "--config", RL, "--set", "log.tensorboard=true"],
-     "tensorboard", []),
     ("prompt-sets-missing", ["finetune", "--method", "rl", "--config", RL, "--set", "reward.textnorm=true",
                              "--set", "reward.prompt_sets=nosuch.json"], "nosuch.json: no such file", []),
     ("reward-path-count", ["finetune", "--method", "rl", "--config", RL, "--set", "reward.name=[shapes-clip-a, "
@@ -226,6 +224,8 @@ CASES = [
     ("prompts-missing-input", ["prompts", "generate", "--method", "rules", "--in", "{dir}/none.txt", "-o",
                                "{dir}/sets.json"], "not found", ["sets.json"]),
     ("unknown-command", ["nosuchcommand"], "invalid choice", []),
+    ("rl-unknown-tracker", ["finetune", "--method", "rl", "--config", RL, "--set", "log.report_to=[mlflow]", "--set",
+                            "out={dir}/t"], "unknown tracker 'mlflow'", ["t"]),
     ("generate-lora-missing", ["generate", "--prompt", "a red circle", "--lora", "{dir}/nolora", "-o",
                                "{dir}/g.png"], "no such folder", ["g.png"]),
     ("tia2-score-no-images", ["tia2", "score", "--subset", "counting", "--reward", "shapes-clip-a", "-o",

@@ -42,7 +42,7 @@ def config(assets, out, generator="shapes", **extra):
            "sampling": {"steps": 3, "guidance_scale": 2.0, "eta": 1.0},
            "lora": {"rank": 2, "alpha": 2},
            "eval": {"every": 1, "prompts": PROMPTS[:2], "steps": 3, "seed": 5},
-           "log": {"tensorboard": False}}
+           "log": {"report_to": ["csv"]}}
     for k, v in extra.items():
         cfg[k] = v
     return cfg

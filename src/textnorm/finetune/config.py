@@ -78,12 +78,28 @@ class EvalConfig(Config):
     steps: int = option(20, "DDIM steps at evaluation", min=1, max=1000)
 
 
+TRACKERS = {"csv": None, "tensorboard": "tensorboard", "wandb": "wandb"}
+
+
 @dataclass
 class LogConfig(Config):
-    """Where evaluation rows go: eval.csv always, TensorBoard when asked."""
+    """Where evaluation rows go (``report_to``, as in diffusers and trl): eval.csv always, plus accelerate's
+    TensorBoard or Weights & Biases trackers when named."""
 
-    tensorboard: bool = option(False, "also log to TensorBoard (needs the tensorboard package)",
-                               mutable_on_resume=True)
+    report_to: list[str] = option(["csv"], "trackers: csv (always written), tensorboard, wandb "
+                                  "(wandb honours WANDB_MODE=offline)", mutable_on_resume=True)
+    project: str = option("textnorm", "project name the trackers file the run under", mutable_on_resume=True)
+
+    def check(self) -> None:
+        import importlib.util
+
+        for name in self.report_to:
+            if name not in TRACKERS:
+                raise InputError(f"log.report_to: unknown tracker {name!r} (known: {', '.join(TRACKERS)})")
+            module = TRACKERS[name]
+            if module and importlib.util.find_spec(module) is None:
+                raise InputError(f"log.report_to: {name} is not installed (pip install 'textnorm[{name}]', or "
+                                 f"drop it from log.report_to)")
 
 
 @dataclass
@@ -114,12 +130,6 @@ class FinetuneConfig(Config):
                              f"(use --method {self.method}, or another config)")
         if not self.out.strip():
             raise InputError("out: give a run folder")
-        if self.log.tensorboard:
-            import importlib.util
-
-            if importlib.util.find_spec("tensorboard") is None:
-                raise InputError("log.tensorboard: the tensorboard package is not installed "
-                                 "(pip install tensorboard, or set log.tensorboard=false)")
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -57,17 +58,19 @@ def gold_alignment(images: Any, prompts: list[str]) -> float | None:
 
 
 class RunLog:
-    """``eval.csv`` (always) and TensorBoard (when configured), written by the main process only.
+    """``eval.csv`` and ``samples.jsonl`` (always), and accelerate's trackers named in ``report_to``
+    (TensorBoard, Weights & Biases), written by the main process only.
 
-    A fresh run starts a new file; a resumed run keeps the rows up to its checkpoint and drops the rest.
+    A fresh run starts new files; a resumed run keeps the rows up to its checkpoint and drops the rest.
     """
 
-    def __init__(self, out: Path, enabled: bool = True, tensorboard: bool = False, resume_step: int | None = None):
+    def __init__(self, out: Path, enabled: bool = True, report_to: Sequence[str] = ("csv",),
+                 resume_step: int | None = None, project: str = "textnorm", config: dict | None = None):
         self.path = out / "eval.csv"
         self.samples_path = out / "samples.jsonl"
         self.enabled = enabled
         self.fields: list[str] | None = None
-        self.writer = None
+        self.trackers: list[Any] = []
         if not enabled:
             return
         if resume_step is None:
@@ -75,10 +78,26 @@ class RunLog:
             self.samples_path.unlink(missing_ok=True)
         else:
             self._truncate_after(resume_step)
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+        from accelerate.tracking import TensorBoardTracker, WandBTracker
 
-            self.writer = SummaryWriter(str(out / "tensorboard"))
+        for name in report_to:
+            if name == "tensorboard":
+                tracker = TensorBoardTracker("tensorboard", logging_dir=out)
+            elif name == "wandb":
+                tracker = WandBTracker(project, dir=str(out), name=out.name,
+                                       resume="allow" if resume_step is not None else None)
+            else:
+                continue
+            tracker.start()
+            if config is not None:
+                tracker.store_init_configuration(_flat(config))
+            self.trackers.append(tracker)
+
+    def close(self) -> None:
+        """Finish the trackers (the csv and jsonl files are complete after every write)."""
+        for tracker in self.trackers:
+            tracker.finish()
+        self.trackers = []
 
     def _truncate_after(self, step: int) -> None:
         """Keep the rows logged up to ``step`` (a resumed run redoes the rest)."""
@@ -121,11 +140,20 @@ class RunLog:
             if new:
                 writer.writeheader()
             writer.writerow(row)
-        if self.writer is not None:
-            for k, v in row.items():
-                if isinstance(v, (int, float)) and k != "step" and v == v:
-                    self.writer.add_scalar(k, v, row["step"])
-            self.writer.flush()
+        values = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step" and v == v}
+        for tracker in self.trackers:
+            tracker.log(values, step=int(row["step"]))
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    """A nested config as flat ``a.b`` keys with scalar values (what trackers store as hyper-parameters)."""
+    out: dict = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out
 
 
 class Evaluator:

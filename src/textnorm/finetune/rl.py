@@ -156,8 +156,8 @@ def run_rl(config: RLConfig | dict, resume: bool = False, progress: bool = True,
             if evaluate:
                 evaluator.load_base()
         run.start()
-        log = RunLog(out, enabled=main, tensorboard=cfg.log.tensorboard,
-                     resume_step=start_epoch if checkpoint is not None else None)
+        log = RunLog(out, enabled=main, report_to=cfg.log.report_to, project=cfg.log.project,
+                     resume_step=start_epoch if checkpoint is not None else None, config=cfg.to_dict())
         pool = training_prompts(cfg)
         warm_caches(backend, [model.objective, model.raw, model.textnorm],
                     pool + (evaluator.prompts if evaluate else []))
@@ -242,6 +242,7 @@ def run_rl(config: RLConfig | dict, resume: bool = False, progress: bool = True,
                     accelerator.wait_for_everyone()
                 if stopping and epoch + 1 < cfg.epochs:
                     raise run.interrupted(stop, f"after epoch {epoch + 1} of {cfg.epochs}", last_checkpoint)
+        log.close()
         _finish(out, unet, rank, main, samples_seen, accelerator)
         if main:
             from textnorm.finetune.report import write_run_report

@@ -118,7 +118,8 @@ def run_sft(config: SFTConfig | dict, resume: bool = False, progress: bool = Tru
             start = checkpoint.restore({"lora": trainable_state(unet)}, optimizer)["step"]
             evaluator.load_base()
         run.start()
-        log = RunLog(out, tensorboard=cfg.log.tensorboard, resume_step=start if checkpoint is not None else None)
+        log = RunLog(out, report_to=cfg.log.report_to, project=cfg.log.project,
+                     resume_step=start if checkpoint is not None else None, config=cfg.to_dict())
         if start == 0:
             with torch.no_grad():
                 log.write(evaluator(0, {"loss": float("nan"), "seconds": 0.0}))
@@ -146,6 +147,7 @@ def run_sft(config: SFTConfig | dict, resume: bool = False, progress: bool = Tru
                                                      optimizer, state={"step": step + 1})
                 if stop.requested and step + 1 < cfg.steps:
                     raise run.interrupted(stop, f"after step {step + 1} of {cfg.steps}", last_checkpoint)
+        log.close()
         save_lora_folder(unet, out / "lora")
         from textnorm.finetune.report import write_run_report
 
