@@ -178,7 +178,7 @@ def _write_jsonl(path: str, rows: list[dict]) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from textnorm.scoring import read_manifest, score_files
+    from textnorm.scoring import is_main_process, read_manifest, score_files
 
     _check_output(args.output)
     pairs = read_manifest(args.manifest)
@@ -187,16 +187,18 @@ def cmd_score(args: argparse.Namespace) -> int:
                                   skip_unreadable=args.skip_unreadable)
     rows = [{"image": str(img), "prompt": prompt, "model": reward.name, "score": s}
             for (img, prompt), s in zip(pairs, scores) if s is not None]
+    if not is_main_process():  # under accelerate launch, rank 0 writes the gathered scores
+        return 0
     _write_jsonl(args.output, rows)
     if skipped:
         print(f"textnorm: note: skipped {len(skipped)} unreadable image(s), first: {skipped[0]}", file=sys.stderr)
-    print(f"wrote {len(rows)} scores to {args.output}", file=sys.stderr)
+    print(f"wrote {len(rows)} scores to {args.output}{_processes_note()}", file=sys.stderr)
     return 0
 
 
 def cmd_tia2_score(args: argparse.Namespace) -> int:
     from textnorm.bench.tia2 import load_benchmark
-    from textnorm.scoring import score_files
+    from textnorm.scoring import is_main_process, score_files
 
     _check_output(args.output)
     subsets = load_benchmark(args.benchmark, args.subset, images=args.images)
@@ -209,12 +211,21 @@ def cmd_tia2_score(args: argparse.Namespace) -> int:
         skipped_all += skipped
         rows += [{"subset": name, "image": img, "model": args.model_name or reward.name, "score": s}
                  for img, s in zip(subset.images, scores) if s is not None]
+    if not is_main_process():
+        return 0
     _write_jsonl(args.output, rows)
     if skipped_all:
         print(f"textnorm: note: skipped {len(skipped_all)} unreadable or missing image(s), first: {skipped_all[0]}",
               file=sys.stderr)
-    print(f"wrote {len(rows)} scores to {args.output}", file=sys.stderr)
+    print(f"wrote {len(rows)} scores to {args.output}{_processes_note()}", file=sys.stderr)
     return 0
+
+
+def _processes_note() -> str:
+    from textnorm.scoring import process_rank_world
+
+    world = process_rank_world()[1]
+    return f" (scored by {world} processes)" if world > 1 else ""
 
 
 def _maybe_path(subset, image: str):

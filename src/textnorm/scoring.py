@@ -134,9 +134,14 @@ def score_files(reward: Reward, images: Sequence[Path], prompts: Sequence[str], 
                 raise InputError(f"{path}: image not found")
     scores: list[float | None] = [None] * len(images)
     skipped: list[Path] = []
-    bar = tqdm(total=len(images), desc=f"scoring ({reward.name})", unit="img", disable=not progress, leave=False)
+    # Under `accelerate launch`, process r scores chunks r, r + world, ...: each chunk is the same batch as in
+    # one process, so the gathered scores are the same numbers, in the original order.
+    rank, world = process_rank_world()
+    starts = list(range(0, len(images), chunk))[rank::world]
+    bar = tqdm(total=sum(min(chunk, len(images) - lo) for lo in starts), desc=f"scoring ({reward.name})",
+               unit="img", disable=not progress or rank > 0, leave=False)
     try:
-        for lo in range(0, len(images), chunk):
+        for lo in starts:
             batch, idx = [], []
             for i in range(lo, min(lo + chunk, len(images))):
                 try:
@@ -154,4 +159,31 @@ def score_files(reward: Reward, images: Sequence[Path], prompts: Sequence[str], 
             bar.update(min(chunk, len(images) - lo))
     finally:
         bar.close()
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        mine = [(i, scores[i]) for lo in starts for i in range(lo, min(lo + chunk, len(images)))]
+        for i, v in gather_object(mine):
+            scores[i] = v
+        skipped = sorted({Path(p) for p in gather_object([str(p) for p in skipped])}, key=images.index)
     return scores, skipped
+
+
+def process_rank_world() -> tuple[int, int]:
+    """This process's rank and the number of processes (``(0, 1)`` unless started by ``accelerate launch``).
+
+    Example:
+        >>> process_rank_world()
+        (0, 1)
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())  # gloo processes on a machine without GPUs
+    return state.process_index, state.num_processes
+
+
+def is_main_process() -> bool:
+    """True in a single process and on rank 0 under ``accelerate launch`` (the one that writes outputs)."""
+    return process_rank_world()[0] == 0

@@ -1,0 +1,60 @@
+"""Scoring under `accelerate launch` with 2 CPU processes: the same bytes as one process, in the same order."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SHAPES = Path(__file__).resolve().parents[1] / "src" / "textnorm" / "data" / "benchmarks" / "shapes"
+
+
+def _env():
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    return env
+
+
+def _textnorm() -> str:
+    return shutil.which("textnorm", path=str(Path(sys.executable).parent)) or "textnorm"
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("m")
+    images = sorted((SHAPES / "images" / "counting").glob("*.png"))[:600]
+    lines = [json.dumps({"image": str(p), "prompt": f"{['one', 'two', 'three'][i % 3]} red circles"})
+             for i, p in enumerate(images)]
+    (folder / "m.jsonl").write_text("\n".join(lines) + "\n")
+    return folder / "m.jsonl"
+
+
+def _launch(args, out, processes):
+    # --multi_gpu on a machine without GPUs: torchrun-style processes with the gloo backend on the CPU.
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes), "--num_machines",
+           "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu", "--num_cpu_threads_per_process",
+           "1", "-m", "textnorm.cli", *args, "-o", str(out)]
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"(scored by {processes} processes)" in done.stderr, done.stderr[-2000:]
+    return out.read_bytes()
+
+
+@pytest.mark.parametrize("command", ["score", "tia2"])
+def test_two_processes_write_the_same_bytes_as_one(manifest, tmp_path, command):
+    if command == "score":
+        args = ["score", "--reward", "shapes-clip-a", "--textnorm", "--prompt-sets", "rules", "--manifest",
+                str(manifest)]
+    else:
+        args = ["tia2", "score", "--benchmark", "shapes", "--subset", "counting", "--reward", "shapes-clip-b"]
+    one = subprocess.run([_textnorm(), *args, "-o", str(tmp_path / "one.jsonl")], env=_env(), capture_output=True,
+                         text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _launch(args, tmp_path / "two.jsonl", 2)
+    assert two == (tmp_path / "one.jsonl").read_bytes()
+    assert len(two.splitlines()) >= 600
