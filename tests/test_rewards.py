@@ -172,3 +172,29 @@ def test_one_rule_vocabulary_per_reward():
     for prompt in ("two red circles", "a blue square to the left of a yellow triangle"):
         assert cli.candidates(prompt) == finetune.candidates(prompt) == api.candidates(prompt)
     assert all("purple" not in p for p in cli.candidates("two red circles"))  # the world's colours only
+
+
+@pytest.mark.parametrize("name", ["shapes-clip-a", "shapes-perceive-clean"])
+def test_score_matrix_equals_pairwise_scores(name):
+    """The M x N matrix mode (embeddings reused for dual encoders) equals scoring each pair on its own."""
+    import numpy as np
+
+    from textnorm.rewards.registry import load_reward
+    from textnorm.world.scene import render
+
+    reward = load_reward(name)
+    prompts = ["two red circles", "a blue square", "three green triangles", "a red circle above a blue square"]
+    images = [render(p, seed=i) for i, p in enumerate(prompts[:3])]
+    matrix = reward.score_matrix(images, prompts)
+    assert matrix.shape == (3, 4)
+    pairwise = np.array([[float(reward.score([img], [p])[0]) for p in prompts] for img in images])
+    np.testing.assert_allclose(matrix.numpy(), pairwise, rtol=1e-5, atol=1e-5)
+    paths = []
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp())
+    for i, img in enumerate(images):
+        img.save(folder / f"{i}.png")
+        paths.append(folder / f"{i}.png")
+    np.testing.assert_allclose(reward.score_matrix(paths, prompts).numpy(), pairwise, rtol=1e-5, atol=1e-5)

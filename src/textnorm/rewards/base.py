@@ -149,6 +149,25 @@ class Reward:
                  grad: bool = False) -> torch.Tensor:
         return self.score(images, prompts, grad=grad)
 
+    def score_matrix(self, images: Images | Sequence[str | os.PathLike], prompts: Sequence[str]) -> torch.Tensor:
+        """``M x N`` scores of every image against every prompt (t2v_metrics' matrix mode), on the CPU.
+
+        Example:
+            >>> class Brightness(Reward):
+            ...     def _score_batch(self, images, prompts):
+            ...         return to_tensor(images).mean(dim=(1, 2, 3)) * torch.tensor([len(p) for p in prompts])
+            >>> Brightness().score_matrix(torch.ones(2, 3, 4, 4), ["a", "bb", "ccc"]).tolist()
+            [[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]
+        """
+        images = _prepare(images)
+        _check_prompts(prompts)
+        m, n = len(images), len(prompts)
+        if isinstance(images, torch.Tensor):
+            tiled = images.repeat_interleave(n, dim=0)
+        else:
+            tiled = [img for img in images for _ in range(n)]
+        return self.score(tiled, list(prompts) * m).reshape(m, n)
+
     def score_sets(self, images: Images | Sequence[str | os.PathLike], prompt_sets: Sequence[Sequence[str]],
                    grad: bool = False) -> list[torch.Tensor]:
         """For image ``i``, the scores of every prompt in ``prompt_sets[i]`` (a list of 1-D tensors)."""
@@ -267,6 +286,15 @@ class DualEncoderReward(Reward):
         img = self.image_embeddings(images)
         txt = self.text_embeddings(prompts).to(img.device)
         return self.logit_scale() * (img * txt).sum(-1)
+
+    def score_matrix(self, images: Images | Sequence[str | os.PathLike], prompts: Sequence[str]) -> torch.Tensor:
+        """``M x N`` scores from M image and N text embeddings (each computed once, texts cached)."""
+        images = _prepare(images)
+        _check_prompts(prompts)
+        with torch.no_grad():
+            img = self.image_embeddings(images)
+            txt = self.text_embeddings(list(prompts)).to(img.device)
+            return (self.logit_scale() * img @ txt.T).float().cpu()
 
     def _score_sets(self, images: Images, prompt_sets: list[list[str]], grad: bool) -> list[torch.Tensor]:
         img = self.image_embeddings(images)
