@@ -96,11 +96,37 @@ def test_blip2_matches_hand_computation(blip2_dir, images, head):
         assert ((got > 0) & (got < 1)).all()
 
 
-def test_offline_load_fails_with_one_clear_message(tmp_path):
+def test_offline_load_fails_with_one_clear_message(tmp_path, monkeypatch):
     with pytest.raises(InputError) as info:
         load_reward("clip", str(tmp_path / "missing"))
     msg = str(info.value)
-    assert "\n" not in msg and "clip" in msg and "huggingface-cli download" in msg
+    assert "\n" not in msg and "clip" in msg and "no such folder" in msg
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(InputError) as info:
+        load_reward("clip", "someone/no-such-clip")
+    msg = str(info.value)
+    assert "\n" not in msg and "HF_HUB_OFFLINE" in msg and "hf download someone/no-such-clip" in msg
+
+
+@pytest.mark.parametrize("spec", ["clip=/nonexistent/clip", "pickscore=./no/such/model", "clip=openai/not-cached"])
+def test_cli_missing_model_is_one_line_within_seconds(spec):
+    """No hub retries: a missing folder, or an uncached id with HF_HUB_OFFLINE=1, fails in one line, fast."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "textnorm"
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    t0 = time.time()
+    done = subprocess.run([str(exe), "diagnose", "--reward", spec, "--subset", "counting"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    elapsed = time.time() - t0
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert ("no such folder" in lines[0]) if "=/" in spec or "=./" in spec else ("hf download" in lines[0])
+    assert elapsed < 15, elapsed  # generous for a loaded CI machine; it takes about 3 s here
 
 
 def test_optional_packages_and_pickle_opt_in():

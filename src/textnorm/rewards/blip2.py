@@ -38,7 +38,12 @@ class BLIP2Reward(Reward):
     @classmethod
     def from_pretrained(cls, path_or_id: str = "Salesforce/blip2-itm-vit-g", **kwargs: Any) -> BLIP2Reward:
         """Load the retrieval model, its tokenizer and image statistics from a folder or hub id."""
-        from transformers import AutoTokenizer, Blip2ForImageTextRetrieval, BlipImageProcessor
+        from transformers import AutoTokenizer, Blip2ForImageTextRetrieval
+
+        try:  # the PIL processor: the default one wants torchvision, which textnorm does not use
+            from transformers import BlipImageProcessorPil as BlipImageProcessor
+        except ImportError:
+            from transformers import BlipImageProcessor
 
         model = load_pretrained(Blip2ForImageTextRetrieval, path_or_id, "blip2")
         tokenizer = load_pretrained(AutoTokenizer, path_or_id, "blip2")

@@ -63,7 +63,12 @@ class CLIPReward(DualEncoderReward):
         ``processor`` names a different folder/id for tokenizer and image processor (PickScore
         ships its weights apart from the LAION CLIP-H processor).
         """
-        from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+        from transformers import AutoTokenizer, CLIPModel
+
+        try:  # the PIL processor: the default one wants torchvision, which textnorm does not use
+            from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+        except ImportError:
+            from transformers import CLIPImageProcessor
 
         reward = "pickscore" if convention == "pickscore" else "clip"
         model = load_pretrained(CLIPModel, path_or_id, reward)
