@@ -99,3 +99,31 @@ def test_prompts_generate_rules(capsys, tmp_path):
     assert code == 0 and "a photo of two books" in sets["a photo of three books"]
     code, _, err = run(capsys, "prompts", "generate", "--method", "llm", "--in", src, "-o", tmp_path / "x.json")
     assert code == 2 and "--base-url" in err
+
+
+def test_every_command_help_has_an_example_and_defaults():
+    import argparse
+
+    from textnorm.cli import build_parser
+
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield f"{path} {name}".strip(), sub
+                    yield from walk(sub, f"{path} {name}")
+
+    missing = [path for path, sub in walk(build_parser(), "") if "example: textnorm" not in sub.format_help()]
+    assert not missing, missing
+    assert "(default: 8)" in dict(walk(build_parser(), ""))["generate"].format_help()
+
+
+def test_help_examples_parse():
+    """Every example shown in --help is a command line the parser accepts."""
+    import shlex
+
+    from textnorm.cli import EXAMPLES, build_parser
+
+    for example in EXAMPLES.values():
+        argv = shlex.split(example.replace(" [--resume]", ""))[1:]
+        build_parser().parse_args(argv)

@@ -565,6 +565,46 @@ def cmd_study_run(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------ parser
+EXAMPLES = {
+    "demo": "textnorm demo",
+    "tia2": "textnorm tia2 table --published",
+    "tia2 info": "textnorm tia2 info --json",
+    "tia2 table": "textnorm tia2 table --published --format markdown",
+    "tia2 eval": "textnorm tia2 eval --scores scores.jsonl --format markdown",
+    "tia2 score": "textnorm tia2 score --benchmark shapes --reward shapes-clip-a --textnorm -o scores.jsonl",
+    "rewards": "textnorm rewards list",
+    "rewards list": "textnorm rewards list",
+    "score": "textnorm score --manifest pairs.jsonl --reward clip=/models/clip-vit-b32 -o scores.jsonl",
+    "calibrate": "textnorm calibrate --reward shapes-clip-a --benchmark shapes --subset counting --k 5",
+    "prompts": "textnorm prompts generate --method rules --in prompts.txt -o sets.json",
+    "prompts generate": "textnorm prompts generate --method rules --in prompts.txt -o sets.json",
+    "world": "textnorm world judge --prompt 'two red circles' image.png",
+    "world render": "textnorm world render --prompt 'two red circles' -o scene.png",
+    "world judge": "textnorm world judge --prompt 'two red circles' --exit-code image.png",
+    "world prompts": "textnorm world prompts --subset counting --n 5",
+    "world benchmark": "textnorm world benchmark table --benchmark shapes",
+    "world benchmark build": "textnorm world benchmark build -o my-shapes",
+    "world benchmark table": "textnorm world benchmark table --benchmark shapes --format markdown",
+    "train": "textnorm train reward --config configs/reward-pref.yaml --out runs/pref",
+    "train generator": "textnorm train generator --out runs/generator --set steps=2000",
+    "train reward": "textnorm train reward --config configs/reward-a.yaml --out runs/reward-a",
+    "generate": "textnorm generate --prompt 'two red circles' --lora runs/rl/lora -o grid.png",
+    "finetune": "textnorm finetune --method rl --config configs/rl.yaml --set lr=1e-3 [--resume]",
+    "study": "textnorm study run --config configs/study.yaml --resume",
+}
+
+
+def _add_examples(parser: argparse.ArgumentParser, path: str = "") -> None:
+    """Give every sub-command's help an example (its own epilog wins)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                key = f"{path} {name}".strip()
+                if not sub.epilog and key in EXAMPLES:
+                    sub.epilog = f"example: {EXAMPLES[key]}"
+                _add_examples(sub, key)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from textnorm import __version__
 
@@ -789,6 +829,7 @@ def build_parser() -> argparse.ArgumentParser:
     srun.add_argument("--redo", nargs="+", metavar="STAGE", help="run these stages again even when done")
     srun.add_argument("--print-config", action="store_true", help="print every config key with its default and help")
     srun.set_defaults(func=cmd_study_run)
+    _add_examples(parser)
     return parser
 
 
