@@ -285,3 +285,48 @@ def test_logged_textnorm_reward_equals_textnorm_score_cli(tmp_path):
     got = [json.loads(line)["score"] for line in (tmp_path / "s.jsonl").read_text().splitlines()]
     torch.testing.assert_close(torch.tensor(got), expected, rtol=1e-5, atol=1e-6)
     assert len(logged.candidates(prompts[0])) > 2
+
+
+def _tiny_rl(tmp_path, name, **overrides):
+    from tiny_models import save_tiny_shapes_pipeline, save_tiny_shapes_reward
+
+    gen = tmp_path / "gen"
+    if not gen.exists():
+        save_tiny_shapes_pipeline(gen)
+        save_tiny_shapes_reward(tmp_path / "rw")
+    return {"seed": 0, "generator": str(gen), "out": str(tmp_path / name),
+            "prompts": {"list": ["a red circle", "two blue squares"]},
+            "reward": {"name": "shapes-clip-a", "path": str(tmp_path / "rw")}, "sampling": {"steps": 3},
+            "lora": {"rank": 2, "alpha": 2}, "epochs": 1, "batch_size": 4, "lr": 1e-2, "clip_range": 0.5,
+            "eval": {"every": 0}, **overrides}
+
+
+def test_gradient_accumulation_equals_one_larger_minibatch(tmp_path):
+    """2 minibatches of 2 with accumulation take the same optimiser step as 1 minibatch of 4."""
+    from safetensors.torch import load_file
+
+    from textnorm.finetune.rl import run_rl
+
+    whole = run_rl(_tiny_rl(tmp_path, "whole", train_batch_size=4), progress=False)
+    accumulated = run_rl(_tiny_rl(tmp_path, "acc", train_batch_size=2, gradient_accumulation_steps=2),
+                         progress=False)
+    separate = run_rl(_tiny_rl(tmp_path, "sep", train_batch_size=2), progress=False)
+    a, b, c = (load_file(f / "lora" / "adapter_model.safetensors") for f in (whole, accumulated, separate))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+    assert any(not torch.allclose(a[k], c[k]) for k in a)  # two optimiser steps are not one
+
+
+def test_bf16_autocast_runs_on_the_cpu_and_fp16_needs_a_gpu(tmp_path):
+    from textnorm.errors import InputError
+    from textnorm.finetune.config import as_config
+    from textnorm.finetune.rl import run_rl
+
+    out = run_rl(_tiny_rl(tmp_path, "bf16", train_batch_size=2, mixed_precision="bf16"), progress=False)
+    assert (out / "lora" / "adapter_model.safetensors").is_file()
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="fp16 needs a GPU"):
+            as_config("rl", _tiny_rl(tmp_path, "fp16", mixed_precision="fp16"))
+    with pytest.raises(InputError, match="gradient_accumulation_steps=3 does not divide"):
+        as_config("rl", _tiny_rl(tmp_path, "x", train_batch_size=2, gradient_accumulation_steps=3))

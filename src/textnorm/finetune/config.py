@@ -119,12 +119,19 @@ class FinetuneConfig(Config):
     log: LogConfig = option(LogConfig(), "logging")
     checkpoint_every: int = option(1, "write a checkpoint every this many epochs (RL) or steps (SFT)", min=1,
                                    mutable_on_resume=True)
+    mixed_precision: Literal["no", "fp16", "bf16"] = option(
+        "no", "autocast of training passes (fp16 needs a GPU; bf16 also runs on CPUs)", mutable_on_resume=True)
     checkpoints_total_limit: int | None = option(None, "keep only the newest this many checkpoints", min=1,
                                                  mutable_on_resume=True)
 
     METHOD = ""
 
     def check(self) -> None:
+        if self.mixed_precision == "fp16":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise InputError("mixed_precision: fp16 needs a GPU (use bf16 or no on a CPU)")
         if self.method and self.method != self.METHOD:
             raise InputError(f"method: this is a {self.method} config, but the run is {self.METHOD} "
                              f"(use --method {self.method}, or another config)")
@@ -187,7 +194,9 @@ class RLConfig(FinetuneConfig):
 
     epochs: int = option(10, "epochs (sampling + training rounds)", min=1, mutable_on_resume=True)
     batch_size: int = option(8, "samples per process per epoch", min=1)
-    train_batch_size: int = option(4, "samples per gradient step (must divide batch_size)", min=1)
+    train_batch_size: int = option(4, "samples per minibatch (must divide batch_size)", min=1)
+    gradient_accumulation_steps: int = option(1, "minibatches whose gradients are summed (averaged) before each "
+                                              "optimiser step; must divide batch_size / train_batch_size", min=1)
     images_per_prompt: int = option(1, "samples of each epoch prompt (divides batch_size): > 1 gives per-prompt "
                                     "advantages from the first epoch, as in DDPO", min=1)
     inner_epochs: int = option(1, "passes over each epoch's samples", min=1)
@@ -207,6 +216,10 @@ class RLConfig(FinetuneConfig):
         if self.batch_size % self.train_batch_size:
             raise InputError(f"train_batch_size={self.train_batch_size} does not divide "
                              f"batch_size={self.batch_size}")
+        if (self.batch_size // self.train_batch_size) % self.gradient_accumulation_steps:
+            raise InputError(f"gradient_accumulation_steps={self.gradient_accumulation_steps} does not divide the "
+                             f"{self.batch_size // self.train_batch_size} minibatches of an epoch "
+                             "(batch_size / train_batch_size)")
         if self.batch_size % self.images_per_prompt:
             raise InputError(f"images_per_prompt={self.images_per_prompt} does not divide "
                              f"batch_size={self.batch_size}")

@@ -128,7 +128,12 @@ def run_rl(config: RLConfig | dict, resume: bool = False, progress: bool = True,
     from tqdm.auto import tqdm
 
     cfg: RLConfig = as_config("rl", config)  # type: ignore[assignment]
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    from accelerate.state import AcceleratorState
+
+    # Runs in one Python process (trainer API, the study) may differ in mixed precision; the process group
+    # (PartialState) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     run = RunFolder(cfg.out, cfg, resume=resume, overwrite=overwrite, resume_from=resume_from,
                     keep=cfg.checkpoints_total_limit, main=main).open()
@@ -205,24 +210,27 @@ def run_rl(config: RLConfig | dict, resume: bool = False, progress: bool = True,
                 # ---------------------------------------------------------------- TRAINING
                 unet.train()
                 epoch_stats: list[dict] = []
+                accumulate = cfg.gradient_accumulation_steps
                 for inner in range(cfg.inner_epochs):
                     order = torch.randperm(batch, generator=streams.rl_minibatch_order(epoch, rank, inner))
-                    for lo in range(0, batch, cfg.train_batch_size):
+                    for m, lo in enumerate(range(0, batch, cfg.train_batch_size)):
                         samples = order[lo: lo + cfg.train_batch_size]
+                        stepping = (m + 1) % accumulate == 0
                         for k, steps in enumerate(passes):
                             # Several denoising steps of the same samples in one UNet call: the loss is the
                             # same sum over steps, with fewer (larger) calls. Gradients are synchronised
-                            # across processes only on the last pass.
+                            # across processes only on the last pass before an optimiser step.
                             minibatch = RLMinibatch.from_trajectories(traj, samples, steps, advantages, uncond_one,
                                                                       accelerator.device)
-                            sync = accelerator.no_sync(wrapped) if k < len(passes) - 1 else nullcontext()
-                            with sync:
+                            last = stepping and k == len(passes) - 1
+                            with nullcontext() if last else accelerator.no_sync(wrapped):
                                 loss, stats = rl_step_loss(wrapped, policy, minibatch, cfg, base_unet=base_off)
-                                accelerator.backward(loss * len(steps) / len(train_steps))
+                                accelerator.backward(loss * len(steps) / len(train_steps) / accumulate)
                             epoch_stats.append({**stats, "loss": float(loss.detach())})
-                        accelerator.clip_grad_norm_(params, cfg.grad_clip)
-                        optimizer.step()
-                        optimizer.zero_grad(set_to_none=True)
+                        if stepping:
+                            accelerator.clip_grad_norm_(params, cfg.grad_clip)
+                            optimizer.step()
+                            optimizer.zero_grad(set_to_none=True)
                 samples_seen += batch * world
                 stats = _mean_stats(epoch_stats)
                 if main:

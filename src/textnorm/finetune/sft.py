@@ -46,6 +46,9 @@ def select_top(prompts: list[str], rewards: np.ndarray, fraction: float) -> np.n
     return np.array(sorted(keep))
 
 
+_AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 def sft_step_loss(unet: Any, noise_scheduler: Any, data_x0: torch.Tensor, cond: torch.Tensor, weights: torch.Tensor,
                   batch_size: int, g: torch.Generator, reg_coef: float = 0.0, base_off: Any = None) -> torch.Tensor:
     """The (weighted) denoising loss on a random minibatch of the kept samples ``data_x0`` (``cond``: their
@@ -131,8 +134,10 @@ def run_sft(config: SFTConfig | dict, resume: bool = False, progress: bool = Tru
             for step in tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="sft",
                              disable=not progress):
                 unet.train()
-                loss = sft_step_loss(unet, noise_scheduler, data_x0, cond_all, weights, cfg.train_batch_size,
-                                     streams.sft_step(step), cfg.reg_coef, base_off)
+                with torch.autocast(device.type, dtype=_AUTOCAST.get(cfg.mixed_precision, torch.float32),
+                                    enabled=cfg.mixed_precision != "no"):
+                    loss = sft_step_loss(unet, noise_scheduler, data_x0, cond_all, weights, cfg.train_batch_size,
+                                         streams.sft_step(step), cfg.reg_coef, base_off)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.params, cfg.grad_clip)
