@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench bench-tia2 bench-overhead bench-oracle bench-generator bench-rl readme-check readme-update clean
 
 install: $(STAMP)
 
@@ -23,8 +23,30 @@ test: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
-bench: install
+bench: bench-tia2
+
+# Each benchmark prints its ratios measured side by side in one run (see the README for what each measures).
+bench-tia2: install
 	$(BIN)/python benchmarks/tia2_eval.py
+
+bench-overhead: install
+	$(BIN)/python benchmarks/textnorm_overhead.py
+
+bench-oracle: install
+	$(BIN)/python benchmarks/oracle_accuracy.py
+
+bench-generator: install
+	$(BIN)/python benchmarks/generator_validity.py
+
+bench-rl: install
+	$(BIN)/python benchmarks/rl_throughput.py
+
+# Every generated README block equals what its command prints (about 2 minutes); readme-update rewrites them.
+readme-check: install
+	$(BIN)/python tools/readme_check.py
+
+readme-update: install
+	$(BIN)/python tools/readme_check.py --update
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -246,8 +246,7 @@ def _members(spec):
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from textnorm.bench.tia2 import load_subset
-    from textnorm.calibrate.select import DEFAULT_LAMS, DEFAULT_TEMPERATURES, select_hyperparameters
-    from textnorm.io import open_image
+    from textnorm.calibrate.select import DEFAULT_LAMS, DEFAULT_TEMPERATURES, select_hyperparameters, subset_set_rewards
     from textnorm.rewards.factory import build_reward
     from textnorm.scoring import spec_from_cli
 
@@ -257,17 +256,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     # Default sets: the benchmark's own; --prompt-sets rules|FILE: the factory's (one vocabulary per reward).
     sets = subset.prompt_sets if not args.prompt_sets else None
     members = [build_reward(single, sets=sets) for single in _members(spec)]
-    from tqdm.auto import tqdm
-
-    member_sets: list[list] = [[None] * len(subset.images) for _ in members]
-    wanted = sorted(i for p in subset.evaluated_prompts for i in subset.prompt_images[p])
-    for lo in tqdm(range(0, len(wanted), 128), desc="set rewards", unit="batch"):
-        idx = wanted[lo : lo + 128]
-        images = [open_image(subset.image_path(subset.images[i])) for i in idx]
-        prompts = [subset.captions[i] for i in idx]
-        for m, member in enumerate(members):
-            for i, r in zip(idx, member.set_rewards(images, prompts)):
-                member_sets[m][i] = r
+    member_sets = subset_set_rewards(subset, members, progress=True)
     selection = select_hyperparameters(
         subset, member_sets, temperatures=args.temperatures or DEFAULT_TEMPERATURES,
         lams=args.lams or DEFAULT_LAMS, ensemble_mode=args.ensemble, scaling=args.scaling, metric=args.metric,
@@ -564,6 +553,17 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study_summary(args: argparse.Namespace) -> int:
+    from textnorm.io import read_json
+    from textnorm.study.summary import summary_markdown
+
+    path = Path(args.results)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file (a study's results.json; run textnorm study run first)")
+    print(summary_markdown(read_json(path)), end="")
+    return 0
+
+
 # ------------------------------------------------------------------------------------ parser
 EXAMPLES = {
     "demo": "textnorm demo",
@@ -819,6 +819,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     study = sub.add_parser("study", help="the study: does optimising TextNorm give better-aligned models?")
     ssub = study.add_subparsers(dest="study_command", required=True, parser_class=Parser)
+    ssum = ssub.add_parser("summary", help="the markdown summary of a study's results.json (the README's section)",
+                           epilog="example: textnorm study summary --results docs/study/results.json")
+    ssum.add_argument("--results", default="docs/study/results.json", metavar="FILE", help="a study's results.json")
+    ssum.set_defaults(func=cmd_study_summary)
     srun = ssub.add_parser("run", help="run (or --resume) the study in stages; writes report.html, results.json, "
                            "samples.jsonl", epilog="example: textnorm study run --config configs/study.yaml --resume")
     srun.add_argument("--config", metavar="FILE", help="YAML config (default: every default; see --print-config)")

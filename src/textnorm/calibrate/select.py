@@ -29,6 +29,29 @@ DEFAULT_TEMPERATURES = tuple(float(t) for t in np.round(10.0 ** np.linspace(-2, 
 DEFAULT_LAMS = (0.0, 0.25, 0.5, 1.0, 2.0)
 
 
+def subset_set_rewards(subset: Subset, rewards: Sequence, batch: int = 128, progress: bool = False) -> list[list]:
+    """Each TextNorm reward's set rewards (caption first) for every image of the subset's evaluated prompts
+    (None for the others), in batches of ``batch`` images.
+
+    The one way set rewards of a benchmark are computed: ``calibrate``, the misalignment table and the
+    demo all call it, so the same batches give the same floating-point numbers and the same tables.
+    """
+    from tqdm.auto import tqdm
+
+    from textnorm.io import open_image
+
+    out: list[list] = [[None] * len(subset.images) for _ in rewards]
+    wanted = sorted(i for p in subset.evaluated_prompts for i in subset.prompt_images[p])
+    for lo in tqdm(range(0, len(wanted), batch), desc="set rewards", unit="batch", disable=not progress):
+        idx = wanted[lo: lo + batch]
+        images = [open_image(subset.image_path(subset.images[i])) for i in idx]
+        prompts = [subset.captions[i] for i in idx]
+        for m, reward in enumerate(rewards):
+            for i, r in zip(idx, reward.set_rewards(images, prompts)):
+                out[m][i] = r
+    return out
+
+
 def kfold_assignment(n_prompts: int, k: int, seed: int = 0) -> np.ndarray:
     """Fold index of each prompt: a seeded permutation cut into ``k`` near-equal folds.
 

@@ -14,8 +14,7 @@ import numpy as np
 
 from textnorm.bench.evaluate import evaluate_subset
 from textnorm.bench.tia2 import load_benchmark
-from textnorm.calibrate.select import select_hyperparameters
-from textnorm.io import open_image
+from textnorm.calibrate.select import select_hyperparameters, subset_set_rewards
 from textnorm.rewards.factory import load_members, normalise
 from textnorm.rewards.spec import RewardSpec
 
@@ -42,13 +41,11 @@ def misalignment_table(benchmark: str | os.PathLike = "shapes", rewards: Sequenc
     models = [load_members(spec)[0] for spec in specs]
     results: dict = {}
     for name, subset in load_benchmark(benchmark).items():
-        images = [open_image(subset.image_path(img)) for img in subset.images]
-        member_sets = []
+        member_sets = subset_set_rewards(subset, [normalise(reward, spec, subset.prompt_sets)
+                                                  for reward, spec in zip(models, specs)])
         rows: dict = {}
-        for reward_name, reward, spec in zip(rewards, models, specs):
-            sets = normalise(reward, spec, subset.prompt_sets).set_rewards(images, subset.captions)
-            member_sets.append(sets)
-            raw = np.array([float(s[0]) for s in sets])
+        for reward_name, sets in zip(rewards, member_sets):
+            raw = np.array([np.nan if s is None else float(s[0]) for s in sets])
             rows[reward_name] = evaluate_subset(subset, raw).summary()
         for reward_name, sets in zip(rewards, member_sets):
             sel = select_hyperparameters(subset, [sets], temperatures, k=k, seed=seed)

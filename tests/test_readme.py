@@ -1,0 +1,41 @@
+"""The README reproduces: its generated blocks equal what their commands print now, and its Python
+example runs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import readme_check  # noqa: E402
+
+BLOCKS = [m.group("cmd") for m in readme_check.blocks((ROOT / "README.md").read_text())]
+
+
+def test_the_readme_has_generated_blocks():
+    assert any("tia2 table --published" in b for b in BLOCKS)
+    assert any("world benchmark table" in b for b in BLOCKS)
+    assert any("study summary" in b for b in BLOCKS)
+
+
+@pytest.mark.parametrize("command", BLOCKS)
+def test_readme_block_equals_its_command(command, capsys):
+    text = (ROOT / "README.md").read_text()
+    body = next(m.group("body") for m in readme_check.blocks(text) if m.group("cmd") == command)
+    assert readme_check.run(command).strip() == body.strip(), f"README block of `{command}` is stale: " \
+                                                               "run `make readme-update`"
+
+
+def test_readme_python_examples_run(tmp_path, monkeypatch):
+    """Every ```python block of the README runs as written (in a scratch folder)."""
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    code = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert code
+    for block in code:
+        exec(compile(block, "README.md", "exec"), {"__name__": "__readme__"})
