@@ -41,7 +41,7 @@ def run(command: str) -> str:
     if argv[0] != "textnorm":
         raise SystemExit(f"readme-check: only textnorm commands can generate README blocks, not {command!r}")
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    with contextlib.redirect_stdout(out), contextlib.chdir(ROOT):  # README paths are relative to the repository
         rc = main(argv[1:])
     if rc:
         raise SystemExit(f"readme-check: {command!r} exited with {rc}")
