@@ -17,10 +17,10 @@ import time
 
 import numpy as np
 
-from textnorm.generate.grid import image_grid
-from textnorm.generate.load import load_generator
-from textnorm.world.grammar import SUBSETS, sample_spec
-from textnorm.world.oracle import judge
+from textnorm_t2i.generate.grid import image_grid
+from textnorm_t2i.generate.load import load_generator
+from textnorm_t2i.world.grammar import SUBSETS, sample_spec
+from textnorm_t2i.world.oracle import judge
 
 
 def held_out_prompts(subset: str, n: int, seed: int = 424242) -> list[str]:
@@ -60,7 +60,7 @@ def main() -> None:
     if args.grid:
         image_grid(grid_rows, rows=len(labels), scale=3, labels=labels).save(args.grid)
     if args.output:
-        from textnorm.io import write_json_atomic
+        from textnorm_t2i.io import write_json_atomic
 
         write_json_atomic(args.output, results)
     print(json.dumps(results))

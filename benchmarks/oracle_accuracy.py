@@ -23,11 +23,11 @@ import argparse  # noqa: E402
 import random  # noqa: E402
 import time  # noqa: E402
 
-from textnorm.world.check import Obj, check  # noqa: E402
-from textnorm.world.grammar import near_misses, parse, sample_prompts  # noqa: E402
-from textnorm.world.oracle import judge  # noqa: E402
-from textnorm.world.perturb import add_noise, blur, color_jitter, perturb_all  # noqa: E402
-from textnorm.world.scene import draw_scene, sample_scene  # noqa: E402
+from textnorm_t2i.world.check import Obj, check  # noqa: E402
+from textnorm_t2i.world.grammar import near_misses, parse, sample_prompts  # noqa: E402
+from textnorm_t2i.world.oracle import judge  # noqa: E402
+from textnorm_t2i.world.perturb import add_noise, blur, color_jitter, perturb_all  # noqa: E402
+from textnorm_t2i.world.scene import draw_scene, sample_scene  # noqa: E402
 
 CONDITIONS = {
     "clean": lambda img, seed: img,
@@ -89,7 +89,7 @@ def main() -> None:
     print(f"oracle speed at 32x32, one thread: {per_second:.0f} images/s")
     print(f"worst rate {worst:.2%}; speed {per_second:.0f} images/s")
     if args.output:
-        from textnorm.io import write_json_atomic
+        from textnorm_t2i.io import write_json_atomic
 
         write_json_atomic(args.output, {"scenes": scenes, "rows": rows, "images_per_second": per_second})
 

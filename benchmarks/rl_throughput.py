@@ -110,9 +110,9 @@ args = json.loads(sys.argv[1])
 # Imported before the clock starts, as importing trl does on its side.
 import accelerate, peft, transformers
 from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from textnorm.finetune.rl import run_rl
-from textnorm.rewards.base import CallableReward
-from textnorm.rewards.registry import register_reward
+from textnorm_t2i.finetune.rl import run_rl
+from textnorm_t2i.rewards.base import CallableReward
+from textnorm_t2i.rewards.registry import register_reward
 register_reward("bench-brightness", "mean pixel value")(
     lambda path_or_id=None, **kw: CallableReward(lambda images, p: images.float().mean(dim=(1, 2, 3)),
                                                  name="brightness"))

@@ -20,8 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from textnorm.calibrate import TextNorm  # noqa: E402
-from textnorm.rewards.clip import CLIPReward  # noqa: E402
+from textnorm_t2i.calibrate import TextNorm  # noqa: E402
+from textnorm_t2i.rewards.clip import CLIPReward  # noqa: E402
 from tiny_models import WORDS, word_tokenizer  # noqa: E402
 
 
@@ -80,10 +80,10 @@ def main() -> None:
 
 def embedded_ratio(repeats: int, contrastive: int) -> float | None:
     """The same measurement with the shipped embedded reward (world prompts, rule-based sets)."""
-    from textnorm.prompts.rules import rule_set
-    from textnorm.rewards.registry import load_reward
-    from textnorm.world.grammar import sample_prompts
-    from textnorm.world.vocab import COLORS
+    from textnorm_t2i.prompts.rules import rule_set
+    from textnorm_t2i.rewards.registry import load_reward
+    from textnorm_t2i.world.grammar import sample_prompts
+    from textnorm_t2i.world.vocab import COLORS
 
     try:
         reward = load_reward("shapes-clip-b", batch_size=256)

@@ -24,9 +24,9 @@ import numpy as np
 from scipy.stats import kendalltau, spearmanr
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from textnorm.bench.evaluate import summarize
-from textnorm.bench.metrics import METRICS
-from textnorm.bench.tia2 import load_benchmark
+from textnorm_t2i.bench.evaluate import summarize
+from textnorm_t2i.bench.metrics import METRICS
+from textnorm_t2i.bench.tia2 import load_benchmark
 
 MODELS = ("m1", "m2", "m3", "m4")
 
@@ -82,7 +82,7 @@ def main() -> None:
         path = Path(tmp) / "scores.jsonl"
         write_scores(path)
         n_rows = sum(1 for _ in path.open())
-        cmd = [sys.executable, "-m", "textnorm.cli", "tia2", "eval", "--scores", str(path), "--json"]
+        cmd = [sys.executable, "-m", "textnorm_t2i.cli", "tia2", "eval", "--scores", str(path), "--json"]
         ours, theirs = [], []
         for _ in range(args.repeats):
             t = time.perf_counter()

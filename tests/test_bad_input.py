@@ -1,7 +1,7 @@
 """Bad input across every subcommand: exit code 2, one line on stderr naming the problem, no traceback,
 and nothing partial or stale left behind.
 
-Each case runs ``textnorm.cli.main`` in-process (configs fail before any model loads, so this is fast);
+Each case runs ``textnorm_t2i.cli.main`` in-process (configs fail before any model loads, so this is fast);
 the signal and lock cases that need a second process are at the end.
 """
 
@@ -19,7 +19,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from textnorm.cli import main
+from textnorm_t2i.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 RL = str(ROOT / "configs" / "rl.yaml")
@@ -306,8 +306,8 @@ def test_read_only_folder(files, capsys):
 
 
 def test_resume_with_another_config_is_refused(files, capsys):
-    from textnorm.checkpoint import save_checkpoint
-    from textnorm.finetune.config import load_finetune_config
+    from textnorm_t2i.checkpoint import save_checkpoint
+    from textnorm_t2i.finetune.config import load_finetune_config
 
     run = files / "run"
     cfg = load_finetune_config("rl", RL, [f"out={run}"])
@@ -321,7 +321,7 @@ def test_resume_with_another_config_is_refused(files, capsys):
 
 
 def test_a_second_run_into_a_locked_folder_is_refused(files, capsys):
-    from textnorm.rundir import RunLock
+    from textnorm_t2i.rundir import RunLock
 
     with RunLock(files / "busy"):
         rc = main(["finetune", "--method", "rl", "--config", RL, "--set", f"out={files / 'busy'}", "--resume"])
@@ -329,7 +329,7 @@ def test_a_second_run_into_a_locked_folder_is_refused(files, capsys):
 
 
 def test_keyboard_interrupt_is_one_line(files, capsys, monkeypatch):
-    import textnorm.cli as cli
+    import textnorm_t2i.cli as cli
 
     def interrupted(args):
         raise KeyboardInterrupt
@@ -340,7 +340,7 @@ def test_keyboard_interrupt_is_one_line(files, capsys, monkeypatch):
 
 
 def test_good_overrides_convert_types():
-    from textnorm.finetune.config import load_finetune_config
+    from textnorm_t2i.finetune.config import load_finetune_config
 
     cfg = load_finetune_config("rl", RL, ["lr=1e-3", "reward.textnorm=true", "prompts.list=[a red circle]"])
     assert cfg.lr == 0.001 and isinstance(cfg.lr, float) and cfg.reward.textnorm is True
@@ -348,7 +348,7 @@ def test_good_overrides_convert_types():
 
 
 def test_new_files_get_normal_permissions(tmp_path):
-    from textnorm.io import write_text_atomic
+    from textnorm_t2i.io import write_text_atomic
 
     old = os.umask(0o022)
     try:
@@ -359,7 +359,7 @@ def test_new_files_get_normal_permissions(tmp_path):
 
 
 def test_symlink_to_a_file_keeps_the_link(tmp_path):
-    from textnorm.io import write_text_atomic
+    from textnorm_t2i.io import write_text_atomic
 
     (tmp_path / "real.txt").write_text("old")
     (tmp_path / "link.txt").symlink_to(tmp_path / "real.txt")
@@ -395,7 +395,8 @@ def tiny_rl_config(tmp_path, epochs, checkpoint_every, eval):
 def test_sigint_stops_at_a_safe_point_and_the_run_resumes(tmp_path):
     cfg = tiny_rl_config(tmp_path, epochs=200, checkpoint_every=1000, eval={"every": 1000})
     (tmp_path / "rl.yaml").write_text(yaml.safe_dump(cfg))
-    cmd = [sys.executable, "-m", "textnorm.cli", "finetune", "--method", "rl", "--config", str(tmp_path / "rl.yaml")]
+    cmd = [sys.executable, "-m", "textnorm_t2i.cli", "finetune", "--method", "rl", "--config",
+           str(tmp_path / "rl.yaml")]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (tmp_path / "run" / "config.yaml").exists():
@@ -419,7 +420,7 @@ def test_sigint_stops_at_a_safe_point_and_the_run_resumes(tmp_path):
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
-    from textnorm.finetune.rl import run_rl
+    from textnorm_t2i.finetune.rl import run_rl
     cfg = tiny_rl_config(tmp_path, epochs=3, checkpoint_every=1, eval={"every": 1})
     whole = run_rl(dict(cfg, out=str(tmp_path / "whole")), progress=False)
     run_rl(cfg, progress=False)
@@ -430,7 +431,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
     run_rl(cfg, resume=True, progress=False)  # falls back to checkpoint-2 and redoes epoch 3
     from safetensors.torch import load_file
 
-    from textnorm.finetune.common import params_digest
+    from textnorm_t2i.finetune.common import params_digest
 
     weights = "lora/adapter_model.safetensors"
     assert params_digest(load_file(run / weights)) == params_digest(load_file(whole / weights))
@@ -440,7 +441,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
 
 
 def test_world_judge_exit_code(tmp_path, capsys):
-    from textnorm.world.scene import render
+    from textnorm_t2i.world.scene import render
 
     render("two red circles", seed=0).save(tmp_path / "two.png")
     assert main(["world", "judge", "--prompt", "two red circles", str(tmp_path / "two.png"), "--exit-code"]) == 0

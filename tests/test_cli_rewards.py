@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from textnorm.cli import main
+from textnorm_t2i.cli import main
 from tiny_models import save_tiny_clip
 
 PROMPTS = ["a photo of two red circles", "a photo of a blue square", "a photo of three cats", "a photo of a dog",
@@ -104,7 +104,7 @@ def test_prompts_generate_rules(capsys, tmp_path):
 def test_every_command_help_has_an_example_and_defaults():
     import argparse
 
-    from textnorm.cli import build_parser
+    from textnorm_t2i.cli import build_parser
 
     def walk(parser, path):
         for action in parser._actions:
@@ -122,7 +122,7 @@ def test_help_examples_parse():
     """Every example shown in --help is a command line the parser accepts."""
     import shlex
 
-    from textnorm.cli import EXAMPLES, build_parser
+    from textnorm_t2i.cli import EXAMPLES, build_parser
 
     for example in EXAMPLES.values():
         argv = shlex.split(example.replace(" [--resume]", ""))[1:]

@@ -7,9 +7,9 @@ import pytest
 from scipy.stats import kendalltau, spearmanr
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from textnorm.bench.metrics import METRICS
-from textnorm.bench.tia2 import load_benchmark
-from textnorm.cli import main
+from textnorm_t2i.bench.metrics import METRICS
+from textnorm_t2i.bench.tia2 import load_benchmark
+from textnorm_t2i.cli import main
 
 
 def run(capsys, *argv):

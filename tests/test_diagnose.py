@@ -8,9 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from textnorm.cli import main
-from textnorm.rewards.base import CallableReward
-from textnorm.study.diagnose import decompose, diagnose, perturbations, reliability
+from textnorm_t2i.cli import main
+from textnorm_t2i.rewards.base import CallableReward
+from textnorm_t2i.study.diagnose import decompose, diagnose, perturbations, reliability
 
 
 @settings(max_examples=50, deadline=None)
@@ -37,7 +37,7 @@ def test_reliability_matches_a_hand_computation():
 
 
 def test_perturbations_cover_every_type():
-    from textnorm.world.grammar import parse
+    from textnorm_t2i.world.grammar import parse
 
     assert {k for k, v in perturbations(parse("two red circles")).items() if v} == {"count", "color", "shape", "added"}
     assert {k for k, v in perturbations(parse("a red circle above a blue square")).items() if v} == {

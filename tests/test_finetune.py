@@ -15,13 +15,13 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from textnorm.finetune.bon import best_of_n_curve
-from textnorm.finetune.common import params_digest
-from textnorm.finetune.config import RLConfig, SamplingConfig
-from textnorm.finetune.ddim import DDIMPolicy
-from textnorm.finetune.rl import RLMinibatch
-from textnorm.finetune.sft import select_top
-from textnorm.finetune.stat_tracking import PromptStatTracker
+from textnorm_t2i.finetune.bon import best_of_n_curve
+from textnorm_t2i.finetune.common import params_digest
+from textnorm_t2i.finetune.config import RLConfig, SamplingConfig
+from textnorm_t2i.finetune.ddim import DDIMPolicy
+from textnorm_t2i.finetune.rl import RLMinibatch
+from textnorm_t2i.finetune.sft import select_top
+from textnorm_t2i.finetune.stat_tracking import PromptStatTracker
 from tiny_models import save_tiny_sd_pipeline, save_tiny_shapes_pipeline, save_tiny_shapes_reward
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,7 +93,7 @@ def read_csv(path):
 
 @pytest.mark.parametrize("generator", ["shapes", "sd"])
 def test_rl_runs_and_logs(assets, tmp_path, generator):
-    from textnorm.finetune.rl import run_rl
+    from textnorm_t2i.finetune.rl import run_rl
 
     cfg = config(assets, tmp_path / "rl", generator, epochs=2, batch_size=4, train_batch_size=2)
     cfg["reward"]["textnorm"] = True
@@ -112,11 +112,11 @@ def test_rl_runs_and_logs(assets, tmp_path, generator):
 def test_policy_gradient_step_moves_log_probs_the_right_way(assets):
     """One RL step with advantage +1 on sample 0 and -1 on sample 1 makes sample 0's denoising path more
     likely and sample 1's less likely under the updated policy."""
-    from textnorm.finetune.backend import DiffusionBackend
-    from textnorm.finetune.ddim import sample_trajectories
-    from textnorm.finetune.lora import add_lora
-    from textnorm.finetune.models import load_pipeline
-    from textnorm.finetune.rl import rl_step_loss
+    from textnorm_t2i.finetune.backend import DiffusionBackend
+    from textnorm_t2i.finetune.ddim import sample_trajectories
+    from textnorm_t2i.finetune.lora import add_lora
+    from textnorm_t2i.finetune.models import load_pipeline
+    from textnorm_t2i.finetune.rl import rl_step_loss
 
     pipe = load_pipeline(assets["shapes"])
     backend = DiffusionBackend(pipe)
@@ -127,7 +127,7 @@ def test_policy_gradient_step_moves_log_probs_the_right_way(assets):
     adv = torch.tensor([1.0, -1.0])
 
     def log_probs():
-        from textnorm.finetune.ddim import guided_output
+        from textnorm_t2i.finetune.ddim import guided_output
 
         total = torch.zeros(2)
         with torch.no_grad():
@@ -158,12 +158,12 @@ def test_policy_gradient_step_moves_log_probs_the_right_way(assets):
 @pytest.mark.parametrize("kl_coef", [0.0, 0.5])
 def test_several_denoising_steps_in_one_pass_equal_one_step_at_a_time(assets, kl_coef):
     """The batched training pass (timesteps_per_pass > 1) gives the loss and gradient of the per-step sum."""
-    from textnorm.finetune.backend import DiffusionBackend
-    from textnorm.finetune.common import adapters_off
-    from textnorm.finetune.ddim import sample_trajectories
-    from textnorm.finetune.lora import add_lora
-    from textnorm.finetune.models import load_pipeline
-    from textnorm.finetune.rl import rl_step_loss
+    from textnorm_t2i.finetune.backend import DiffusionBackend
+    from textnorm_t2i.finetune.common import adapters_off
+    from textnorm_t2i.finetune.ddim import sample_trajectories
+    from textnorm_t2i.finetune.lora import add_lora
+    from textnorm_t2i.finetune.models import load_pipeline
+    from textnorm_t2i.finetune.rl import rl_step_loss
 
     pipe = load_pipeline(assets["sd"])
     backend = DiffusionBackend(pipe)
@@ -199,8 +199,8 @@ def test_several_denoising_steps_in_one_pass_equal_one_step_at_a_time(assets, kl
 
 
 def test_sft_and_bon(assets, tmp_path):
-    from textnorm.finetune.bon import run_bon
-    from textnorm.finetune.sft import run_sft
+    from textnorm_t2i.finetune.bon import run_bon
+    from textnorm_t2i.finetune.sft import run_sft
 
     cfg = config(assets, tmp_path / "sft", samples_per_prompt=4, top_fraction=0.25, steps=3, train_batch_size=2,
                  weight_by_reward=True, reg_coef=0.1, checkpoint_every=2)
@@ -215,7 +215,7 @@ def test_sft_and_bon(assets, tmp_path):
 
 
 def _cli(cfg_path, *extra, env=None):
-    return [sys.executable, "-m", "textnorm.cli", "finetune", "--method", "rl", "--config", str(cfg_path), *extra]
+    return [sys.executable, "-m", "textnorm_t2i.cli", "finetune", "--method", "rl", "--config", str(cfg_path), *extra]
 
 
 def _env():
@@ -252,7 +252,7 @@ def test_two_processes_stay_in_sync(assets, tmp_path):
     (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(cfg))
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu", "--num_cpu_threads_per_process", "1",
-           "-m", "textnorm.cli", "finetune",
+           "-m", "textnorm_t2i.cli", "finetune",
            "--method", "rl", "--config", str(tmp_path / "ddp.yaml")]
     result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -265,10 +265,10 @@ def test_two_processes_stay_in_sync(assets, tmp_path):
 
 def test_logged_textnorm_reward_equals_textnorm_score_cli(tmp_path):
     """The TextNorm reward fine-tuning logs (``textnorm_reward``) is the one ``textnorm score --textnorm`` computes."""
-    from textnorm.cli import main
-    from textnorm.finetune.config import load_finetune_config
-    from textnorm.rewards.factory import build_views
-    from textnorm.world.scene import render
+    from textnorm_t2i.cli import main
+    from textnorm_t2i.finetune.config import load_finetune_config
+    from textnorm_t2i.rewards.factory import build_views
+    from textnorm_t2i.world.scene import render
 
     prompts = ["two red circles", "a blue square and a yellow triangle", "a green circle above a red square"]
     images = [render(p, seed=i) for i, p in enumerate(prompts)]
@@ -305,7 +305,7 @@ def test_gradient_accumulation_equals_one_larger_minibatch(tmp_path):
     """2 minibatches of 2 with accumulation take the same optimiser step as 1 minibatch of 4."""
     from safetensors.torch import load_file
 
-    from textnorm.finetune.rl import run_rl
+    from textnorm_t2i.finetune.rl import run_rl
 
     whole = run_rl(_tiny_rl(tmp_path, "whole", train_batch_size=4), progress=False)
     accumulated = run_rl(_tiny_rl(tmp_path, "acc", train_batch_size=2, gradient_accumulation_steps=2),
@@ -319,9 +319,9 @@ def test_gradient_accumulation_equals_one_larger_minibatch(tmp_path):
 
 
 def test_bf16_autocast_runs_on_the_cpu_and_fp16_needs_a_gpu(tmp_path):
-    from textnorm.errors import InputError
-    from textnorm.finetune.config import as_config
-    from textnorm.finetune.rl import run_rl
+    from textnorm_t2i.errors import InputError
+    from textnorm_t2i.finetune.config import as_config
+    from textnorm_t2i.finetune.rl import run_rl
 
     out = run_rl(_tiny_rl(tmp_path, "bf16", train_batch_size=2, mixed_precision="bf16"), progress=False)
     assert (out / "lora" / "adapter_model.safetensors").is_file()

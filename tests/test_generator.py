@@ -7,12 +7,12 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from textnorm.cli import main
-from textnorm.generate.config import GeneratorTrainConfig
-from textnorm.generate.load import load_generator
-from textnorm.generate.pipeline import ShapesPipeline
-from textnorm.generate.train import make_batch, train_generator
-from textnorm.world.grammar import parse
+from textnorm_t2i.cli import main
+from textnorm_t2i.generate.config import GeneratorTrainConfig
+from textnorm_t2i.generate.load import load_generator
+from textnorm_t2i.generate.pipeline import ShapesPipeline
+from textnorm_t2i.generate.train import make_batch, train_generator
+from textnorm_t2i.world.grammar import parse
 from tiny_models import save_tiny_shapes_pipeline
 
 TINY = {"block_out_channels": [8, 16, 16], "text_hidden": 16, "attention_head_dim": 4}

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from textnorm.errors import InputError
-from textnorm.io import atomic_write, iter_jsonl, read_json, write_json_atomic, write_text_atomic
+from textnorm_t2i.errors import InputError
+from textnorm_t2i.io import atomic_write, iter_jsonl, read_json, write_json_atomic, write_text_atomic
 
 
 def test_failed_write_leaves_no_file_and_no_temporary(tmp_path):

@@ -29,7 +29,7 @@ def _images(pipe):
 def sd_lora(tmp_path_factory):
     from diffusers import StableDiffusionPipeline
 
-    from textnorm.finetune.lora import add_lora, save_lora_folder
+    from textnorm_t2i.finetune.lora import add_lora, save_lora_folder
 
     root = tmp_path_factory.mktemp("sdlora")
     path = save_tiny_sd_pipeline(root / "pipe")
@@ -70,7 +70,7 @@ def test_our_loader_and_peft_give_the_same_images(sd_lora):
     from diffusers import StableDiffusionPipeline
     from peft import LoraConfig
 
-    from textnorm.finetune.lora import load_lora_folder
+    from textnorm_t2i.finetune.lora import load_lora_folder
 
     path, folder, _, tuned = sd_lora
     assert isinstance(LoraConfig.from_pretrained(str(folder)), LoraConfig)
@@ -83,8 +83,8 @@ def test_our_loader_and_peft_give_the_same_images(sd_lora):
 def test_a_foreign_or_partial_folder_is_one_clear_error(sd_lora, tmp_path):
     from diffusers import StableDiffusionPipeline
 
-    from textnorm.errors import InputError
-    from textnorm.finetune.lora import load_lora_folder
+    from textnorm_t2i.errors import InputError
+    from textnorm_t2i.finetune.lora import load_lora_folder
 
     path, folder, _, _ = sd_lora
     unet = StableDiffusionPipeline.from_pretrained(path).unet
@@ -100,9 +100,9 @@ def test_a_foreign_or_partial_folder_is_one_clear_error(sd_lora, tmp_path):
 def test_generate_with_lora_uses_the_adapter(tmp_path, capsys):
     from PIL import Image
 
-    from textnorm.cli import main
-    from textnorm.finetune.lora import add_lora, save_lora_folder
-    from textnorm.generate.load import load_generator
+    from textnorm_t2i.cli import main
+    from textnorm_t2i.finetune.lora import add_lora, save_lora_folder
+    from textnorm_t2i.generate.load import load_generator
 
     model = save_tiny_shapes_pipeline(tmp_path / "gen")
     pipe = load_generator(model)
@@ -114,8 +114,8 @@ def test_generate_with_lora_uses_the_adapter(tmp_path, capsys):
     assert main(args + ["--lora", str(tmp_path / "lora"), "-o", str(tmp_path / "tuned.png")]) == 0
     base, tuned = (np.asarray(Image.open(tmp_path / n)) for n in ("base.png", "tuned.png"))
     assert base.shape == tuned.shape and not np.array_equal(base, tuned)
-    from textnorm.finetune.lora import load_lora_folder
-    from textnorm.generate.grid import image_grid
+    from textnorm_t2i.finetune.lora import load_lora_folder
+    from textnorm_t2i.generate.grid import image_grid
 
     again = load_generator(model)
     load_lora_folder(again.unet, tmp_path / "lora")

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from scipy.stats import kendalltau, rankdata, spearmanr
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from textnorm.bench.metrics import average_precision_at_k, average_ranks, per_prompt_metrics
+from textnorm_t2i.bench.metrics import average_precision_at_k, average_ranks, per_prompt_metrics
 
 
 def naive_ap_at_k(scores, labels, names, k):

@@ -5,14 +5,14 @@ import json
 import numpy as np
 import torch
 
-from textnorm.rewards.factory import build_reward
-from textnorm.rewards.perceive import PerceiveReward, PerceptionNoise, build_perceive, look, perceive
-from textnorm.world.scene import render
+from textnorm_t2i.rewards.factory import build_reward
+from textnorm_t2i.rewards.perceive import PerceiveReward, PerceptionNoise, build_perceive, look, perceive
+from textnorm_t2i.world.scene import render
 
 
 def test_clean_perception_prefers_the_true_prompt_over_every_near_miss():
-    from textnorm.study.diagnose import perturbations
-    from textnorm.world.grammar import parse
+    from textnorm_t2i.study.diagnose import perturbations
+    from textnorm_t2i.world.grammar import parse
 
     reward = build_reward("shapes-perceive-clean")
     for i, prompt in enumerate(["three red circles", "a blue square and two yellow triangles",
@@ -44,9 +44,9 @@ def test_perception_noise_is_seeded_per_image():
 
 
 def test_pref_trainer_runs_and_writes_a_loadable_reward(tmp_path):
-    from textnorm.rewards.registry import load_reward
-    from textnorm.rewards.train_config import PrefTrainConfig
-    from textnorm.rewards.train_pref import train_pref_reward
+    from textnorm_t2i.rewards.registry import load_reward
+    from textnorm_t2i.rewards.train_config import PrefTrainConfig
+    from textnorm_t2i.rewards.train_pref import train_pref_reward
 
     cfg = PrefTrainConfig(prompts_per_subset=1, samples_per_prompt=3, sampling_steps=2, steps=4, eval_every=2,
                           batch_size=4, holdout=0.34)

@@ -7,12 +7,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from textnorm.bench.tia2 import load_subset
-from textnorm.errors import InputError
-from textnorm.prompts.files import load_prompt_sets
-from textnorm.prompts.grammar import pluralize_word, singularize_word
-from textnorm.prompts.llm import LLMError, OpenAIChatGenerator, parse_reply
-from textnorm.prompts.rules import composition_rule, relation_rule, rule_set
+from textnorm_t2i.bench.tia2 import load_subset
+from textnorm_t2i.errors import InputError
+from textnorm_t2i.prompts.files import load_prompt_sets
+from textnorm_t2i.prompts.grammar import pluralize_word, singularize_word
+from textnorm_t2i.prompts.llm import LLMError, OpenAIChatGenerator, parse_reply
+from textnorm_t2i.prompts.rules import composition_rule, relation_rule, rule_set
 
 
 def test_rules_reproduce_shipped_counting_sets():

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from textnorm.errors import InputError
-from textnorm.rewards import CallableReward, as_reward, list_rewards, load_reward, to_tensor
+from textnorm_t2i.errors import InputError
+from textnorm_t2i.rewards import CallableReward, as_reward, list_rewards, load_reward, to_tensor
 from tiny_models import save_tiny_blip2, save_tiny_clip
 
 PROMPTS = ["a red circle", "two blue squares", "a photo of three cats", "a red circle"]
@@ -154,12 +154,12 @@ def test_callable_and_validation():
 
 
 def test_every_reward_is_callable_and_validates_its_input(tmp_path):
-    import textnorm
-    from textnorm.calibrate.ensemble import Ensemble
-    from textnorm.calibrate.textnorm import TextNorm
-    from textnorm.errors import InputError
+    import textnorm_t2i
+    from textnorm_t2i.calibrate.ensemble import Ensemble
+    from textnorm_t2i.calibrate.textnorm import TextNorm
+    from textnorm_t2i.errors import InputError
 
-    clip_a = textnorm.load_reward("shapes-clip-a")
+    clip_a = textnorm_t2i.load_reward("shapes-clip-a")
     x = torch.rand(2, 3, 32, 32)
     prompts = ["a red circle", "two blue squares"]
     torch.testing.assert_close(clip_a(x, prompts), clip_a.score(x, prompts))
@@ -188,9 +188,9 @@ def test_every_reward_is_callable_and_validates_its_input(tmp_path):
 
 def test_one_rule_vocabulary_per_reward():
     """The CLI, fine-tuning and the factory give a prompt the same contrastive set."""
-    from textnorm.finetune.config import load_finetune_config
-    from textnorm.rewards.factory import build_reward, build_views
-    from textnorm.scoring import build_reward as cli_build
+    from textnorm_t2i.finetune.config import load_finetune_config
+    from textnorm_t2i.rewards.factory import build_reward, build_views
+    from textnorm_t2i.scoring import build_reward as cli_build
 
     cli = cli_build("shapes-clip-a", textnorm=True)
     _, _, finetune = build_views(load_finetune_config("rl", None, ["reward.textnorm=true"]).reward)
@@ -205,8 +205,8 @@ def test_score_matrix_equals_pairwise_scores(name):
     """The M x N matrix mode (embeddings reused for dual encoders) equals scoring each pair on its own."""
     import numpy as np
 
-    from textnorm.rewards.registry import load_reward
-    from textnorm.world.scene import render
+    from textnorm_t2i.rewards.registry import load_reward
+    from textnorm_t2i.world.scene import render
 
     reward = load_reward(name)
     prompts = ["two red circles", "a blue square", "three green triangles", "a red circle above a blue square"]

@@ -3,8 +3,8 @@
 import csv
 from pathlib import Path
 
-from textnorm.finetune.config import load_finetune_config
-from textnorm.finetune.rl import run_rl
+from textnorm_t2i.finetune.config import load_finetune_config
+from textnorm_t2i.finetune.rl import run_rl
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-SHAPES = Path(__file__).resolve().parents[1] / "src" / "textnorm" / "data" / "benchmarks" / "shapes"
+SHAPES = Path(__file__).resolve().parents[1] / "src" / "textnorm_t2i" / "data" / "benchmarks" / "shapes"
 
 
 def _env():
@@ -38,7 +38,7 @@ def _launch(args, out, processes):
     # --multi_gpu on a machine without GPUs: torchrun-style processes with the gloo backend on the CPU.
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes), "--num_machines",
            "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu", "--num_cpu_threads_per_process",
-           "1", "-m", "textnorm.cli", *args, "-o", str(out)]
+           "1", "-m", "textnorm_t2i.cli", *args, "-o", str(out)]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"(scored by {processes} processes)" in done.stderr, done.stderr[-2000:]

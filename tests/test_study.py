@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from textnorm.study.analysis import best_of_n_values, bon_picks, kl_bon, mean_ci, side_by_side, split_prompts
+from textnorm_t2i.study.analysis import best_of_n_values, bon_picks, kl_bon, mean_ci, side_by_side, split_prompts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -132,8 +132,8 @@ class _Backend:
 def test_evaluation_kl_equals_torch_distributions_reference():
     from diffusers import DDPMScheduler
 
-    from textnorm.finetune.ddim import DDIMPolicy, guided_output
-    from textnorm.study.evaluate import sample_with_kl
+    from textnorm_t2i.finetune.ddim import DDIMPolicy, guided_output
+    from textnorm_t2i.study.evaluate import sample_with_kl
 
     backend = _Backend()
     policy = DDIMPolicy(DDPMScheduler(prediction_type="epsilon").config, num_steps=5, eta=1.0)
@@ -173,8 +173,8 @@ def test_evaluation_kl_equals_torch_distributions_reference():
 
 # ------------------------------------------------------------------------------------------------ objectives
 def test_objective_rewards_score_what_the_scorer_gives():
-    from textnorm.study.objectives import ObjectiveScorer
-    from textnorm.world.scene import render
+    from textnorm_t2i.study.objectives import ObjectiveScorer
+    from textnorm_t2i.world.scene import render
 
     prompts = ["two red circles", "a blue square above a green triangle", "three yellow triangles"]
     images = torch.stack([torch.from_numpy(np.array(render(p, seed=i))).permute(2, 0, 1).float() / 255
@@ -210,8 +210,8 @@ side_by_side: {best_of: 2}
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory):
     """A tiny study run in two parts: the early stages, then --resume for the rest."""
-    from textnorm.study.config import load_study_config
-    from textnorm.study.run import run_study
+    from textnorm_t2i.study.config import load_study_config
+    from textnorm_t2i.study.run import run_study
 
     folder = tmp_path_factory.mktemp("study")
     (folder / "study.yaml").write_text(TINY)

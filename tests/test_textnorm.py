@@ -6,8 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from textnorm.bench.tia2 import load_subset
-from textnorm.calibrate import (
+from textnorm_t2i.bench.tia2 import load_subset
+from textnorm_t2i.calibrate import (
     Ensemble,
     TextNorm,
     combine,
@@ -17,7 +17,7 @@ from textnorm.calibrate import (
     pad_sets,
     select_hyperparameters,
 )
-from textnorm.errors import InputError
+from textnorm_t2i.errors import InputError
 
 
 def table_reward(table):

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from textnorm.bench.evaluate import evaluate_subset, published_table, summarize
-from textnorm.bench.metrics import METRICS
-from textnorm.bench.tia2 import SUBSETS, load_benchmark, load_subset, shipped_tia2_dir
-from textnorm.errors import InputError
+from textnorm_t2i.bench.evaluate import evaluate_subset, published_table, summarize
+from textnorm_t2i.bench.metrics import METRICS
+from textnorm_t2i.bench.tia2 import SUBSETS, load_benchmark, load_subset, shipped_tia2_dir
+from textnorm_t2i.errors import InputError
 
 
 @pytest.fixture(scope="module")

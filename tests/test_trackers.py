@@ -6,9 +6,9 @@ import csv
 
 import pytest
 
-from textnorm.errors import InputError
-from textnorm.finetune.config import as_config
-from textnorm.finetune.evaluation import RunLog
+from textnorm_t2i.errors import InputError
+from textnorm_t2i.finetune.config import as_config
+from textnorm_t2i.finetune.evaluation import RunLog
 
 ROWS = [{"step": 0, "objective": 1.0, "gold_alignment": 0.25, "tag": "a"},
         {"step": 2, "objective": 1.5, "gold_alignment": float("nan"), "tag": "b"}]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from textnorm.errors import InputError
-from textnorm.trainers import BestOfN, RLTrainer, SFTTrainer
+from textnorm_t2i.errors import InputError
+from textnorm_t2i.trainers import BestOfN, RLTrainer, SFTTrainer
 
 
 def test_a_bad_key_fails_when_the_trainer_is_built(tmp_path):

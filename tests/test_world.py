@@ -9,10 +9,10 @@ from PIL import Image
 
 from independent_renderer import draw as draw_independent
 from independent_renderer import place as place_independent
-from textnorm.bench.tia2 import load_subset
-from textnorm.cli import main
-from textnorm.errors import InputError
-from textnorm.world import (
+from textnorm_t2i.bench.tia2 import load_subset
+from textnorm_t2i.cli import main
+from textnorm_t2i.errors import InputError
+from textnorm_t2i.world import (
     annotate,
     judge,
     near_misses,
@@ -23,10 +23,10 @@ from textnorm.world import (
     simulate_votes,
     write_subset,
 )
-from textnorm.world.check import Obj, check
-from textnorm.world.grammar import Clause, Relation
-from textnorm.world.perturb import add_noise, blur, color_jitter, perturb_all
-from textnorm.world.scene import draw_scene
+from textnorm_t2i.world.check import Obj, check
+from textnorm_t2i.world.grammar import Clause, Relation
+from textnorm_t2i.world.perturb import add_noise, blur, color_jitter, perturb_all
+from textnorm_t2i.world.scene import draw_scene
 
 SUBSETS = ("counting", "composition", "comprehensive")
 

@@ -62,7 +62,7 @@ def save_tiny_blip2(path: Path, seed: int = 0) -> Path:
 
 
 def save_tiny_shapes_pipeline(path: Path, seed: int = 0) -> Path:
-    from textnorm.generate.pipeline import build_pipeline
+    from textnorm_t2i.generate.pipeline import build_pipeline
 
     build_pipeline({"block_out_channels": [8, 16, 16], "text_hidden": 16, "attention_head_dim": 4},
                    seed=seed).save_pretrained(path)
@@ -95,7 +95,7 @@ def save_tiny_sd_pipeline(path: Path, seed: int = 0) -> Path:
 
 
 def save_tiny_shapes_reward(path: Path, seed: int = 0) -> Path:
-    from textnorm.rewards.shapes import ShapesDualEncoder, ShapesReward, reward_tokenizer
+    from textnorm_t2i.rewards.shapes import ShapesDualEncoder, ShapesReward, reward_tokenizer
 
     tok = reward_tokenizer()
     torch.manual_seed(seed)

@@ -35,7 +35,7 @@ def blocks(text: str) -> list[re.Match]:
 
 def run(command: str) -> str:
     """What ``command`` (a ``textnorm ...`` command line) prints on stdout."""
-    from textnorm.cli import main
+    from textnorm_t2i.cli import main
 
     argv = shlex.split(command)
     if argv[0] != "textnorm":

@@ -1,0 +1,144 @@
+"""Small pieces every fine-tuning method uses: prompts, named random streams, the adapter switch,
+cache warm-up, digests and the batch-size accounting line."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from textnorm_t2i.errors import InputError
+from textnorm_t2i.rewards.base import Reward
+
+
+def training_prompts(cfg: Any) -> list[str]:
+    """The prompt pool: an explicit list, or prompts sampled from world subsets."""
+    pc = cfg.prompts
+    if pc.list:
+        return list(pc.list)
+    from textnorm_t2i.world.grammar import sample_prompts
+
+    out: list[str] = []
+    for subset in pc.subsets:
+        out += sample_prompts(subset, pc.n, seed=pc.seed)
+    if not out:
+        raise InputError("no training prompts: give prompts.list or prompts.subsets")
+    return out
+
+
+def eval_prompts(cfg: Any) -> list[str]:
+    """The evaluation prompts: explicit, or ``eval.n_prompts`` drawn from the training pool."""
+    if cfg.eval.prompts:
+        return list(cfg.eval.prompts)
+    pool = training_prompts(cfg)
+    rng = np.random.default_rng(cfg.eval.seed)
+    return [pool[i] for i in sorted(rng.choice(len(pool), size=min(cfg.eval.n_prompts, len(pool)), replace=False))]
+
+
+def derived_seed(*parts: int) -> int:
+    """A seed derived from integers (run seed, epoch, rank, purpose ...), independent across parts.
+
+    Example:
+        >>> derived_seed(0, 1) == derived_seed(0, 1) != derived_seed(1, 0)
+        True
+    """
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+class Purpose(enum.IntEnum):
+    """What a random stream is for (the number is part of its seed, so streams never share draws)."""
+
+    RL_SAMPLING = 1
+    RL_MINIBATCH_ORDER = 2
+    SFT_POOL = 7
+    SFT_STEP = 8
+    BON_POOL = 9
+
+
+@dataclass(frozen=True)
+class RandomStreams:
+    """The run's named random streams, each a pure function of (seed, purpose, counters), so a resumed
+    run draws exactly what an uninterrupted one would. Draws are made on the CPU and then moved, so a
+    seed means the same on any device.
+
+    Example:
+        >>> s = RandomStreams(0)
+        >>> torch.equal(torch.rand(2, generator=s.rl_sampling(3, 0)), torch.rand(2, generator=s.rl_sampling(3, 0)))
+        True
+    """
+
+    seed: int
+
+    def _torch(self, *parts: int) -> torch.Generator:
+        return torch.Generator().manual_seed(derived_seed(*parts))
+
+    def epoch_prompts(self, epoch: int) -> np.random.Generator:
+        """Which training prompts an RL epoch samples (the same on every process)."""
+        return np.random.default_rng(derived_seed(self.seed, epoch))
+
+    def rl_sampling(self, epoch: int, rank: int) -> torch.Generator:
+        return self._torch(self.seed, epoch, rank, Purpose.RL_SAMPLING)
+
+    def rl_minibatch_order(self, epoch: int, rank: int, inner: int) -> torch.Generator:
+        return self._torch(self.seed, epoch, rank, Purpose.RL_MINIBATCH_ORDER, inner)
+
+    def sft_pool(self, chunk_start: int) -> torch.Generator:
+        return self._torch(self.seed, Purpose.SFT_POOL, chunk_start)
+
+    def sft_step(self, step: int) -> torch.Generator:
+        return self._torch(self.seed, Purpose.SFT_STEP, step)
+
+    def bon_prompt(self, index: int) -> torch.Generator:
+        return self._torch(self.seed, Purpose.BON_POOL, index)
+
+
+def default_device() -> torch.device:
+    """Where fine-tuning runs: the GPU when there is one, else the CPU (as ``accelerate`` picks for RL)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def adapters_off(unet: Any):
+    """A context-manager factory that runs the UNet with its LoRA adapters disabled (the base model)."""
+
+    @contextmanager
+    def off():
+        unet.disable_adapters()
+        try:
+            yield
+        finally:
+            unet.enable_adapters()
+
+    return off
+
+
+def warm_caches(backend: Any, rewards: list[Reward], prompts: list[str]) -> None:
+    """Fill the text-embedding caches for every prompt up front, in one fixed order.
+
+    Batched text encoding can differ in the last bits with the batch's make-up; encoding all prompts
+    once, the same way in a fresh and in a resumed run, keeps resumed runs bitwise identical.
+    """
+    prompts = list(dict.fromkeys(["", *prompts]))
+    backend.encode(prompts)
+    dummy = torch.zeros(len(prompts) - 1, 3, 32, 32)
+    for reward in rewards:
+        reward.score(dummy, prompts[1:])
+
+
+def params_digest(params: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the trainable tensors (to compare ranks and runs bit for bit)."""
+    h = hashlib.sha256()
+    for name in sorted(params):
+        h.update(name.encode())
+        h.update(params[name].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def print_accounting(method: str, world_size: int, per_rank: int, extra: str = "") -> None:
+    """One line of batch-size accounting at the start of a run (ddpo-pytorch style)."""
+    print(f"[{method}] processes: {world_size}; samples per process per epoch: {per_rank}; "
+          f"samples per epoch: {per_rank * world_size}{extra}", flush=True)

@@ -1,0 +1,231 @@
+"""Evaluation during fine-tuning: fixed prompts and seeds, the oracle's verdicts, and the run's log."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from textnorm_t2i.errors import InputError
+from textnorm_t2i.rewards.base import Reward
+
+
+def gold_verdicts(images: Any, prompts: list[str]) -> np.ndarray | None:
+    """The oracle's verdict (1.0 aligned, 0.0 not) per image, when every prompt is a world prompt and the
+    images are world-sized (else None)."""
+    from textnorm_t2i.generate.grid import to_uint8
+    from textnorm_t2i.world.grammar import parse
+    from textnorm_t2i.world.oracle import judge
+    from textnorm_t2i.world.vocab import BASE_SIZE
+
+    try:
+        specs = [parse(p) for p in prompts]
+    except InputError:
+        return None
+    if images.shape[-1] < BASE_SIZE or images.shape[-1] != images.shape[-2]:
+        return None
+    return np.array([float(judge(a, s).aligned) for a, s in zip(to_uint8(images), specs)])
+
+
+def gold_judgments(images: Any, prompts: list[str]) -> list[dict] | None:
+    """The oracle's ``{"aligned", "reasons"}`` per image (None where :func:`gold_verdicts` would be None)."""
+    from textnorm_t2i.generate.grid import to_uint8
+    from textnorm_t2i.world.grammar import parse
+    from textnorm_t2i.world.oracle import judge
+    from textnorm_t2i.world.vocab import BASE_SIZE
+
+    try:
+        specs = [parse(p) for p in prompts]
+    except InputError:
+        return None
+    if images.shape[-1] < BASE_SIZE or images.shape[-1] != images.shape[-2]:
+        return None
+    out = []
+    for a, spec in zip(to_uint8(images), specs):
+        v = judge(a, spec)
+        out.append({"aligned": bool(v.aligned), "reasons": list(v.reasons)})
+    return out
+
+
+def gold_alignment(images: Any, prompts: list[str]) -> float | None:
+    """Fraction judged aligned by the oracle (None where :func:`gold_verdicts` is None)."""
+    verdicts = gold_verdicts(images, prompts)
+    return None if verdicts is None else float(verdicts.mean())
+
+
+class RunLog:
+    """``eval.csv`` and ``samples.jsonl`` (always), and accelerate's trackers named in ``report_to``
+    (TensorBoard, Weights & Biases), written by the main process only.
+
+    A fresh run starts new files; a resumed run keeps the rows up to its checkpoint and drops the rest.
+    """
+
+    def __init__(self, out: Path, enabled: bool = True, report_to: Sequence[str] = ("csv",),
+                 resume_step: int | None = None, project: str = "textnorm", config: dict | None = None):
+        self.path = out / "eval.csv"
+        self.samples_path = out / "samples.jsonl"
+        self.enabled = enabled
+        self.fields: list[str] | None = None
+        self.trackers: list[Any] = []
+        if not enabled:
+            return
+        if resume_step is None:
+            self.path.unlink(missing_ok=True)
+            self.samples_path.unlink(missing_ok=True)
+        else:
+            self._truncate_after(resume_step)
+        from accelerate.tracking import TensorBoardTracker, WandBTracker
+
+        for name in report_to:
+            if name == "tensorboard":
+                tracker = TensorBoardTracker("tensorboard", logging_dir=out)
+            elif name == "wandb":
+                tracker = WandBTracker(project, dir=str(out), name=out.name,
+                                       resume="allow" if resume_step is not None else None)
+            else:
+                continue
+            tracker.start()
+            if config is not None:
+                tracker.store_init_configuration(_flat(config))
+            self.trackers.append(tracker)
+
+    def close(self) -> None:
+        """Finish the trackers (the csv and jsonl files are complete after every write)."""
+        for tracker in self.trackers:
+            tracker.finish()
+        self.trackers = []
+
+    def _truncate_after(self, step: int) -> None:
+        """Keep the rows logged up to ``step`` (a resumed run redoes the rest)."""
+        import json
+
+        from textnorm_t2i.io import atomic_write
+
+        if self.samples_path.exists():
+            lines = self.samples_path.read_text().splitlines()
+            with atomic_write(self.samples_path) as f:
+                f.writelines(line + "\n" for line in lines if line.strip() and json.loads(line)["step"] <= step)
+        if not self.path.exists():
+            return
+        with self.path.open() as f:
+            rows = list(csv.DictReader(f))
+        if not rows:
+            self.path.unlink()
+            return
+        self.fields = list(rows[0])
+        with atomic_write(self.path, newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.fields)
+            writer.writeheader()
+            writer.writerows(r for r in rows if int(r["step"]) <= step)
+
+    def write(self, row: dict) -> None:
+        """Append one evaluation row (its ``per_image`` records, when given, go to ``samples.jsonl``)."""
+        import json
+
+        samples = row.pop("per_image", None)
+        if not self.enabled:
+            return
+        if samples:
+            with self.samples_path.open("a") as f:
+                f.writelines(json.dumps({"step": row["step"], **s}) + "\n" for s in samples)
+        new = self.fields is None
+        if new:
+            self.fields = list(row)
+        with self.path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.fields)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        values = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step" and v == v}
+        for tracker in self.trackers:
+            tracker.log(values, step=int(row["step"]))
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    """A nested config as flat ``a.b`` keys with scalar values (what trackers store as hyper-parameters)."""
+    out: dict = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out
+
+
+class Evaluator:
+    """Fixed prompts and seeds sampled deterministically (eta = 0) at every evaluation.
+
+    Logs the optimised reward, the raw base reward, its TextNorm version, gold alignment (oracle, for
+    world prompts) and drift from the base model (mean squared pixel change on the same noise).
+    """
+
+    def __init__(self, cfg: Any, backend: Any, objective: Reward, raw: Reward, textnorm: Reward, out: Path,
+                 prompts: list[str]):
+        from textnorm_t2i.finetune.ddim import DDIMPolicy
+
+        self.cfg, self.backend, self.out = cfg, backend, out
+        self.objective, self.raw, self.textnorm = objective, raw, textnorm
+        self.prompts = prompts
+        self.policy = DDIMPolicy(backend.pipe.scheduler.config, cfg.eval.steps, eta=0.0)
+        self.base_images: torch.Tensor | None = None
+
+    def sample(self) -> torch.Tensor:
+        from textnorm_t2i.finetune.ddim import sample_trajectories
+
+        g = torch.Generator().manual_seed(self.cfg.eval.seed)
+        return sample_trajectories(self.backend, self.prompts, self.policy, self.cfg.sampling.guidance_scale,
+                                   g).images
+
+    def save_base(self) -> None:
+        from safetensors.torch import save_file
+
+        save_file({"images": self.base_images.contiguous()}, self.out / "base_eval.safetensors")
+
+    def load_base(self) -> None:
+        from safetensors.torch import load_file
+
+        try:
+            self.base_images = load_file(self.out / "base_eval.safetensors")["images"]
+        except Exception as e:  # a missing or corrupt file: the base images are recomputed from the seed
+            from textnorm_t2i.rundir import note
+
+            note(f"{self.out / 'base_eval.safetensors'} unreadable ({type(e).__name__}); base images recomputed")
+            self.base_images = None
+
+    def __call__(self, step: int, extra: dict | None = None, unet: Any = None) -> dict:
+        from textnorm_t2i.generate.grid import image_grid, to_pil
+        from textnorm_t2i.io import atomic_write
+
+        if self.base_images is None and unet is not None and step > 0:
+            from textnorm_t2i.finetune.common import adapters_off
+
+            with adapters_off(unet)():
+                self.base_images = self.sample()
+        images = self.sample()
+        if self.base_images is None:
+            self.base_images = images
+        scores = {k: r.score(images, self.prompts).double().cpu().numpy()
+                  for k, r in (("objective", self.objective), ("raw_reward", self.raw),
+                               ("textnorm_reward", self.textnorm))}
+        row = {"step": step, **{k: float(v.mean()) for k, v in scores.items()}}
+        judged = gold_judgments(images, self.prompts)
+        row["gold_alignment"] = float("nan") if judged is None else float(np.mean([j["aligned"] for j in judged]))
+        drift = ((images - self.base_images) ** 2).flatten(1).mean(1).double().cpu().numpy()
+        row["drift"] = float(drift.mean())
+        row.update(extra or {})
+        # One line per image in samples.jsonl: what the run report's error bands and verdicts come from.
+        row["per_image"] = [{"prompt": p, **{k: round(float(v[i]), 6) for k, v in scores.items()},
+                           "drift": round(float(drift[i]), 8),
+                           **({"aligned": judged[i]["aligned"], "reasons": judged[i]["reasons"]} if judged else {})}
+                          for i, p in enumerate(self.prompts)]
+        grids = self.out / "grids"
+        grids.mkdir(parents=True, exist_ok=True)
+        labels = [p if judged is None else f"{p} [{'ALIGNED' if j['aligned'] else 'NOT ALIGNED'}]"
+                  for p, j in zip(self.prompts, judged or [None] * len(self.prompts))]
+        with atomic_write(grids / f"step_{step:05d}.png", "wb") as f:
+            image_grid(to_pil(images), rows=len(images), scale=3, labels=labels).save(f, format="PNG")
+        return row

@@ -1,0 +1,39 @@
+"""Loading the pipeline to fine-tune: the embedded generator or any diffusers pipeline folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from textnorm_t2i.errors import InputError
+
+
+def load_pipeline(name_or_path: str | os.PathLike) -> Any:
+    """``"shapes"`` (the shipped embedded model), a ShapesPipeline folder, or a Stable Diffusion-style
+    diffusers pipeline folder (safetensors weights only; no remote code).
+
+    Example:
+        >>> load_pipeline("/nonexistent")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        textnorm_t2i.errors.InputError: /nonexistent: not a pipeline folder (no model_index.json)
+    """
+    from textnorm_t2i.generate.load import load_generator
+
+    if str(name_or_path) == "shapes":
+        return load_generator("shapes")
+    path = Path(name_or_path)
+    index = path / "model_index.json"
+    if not index.exists():
+        raise InputError(f"{path}: not a pipeline folder (no model_index.json)")
+    if json.loads(index.read_text()).get("_class_name") == "ShapesPipeline":
+        return load_generator(path)
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(path, use_safetensors=True)
+    if hasattr(pipe, "safety_checker"):
+        pipe.safety_checker = None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

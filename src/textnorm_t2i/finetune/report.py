@@ -1,0 +1,146 @@
+"""A fine-tuning run's own report: ``report.html`` in the run folder, self-contained (plots and grids embedded).
+
+For SFT and RL: the optimised reward, the raw and TextNorm rewards, gold alignment and drift at every
+evaluation, as means with 95% bootstrap bands over the evaluation prompts (from ``samples.jsonl``, one
+line per evaluated image); the base model's and the tuned model's grids side by side, and a table of each
+prompt's verdict before and after. For best-of-n: the curve of every value against n with bands.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> write_run_report(pathlib.Path(tempfile.mkdtemp()))  # nothing evaluated yet: no report
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+VALUES = [("objective", "optimised reward"), ("raw_reward", "raw reward"), ("textnorm_reward", "TextNorm reward"),
+          ("aligned", "gold alignment (oracle)"), ("drift", "drift from base (pixel MSE)")]
+CSS = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+       "img{max-width:100%}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+       "padding:3px 8px;font-size:13px;vertical-align:top}.no{color:#b00}.yes{color:#070}")
+
+
+def _bands(values: np.ndarray, n_bootstrap: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean and 95% percentile-bootstrap interval of per-prompt values."""
+    v = values[~np.isnan(values)]
+    if not len(v):
+        return float("nan"), float("nan"), float("nan")
+    idx = np.random.default_rng(seed).integers(0, len(v), size=(n_bootstrap, len(v)))
+    means = v[idx].mean(1)
+    return float(v.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _file_png(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def _read_samples(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def curves(samples: list[dict]) -> dict[str, list[tuple[int, float, float, float]]]:
+    """``{value: [(step, mean, low, high)]}`` over evaluation steps (bands over prompts)."""
+    steps = sorted({s["step"] for s in samples})
+    out: dict[str, list] = {}
+    for key, _ in VALUES:
+        rows = []
+        for step in steps:
+            vals = np.array([float(s[key]) for s in samples if s["step"] == step and key in s], dtype=np.float64)
+            if len(vals):
+                rows.append((step, *_bands(vals)))
+        if rows:
+            out[key] = rows
+    return out
+
+
+def _curve_plot(c: dict, xlabel: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(c), figsize=(4.2 * len(c), 3.3))
+    for ax, (key, rows) in zip(np.atleast_1d(axes), c.items()):
+        x = [r[0] for r in rows]
+        ax.plot(x, [r[1] for r in rows], marker="o", color="C0")
+        ax.fill_between(x, [r[2] for r in rows], [r[3] for r in rows], color="C0", alpha=0.25, label="95% CI")
+        ax.set_title(dict(VALUES)[key], fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _verdict(s: dict | None) -> str:
+    if s is None or "aligned" not in s:
+        return "–"
+    cls, word = ("yes", "aligned") if s["aligned"] else ("no", "not aligned")
+    reasons = "; ".join(s.get("reasons") or [])
+    return f"<span class={cls}>{word}</span>" + (f"<br><small>{html.escape(reasons)}</small>" if reasons else "")
+
+
+def write_run_report(out: Path, title: str = "") -> Path | None:
+    """Write ``out/report.html`` from the run's ``samples.jsonl`` (SFT/RL) or ``bon.csv`` (best-of-n); returns
+    its path, or None when the run has nothing evaluated yet."""
+    from textnorm_t2i.io import atomic_write
+
+    out = Path(out)
+    h = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title or out.name)}</title>"
+         f"<style>{CSS}</style></head><body><h1>{html.escape(title or 'Fine-tuning run')}: {html.escape(str(out))}"
+         "</h1>"]
+    samples_path, bon_path = out / "samples.jsonl", out / "bon_samples.jsonl"
+    if samples_path.is_file():
+        samples = _read_samples(samples_path)
+        if not samples:
+            return None
+        steps = sorted({s["step"] for s in samples})
+        c = curves(samples)
+        h += ["<h2>Over training</h2><p>Means over the evaluation prompts (one fixed-seed sample each) with 95% "
+              "bootstrap bands over prompts.</p>", f"<img src='{_curve_plot(c, 'step')}' alt='curves'>"]
+        rows = "".join(f"<tr><td>{html.escape(dict(VALUES)[k])}</td>" + "".join(
+            f"<td>{m:.4g} [{lo:.4g}, {hi:.4g}]</td>" for _, m, lo, hi in r) + "</tr>" for k, r in c.items())
+        h.append("<table><tr><th></th>" + "".join(f"<th>step {s}</th>" for s in steps) + f"</tr>{rows}</table>")
+        first, last = steps[0], steps[-1]
+        grids = [(s, out / "grids" / f"step_{s:05d}.png") for s in (first, last)]
+        h.append("<h2>Base vs tuned</h2><table><tr>" + "".join(
+            f"<th>step {s}</th>" for s, _ in grids) + "</tr><tr>" + "".join(
+            f"<td><img src='{_file_png(p)}' alt='step {s}'></td>" if p.is_file() else "<td>–</td>"
+            for s, p in grids) + "</tr></table>")
+        before = {s["prompt"]: s for s in samples if s["step"] == first}
+        after = {s["prompt"]: s for s in samples if s["step"] == last}
+        h.append(f"<table><tr><th>prompt</th><th>optimised reward, step {first} → {last}</th><th>verdict at step "
+                 f"{first}</th><th>verdict at step {last}</th></tr>" + "".join(
+                     f"<tr><td>{html.escape(p)}</td><td>{before[p]['objective']:.4g} → {after[p]['objective']:.4g}"
+                     f"</td><td>{_verdict(before.get(p))}</td><td>{_verdict(after.get(p))}</td></tr>"
+                     for p in after if p in before) + "</table>")
+    elif bon_path.is_file():
+        samples = _read_samples(bon_path)
+        c = curves([{**s, "step": s["n"]} for s in samples])
+        h += ["<h2>Best of n</h2><p>Values of each prompt's best-of-n picks (mean over its disjoint groups), "
+              "mean over prompts with 95% bootstrap bands.</p>", f"<img src='{_curve_plot(c, 'n')}' alt='curves'>"]
+        if (out / "grid.png").is_file():
+            h.append(f"<h2>Best of n_max</h2><img src='{_file_png(out / 'grid.png')}' alt='grid'>")
+    else:
+        return None
+    h.append("</body></html>")
+    with atomic_write(out / "report.html") as f:
+        f.write("\n".join(h))
+    return out / "report.html"

@@ -1,0 +1,281 @@
+"""RL fine-tuning (DDPO, with DPOK's KL penalty as an option), LoRA on the UNet.
+
+Read top to bottom. Each epoch has two sections:
+
+- SAMPLING: draw a batch of trajectories with the stochastic DDIM policy, score the final images, turn
+  the rewards into per-prompt normalised advantages;
+- TRAINING: take PPO-clipped policy-gradient steps over the denoising steps, in minibatches of
+  :class:`RLMinibatch`.
+
+Every random draw comes from a named stream (:class:`~textnorm_t2i.finetune.common.RandomStreams`) seeded
+by (seed, epoch, rank), so a run resumed from a checkpoint equals an uninterrupted one. Runs unchanged
+under ``accelerate launch``: each process samples its share of the batch and gradients are averaged.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from textnorm_t2i.finetune.common import (
+    RandomStreams,
+    adapters_off,
+    eval_prompts,
+    params_digest,
+    print_accounting,
+    training_prompts,
+    warm_caches,
+)
+from textnorm_t2i.finetune.config import RLConfig, as_config
+from textnorm_t2i.finetune.ddim import DDIMPolicy, Trajectory, guided_output, sample_trajectories
+from textnorm_t2i.finetune.evaluation import Evaluator, RunLog
+from textnorm_t2i.finetune.lora import save_lora_folder, trainable_state
+from textnorm_t2i.finetune.setup import setup_training
+from textnorm_t2i.finetune.stat_tracking import PromptStatTracker
+from textnorm_t2i.io import write_json_atomic
+from textnorm_t2i.rundir import GracefulStop, RunFolder
+
+
+@dataclass
+class RLMinibatch:
+    """Denoising steps of some samples, flattened into one batch of ``B = samples x steps`` rows.
+
+    Shapes (``C x H x W`` the latent, ``L x D`` the text embeddings):
+        latents        (B, C, H, W)  x_t, where the step starts
+        next_latents   (B, C, H, W)  x_{t-1}, what the sampling policy drew
+        timesteps      (B,)          t of each row
+        cond           (B, L, D)     prompt embeddings
+        uncond         (B, L, D)     empty-prompt embeddings (classifier-free guidance)
+        old_log_probs  (B,)          log p(x_{t-1} | x_t) under the sampling policy
+        advantages     (B,)          the sample's normalised, clipped advantage
+    """
+
+    latents: torch.Tensor
+    next_latents: torch.Tensor
+    timesteps: torch.Tensor
+    cond: torch.Tensor
+    uncond: torch.Tensor
+    old_log_probs: torch.Tensor
+    advantages: torch.Tensor
+
+    @classmethod
+    def from_trajectories(cls, traj: Trajectory, samples: torch.Tensor, steps: list[int], advantages: torch.Tensor,
+                          uncond_one: torch.Tensor, device: torch.device) -> RLMinibatch:
+        """Rows for denoising ``steps`` of the ``samples`` of ``traj``, step-major."""
+        n = len(samples)
+        return cls(latents=traj.latents[steps][:, samples].flatten(0, 1),
+                   next_latents=traj.latents[[j + 1 for j in steps]][:, samples].flatten(0, 1),
+                   timesteps=traj.timesteps[steps].repeat_interleave(n).to(device),
+                   cond=traj.cond[samples].repeat(len(steps), 1, 1),
+                   uncond=uncond_one.expand(n * len(steps), -1, -1),
+                   old_log_probs=traj.log_probs[steps][:, samples].flatten(),
+                   advantages=advantages[samples].repeat(len(steps)))
+
+
+def rl_step_loss(unet: Any, policy: DDIMPolicy, batch: RLMinibatch, cfg: RLConfig, base_unet: Any = None
+                 ) -> tuple[torch.Tensor, dict]:
+    """PPO-clipped policy-gradient loss averaged over the rows of ``batch`` (plus DPOK's KL penalty when
+    ``cfg.kl_coef > 0``; ``base_unet`` is then a context factory that switches the adapters off).
+
+    Returns the scalar loss and ``{"clipfrac", "kl"}`` (``kl`` is NaN without the penalty).
+    """
+    out = guided_output(unet, batch.latents, batch.timesteps, batch.cond, batch.uncond, cfg.sampling.guidance_scale)
+    mean, std = policy.step_distribution(out, batch.timesteps, batch.latents)      # (B, C, H, W), (B, 1, 1, 1)
+    log_prob = policy.log_prob(batch.next_latents, mean, std)                      # (B,)
+    ratio = torch.exp(log_prob - batch.old_log_probs)
+    unclipped = -batch.advantages * ratio
+    clipped = -batch.advantages * torch.clamp(ratio, 1 - cfg.clip_range, 1 + cfg.clip_range)
+    loss = torch.maximum(unclipped, clipped).mean()
+    stats = {"clipfrac": float((torch.abs(ratio - 1) > cfg.clip_range).float().mean()), "kl": float("nan")}
+    if cfg.kl_coef > 0:
+        with torch.no_grad(), base_unet():
+            base_out = guided_output(unet, batch.latents, batch.timesteps, batch.cond, batch.uncond,
+                                     cfg.sampling.guidance_scale)
+        base_mean, _ = policy.step_distribution(base_out, batch.timesteps, batch.latents)
+        # KL between two Gaussians with the same std: |mu - mu_base|^2 / (2 std^2), per dimension.
+        kl = ((mean - base_mean) ** 2).mean(dim=tuple(range(1, mean.ndim))) / (2 * std.clamp_min(1e-8).flatten() ** 2)
+        loss = loss + cfg.kl_coef * kl.mean()
+        stats["kl"] = float(kl.mean().detach())
+    return loss, stats
+
+
+def _mean_stats(stats: list[dict]) -> dict:
+    """Each statistic averaged over the passes of an epoch (NaN when never measured)."""
+    out = {}
+    for key in ("clipfrac", "kl", "loss"):
+        values = [s[key] for s in stats if key in s and not math.isnan(s[key])]
+        out[key] = float(np.mean(values)) if values else float("nan")
+    return out
+
+
+def run_rl(config: RLConfig | dict, resume: bool = False, progress: bool = True, overwrite: bool = False,
+           resume_from: str | None = None, reward: Any = None, make_evaluator: Any = None) -> Path:
+    """Run RL fine-tuning; returns the run folder (``config.yaml``, ``eval.csv``, ``grids/``, ``checkpoint-*``,
+    ``lora/`` (the LoRA adapter, peft/diffusers layout), ``report.html``).
+
+    ``reward`` (a :class:`~textnorm_t2i.rewards.base.Reward` or any ``fn(images, prompts) -> scores``) replaces
+    the objective built from ``config.reward``; ``make_evaluator(trainee, out)`` replaces the periodic
+    evaluation (an object with ``prompts``, ``__call__(step, extra, unet)``, ``save_base`` and ``load_base``).
+    """
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    cfg: RLConfig = as_config("rl", config)  # type: ignore[assignment]
+    from accelerate.state import AcceleratorState
+
+    # Runs in one Python process (trainer API, the study) may differ in mixed precision; the process group
+    # (PartialState) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
+    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    run = RunFolder(cfg.out, cfg, resume=resume, overwrite=overwrite, resume_from=resume_from,
+                    keep=cfg.checkpoints_total_limit, main=main).open()
+    try:
+        accelerator.wait_for_everyone()
+        checkpoint = run.select()
+        out, streams = run.folder, RandomStreams(cfg.seed)
+
+        model = setup_training(cfg, accelerator.device, reward)
+        unet, params, optimizer, backend = model.unet, model.params, model.optimizer, model.backend
+        wrapped, optimizer = accelerator.prepare(unet, optimizer)
+        tracker = PromptStatTracker(cfg.stat_tracking.buffer_size, cfg.stat_tracking.min_count)
+        policy = DDIMPolicy(model.pipe.scheduler.config, cfg.sampling.steps, cfg.sampling.eta)
+        evaluate = main and cfg.eval.every > 0  # every = 0: no evaluation (e.g. for throughput runs)
+        evaluator = None
+        if evaluate:
+            evaluator = make_evaluator(model, out) if make_evaluator else Evaluator(
+                cfg, backend, model.objective, model.raw, model.textnorm, out, eval_prompts(cfg))
+
+        start_epoch, samples_seen = 0, 0
+        if checkpoint is not None:
+            state = checkpoint.restore({"lora": trainable_state(unet)}, optimizer)
+            start_epoch, samples_seen = state["epoch"], state["samples"]
+            tracker.load(state["tracker"])
+            if evaluate:
+                evaluator.load_base()
+        run.start()
+        log = RunLog(out, enabled=main, report_to=cfg.log.report_to, project=cfg.log.project,
+                     resume_step=start_epoch if checkpoint is not None else None, config=cfg.to_dict())
+        pool = training_prompts(cfg)
+        warm_caches(backend, [model.objective, model.raw, model.textnorm],
+                    pool + (evaluator.prompts if evaluate else []))
+        batch = cfg.batch_size
+        if main:
+            print_accounting("rl", world, batch, f"; gradient steps per epoch: "
+                             f"{cfg.inner_epochs * batch // cfg.train_batch_size}; denoising steps: "
+                             f"{cfg.sampling.steps}; epochs {start_epoch}->{cfg.epochs}")
+        if evaluate and start_epoch == 0:
+            with torch.no_grad():
+                log.write(evaluator(0, {"samples": 0, "train_reward": float("nan"), "seconds": 0.0,
+                                        "clipfrac": float("nan"), "kl": float("nan")}))
+            evaluator.save_base()
+
+        t0 = time.time()
+        uncond_one = backend.encode([""])
+        base_off = adapters_off(unet)
+        # The denoising steps trained on (deterministic ones have no log-probability), in groups of
+        # timesteps_per_pass that go through the UNet together.
+        train_steps = [j for j, stochastic in enumerate(policy.stochastic) if stochastic]
+        passes = [train_steps[i:i + cfg.timesteps_per_pass] for i in range(0, len(train_steps), cfg.timesteps_per_pass)]
+        bar = tqdm(range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs, desc="rl",
+                   disable=not (progress and main))
+        last_checkpoint = None
+        with GracefulStop() as stop:
+            for epoch in bar:
+                # ---------------------------------------------------------------- SAMPLING
+                # The epoch's prompts are the same on every rank; each rank takes every world-th one.
+                rng = streams.epoch_prompts(epoch)
+                # images_per_prompt samples of each drawn prompt, so the per-prompt statistics have a group
+                # to normalise within from the first epoch.
+                drawn = rng.integers(0, len(pool), size=batch * world // cfg.images_per_prompt)
+                global_prompts = [pool[i] for i in np.repeat(drawn, cfg.images_per_prompt)]
+                prompts = global_prompts[rank::world]
+                unet.eval()
+                traj = sample_trajectories(backend, prompts, policy, cfg.sampling.guidance_scale,
+                                           streams.rl_sampling(epoch, rank), unet=unet)
+                rewards = model.objective.score(traj.images, prompts).to(accelerator.device)
+                gathered = accelerator.gather(rewards).cpu().numpy()
+                gathered_prompts = [p for r in range(world) for p in global_prompts[r::world]]
+                advantages = tracker.update(gathered_prompts, gathered)[rank * batch:(rank + 1) * batch]
+                advantages = torch.as_tensor(np.clip(advantages, -cfg.adv_clip_max, cfg.adv_clip_max),
+                                             dtype=torch.float32, device=accelerator.device)
+
+                # ---------------------------------------------------------------- TRAINING
+                unet.train()
+                epoch_stats: list[dict] = []
+                accumulate = cfg.gradient_accumulation_steps
+                for inner in range(cfg.inner_epochs):
+                    order = torch.randperm(batch, generator=streams.rl_minibatch_order(epoch, rank, inner))
+                    for m, lo in enumerate(range(0, batch, cfg.train_batch_size)):
+                        samples = order[lo: lo + cfg.train_batch_size]
+                        stepping = (m + 1) % accumulate == 0
+                        for k, steps in enumerate(passes):
+                            # Several denoising steps of the same samples in one UNet call: the loss is the
+                            # same sum over steps, with fewer (larger) calls. Gradients are synchronised
+                            # across processes only on the last pass before an optimiser step.
+                            minibatch = RLMinibatch.from_trajectories(traj, samples, steps, advantages, uncond_one,
+                                                                      accelerator.device)
+                            last = stepping and k == len(passes) - 1
+                            with nullcontext() if last else accelerator.no_sync(wrapped):
+                                loss, stats = rl_step_loss(wrapped, policy, minibatch, cfg, base_unet=base_off)
+                                accelerator.backward(loss * len(steps) / len(train_steps) / accumulate)
+                            epoch_stats.append({**stats, "loss": float(loss.detach())})
+                        if stepping:
+                            accelerator.clip_grad_norm_(params, cfg.grad_clip)
+                            optimizer.step()
+                            optimizer.zero_grad(set_to_none=True)
+                samples_seen += batch * world
+                stats = _mean_stats(epoch_stats)
+                if main:
+                    bar.set_postfix(reward=f"{gathered.mean():.3f}")
+                if evaluate and (epoch + 1) % cfg.eval.every == 0:
+                    unet.eval()
+                    log.write(evaluator(epoch + 1, {"samples": samples_seen, "train_reward": float(gathered.mean()),
+                                                    "seconds": round(time.time() - t0, 2),
+                                                    "clipfrac": stats["clipfrac"], "kl": stats["kl"]}, unet=unet))
+                stopping = _any_process(accelerator, stop.requested)
+                if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs or stopping:
+                    accelerator.wait_for_everyone()
+                    if main:
+                        last_checkpoint = run.checkpoint(
+                            f"checkpoint-{epoch + 1}", {"lora": trainable_state(unet)}, optimizer,
+                            state={"epoch": epoch + 1, "samples": samples_seen, "tracker": tracker.state()})
+                    accelerator.wait_for_everyone()
+                if stopping and epoch + 1 < cfg.epochs:
+                    raise run.interrupted(stop, f"after epoch {epoch + 1} of {cfg.epochs}", last_checkpoint)
+        log.close()
+        _finish(out, unet, rank, main, samples_seen, accelerator)
+        if main:
+            from textnorm_t2i.finetune.report import write_run_report
+
+            write_run_report(out, f"RL (DDPO) on {'+'.join(cfg.reward.names)}"
+                                  f"{' with TextNorm' if cfg.reward.textnorm else ''}")
+    finally:
+        run.close()
+    return out
+
+
+def _any_process(accelerator: Any, flag: bool) -> bool:
+    """True when any process was asked to stop (all processes must stop at the same epoch)."""
+    if accelerator.num_processes == 1:
+        return flag
+    return bool(accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), "max").item())
+
+
+def _finish(out: Path, unet: Any, rank: int, main: bool, samples_seen: int, accelerator: Any) -> None:
+    """Write each rank's weight digest (sync check) and, on the main process, the final LoRA weights."""
+    accelerator.wait_for_everyone()
+    state = trainable_state(unet)
+    (out / "ranks").mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "ranks" / f"rank{rank}.json",
+                      {"digest": params_digest(state), "samples_seen": samples_seen})
+    if main:
+        save_lora_folder(unet, out / "lora")
+    accelerator.wait_for_everyone()

@@ -1,0 +1,166 @@
+"""Reward-weighted supervised fine-tuning: generate, keep the top q% per prompt by the reward,
+fine-tune LoRA with the denoising loss (optionally weighted by reward), optionally regularised
+towards the frozen base model's prediction.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from textnorm_t2i.finetune.common import (
+    RandomStreams,
+    adapters_off,
+    default_device,
+    eval_prompts,
+    print_accounting,
+    training_prompts,
+    warm_caches,
+)
+from textnorm_t2i.finetune.config import SFTConfig, as_config
+from textnorm_t2i.finetune.ddim import DDIMPolicy, sample_trajectories
+from textnorm_t2i.finetune.evaluation import Evaluator, RunLog
+from textnorm_t2i.finetune.lora import save_lora_folder, trainable_state
+from textnorm_t2i.finetune.setup import setup_training
+from textnorm_t2i.io import write_json_atomic
+from textnorm_t2i.rundir import GracefulStop, RunFolder
+
+
+def select_top(prompts: list[str], rewards: np.ndarray, fraction: float) -> np.ndarray:
+    """Indices of the top ``fraction`` of samples of each prompt by reward (at least one each).
+
+    Example:
+        >>> select_top(["a", "a", "a", "b", "b"], np.array([1.0, 3.0, 2.0, 0.0, 5.0]), 0.4).tolist()
+        [1, 4]
+    """
+    keep: list[int] = []
+    for p in dict.fromkeys(prompts):
+        idx = np.array([i for i, q in enumerate(prompts) if q == p])
+        k = max(1, int(round(fraction * len(idx))))
+        keep += idx[np.argsort(-rewards[idx], kind="stable")[:k]].tolist()
+    return np.array(sorted(keep))
+
+
+_AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def sft_step_loss(unet: Any, noise_scheduler: Any, data_x0: torch.Tensor, cond: torch.Tensor, weights: torch.Tensor,
+                  batch_size: int, g: torch.Generator, reg_coef: float = 0.0, base_off: Any = None) -> torch.Tensor:
+    """The (weighted) denoising loss on a random minibatch of the kept samples ``data_x0`` (``cond``: their
+    prompt embeddings), plus ``reg_coef`` x MSE towards the base model's prediction (``base_off`` switches
+    the adapters off). Every random draw comes from the CPU generator ``g``: the same on any device."""
+    device = cond.device
+    idx = torch.randint(0, len(data_x0), (batch_size,), generator=g)
+    x0 = data_x0[idx].to(device)
+    noise = torch.randn(x0.shape, generator=g).to(device)
+    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),), generator=g).to(device)
+    xt = noise_scheduler.add_noise(x0, noise, t)
+    v_pred = noise_scheduler.config.prediction_type == "v_prediction"
+    target = noise_scheduler.get_velocity(x0, noise, t) if v_pred else noise
+    pred = unet(xt, t, encoder_hidden_states=cond[idx.to(device)]).sample
+    loss = (F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3)) * weights[idx.to(device)]).mean()
+    if reg_coef > 0:
+        with torch.no_grad(), base_off():
+            base = unet(xt, t, encoder_hidden_states=cond[idx.to(device)]).sample
+        loss = loss + reg_coef * F.mse_loss(pred, base)
+    return loss
+
+
+def run_sft(config: SFTConfig | dict, resume: bool = False, progress: bool = True, overwrite: bool = False,
+            resume_from: str | None = None, reward: Any = None) -> Path:
+    """Run reward-weighted SFT (``reward``: a reward or ``fn(images, prompts) -> scores`` replacing the config's
+    objective); returns the run folder (``config.yaml``, ``eval.csv``, ``data.json``,
+    ``checkpoint-*``, ``lora/`` (the LoRA adapter, peft/diffusers layout), ``report.html``)."""
+    from tqdm.auto import tqdm
+
+    cfg: SFTConfig = as_config("sft", config)  # type: ignore[assignment]
+    run = RunFolder(cfg.out, cfg, resume=resume, overwrite=overwrite, resume_from=resume_from,
+                    keep=cfg.checkpoints_total_limit).open()
+    try:
+        checkpoint = run.select()
+        out, streams = run.folder, RandomStreams(cfg.seed)
+        model = setup_training(cfg, default_device(), reward=reward)
+        backend, unet, device = model.backend, model.unet, model.device
+        noise_scheduler = model.pipe.scheduler
+
+        # 1. Generate and keep the best samples (deterministic from the seed, so a resume rebuilds the same set).
+        pool = training_prompts(cfg)
+        evaluator = Evaluator(cfg, backend, model.objective, model.raw, model.textnorm, out, eval_prompts(cfg))
+        warm_caches(backend, [model.objective, model.raw, model.textnorm], pool + evaluator.prompts)
+        policy = DDIMPolicy(noise_scheduler.config, cfg.sampling.steps, eta=cfg.sampling.eta)
+        prompts = [p for p in pool for _ in range(cfg.samples_per_prompt)]
+        latents, rewards = [], []
+        with torch.no_grad():
+            for lo in range(0, len(prompts), 64):
+                chunk = prompts[lo: lo + 64]
+                traj = sample_trajectories(backend, chunk, policy, cfg.sampling.guidance_scale, streams.sft_pool(lo))
+                latents.append(traj.latents[-1].cpu())
+                rewards.append(model.objective.score(traj.images, chunk))
+        latents_all, rewards_all = torch.cat(latents), torch.cat(rewards).numpy()
+        keep = select_top(prompts, rewards_all, cfg.top_fraction)
+        data_x0, data_prompts = latents_all[keep], [prompts[i] for i in keep]
+        weights = torch.ones(len(keep))
+        if cfg.weight_by_reward:
+            r = torch.as_tensor(rewards_all[keep], dtype=torch.float32)
+            weights = torch.softmax((r - r.mean()) / (r.std() + 1e-6), 0) * len(r)
+        weights = weights.to(device)
+        cond_all = backend.encode(data_prompts)
+        print_accounting("sft", 1, len(prompts), f"; kept {len(keep)} (top {cfg.top_fraction:.0%} per prompt); "
+                         f"mean reward all {rewards_all.mean():.4f}, kept {rewards_all[keep].mean():.4f}; "
+                         f"steps {cfg.steps} x batch {cfg.train_batch_size}")
+
+        # 2. Fine-tune LoRA on the kept samples.
+        optimizer = model.optimizer
+        start = 0
+        if checkpoint is not None:
+            start = checkpoint.restore({"lora": trainable_state(unet)}, optimizer)["step"]
+            evaluator.load_base()
+        run.start()
+        log = RunLog(out, report_to=cfg.log.report_to, project=cfg.log.project,
+                     resume_step=start if checkpoint is not None else None, config=cfg.to_dict())
+        if start == 0:
+            with torch.no_grad():
+                log.write(evaluator(0, {"loss": float("nan"), "seconds": 0.0}))
+            evaluator.save_base()
+        base_off = adapters_off(unet)
+        t0 = time.time()
+        last_checkpoint = None
+        with GracefulStop() as stop:
+            for step in tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="sft",
+                             disable=not progress):
+                unet.train()
+                with torch.autocast(device.type, dtype=_AUTOCAST.get(cfg.mixed_precision, torch.float32),
+                                    enabled=cfg.mixed_precision != "no"):
+                    loss = sft_step_loss(unet, noise_scheduler, data_x0, cond_all, weights, cfg.train_batch_size,
+                                         streams.sft_step(step), cfg.reg_coef, base_off)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.params, cfg.grad_clip)
+                optimizer.step()
+                if (step + 1) % cfg.eval.every == 0 or step + 1 == cfg.steps:
+                    unet.eval()
+                    with torch.no_grad():
+                        log.write(evaluator(step + 1, {"loss": float(loss.detach()),
+                                                       "seconds": round(time.time() - t0, 2)}, unet=unet))
+                if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps or stop.requested:
+                    last_checkpoint = run.checkpoint(f"checkpoint-{step + 1}", {"lora": trainable_state(unet)},
+                                                     optimizer, state={"step": step + 1})
+                if stop.requested and step + 1 < cfg.steps:
+                    raise run.interrupted(stop, f"after step {step + 1} of {cfg.steps}", last_checkpoint)
+        log.close()
+        save_lora_folder(unet, out / "lora")
+        from textnorm_t2i.finetune.report import write_run_report
+
+        write_run_report(out, f"reward-weighted SFT on {'+'.join(cfg.reward.names)}"
+                              f"{' with TextNorm' if cfg.reward.textnorm else ''}")
+        write_json_atomic(out / "data.json", {"generated": len(prompts), "kept": len(keep),
+                                              "mean_reward_all": float(rewards_all.mean()),
+                                              "mean_reward_kept": float(rewards_all[keep].mean())})
+    finally:
+        run.close()
+    return out

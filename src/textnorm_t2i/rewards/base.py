@@ -1,0 +1,305 @@
+"""The reward interface: ``score(images, prompts) -> torch.Tensor``, one float per (image, prompt) pair.
+
+Images are a list of PIL images or a float tensor ``N x 3 x H x W`` in [0, 1]. Every reward batches
+internally (``batch_size``), runs on a chosen device/dtype, and works under ``torch.no_grad`` unless
+``grad=True`` is asked for (e.g. for reward-gradient fine-tuning).
+
+Rewards that are evaluated over *sets* of prompts per image (TextNorm) call :meth:`Reward.score_sets`;
+the default repeats each image once per prompt, and dual encoders override it to embed each image
+once and each distinct prompt once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from textnorm_t2i.errors import InputError
+
+Images = Sequence[Image.Image] | torch.Tensor
+
+
+def to_tensor(images: Images, size: int | None = None) -> torch.Tensor:
+    """Images as a float tensor ``N x 3 x H x W`` in [0, 1], optionally centre-cropped and resized.
+
+    With ``size``, each image is centre-cropped to a square and resized (bicubic, antialiased) to
+    ``size x size``; images of different sizes may then be mixed in one list.
+
+    Example:
+        >>> x = to_tensor([Image.new("RGB", (40, 32), (255, 0, 0))], size=16)
+        >>> tuple(x.shape), float(x[0, 0].mean())
+        ((1, 3, 16, 16), 1.0)
+    """
+    if isinstance(images, torch.Tensor):
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise InputError(f"image tensor must be N x 3 x H x W, got shape {tuple(images.shape)}")
+        batch = images.float() if not images.is_floating_point() else images
+        return _square_resize(batch, size) if size else batch
+    out = []
+    for i, img in enumerate(images):
+        if not isinstance(img, Image.Image):
+            raise InputError(f"image {i}: expected a PIL image or a tensor, got {type(img).__name__}")
+        arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+        t = torch.from_numpy(arr).permute(2, 0, 1)[None]
+        out.append(_square_resize(t, size) if size else t)
+    if not out:
+        return torch.zeros(0, 3, size or 1, size or 1)
+    if len({t.shape for t in out}) > 1:
+        raise InputError("images differ in size; pass a size to resize them")
+    return torch.cat(out)
+
+
+def _square_resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    x = x[..., top : top + side, left : left + side]
+    if side == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+
+
+def _prepare(images: Images | Sequence[str | os.PathLike]) -> Images:
+    """Image paths opened as RGB PIL images; tensors and PIL images as they are."""
+    if isinstance(images, torch.Tensor):
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise InputError(f"image tensor must be N x 3 x H x W, got shape {tuple(images.shape)}")
+        return images
+    if isinstance(images, (str, os.PathLike, Image.Image)):
+        raise InputError("images must be a list (of PIL images or paths) or an N x 3 x H x W tensor, "
+                         "not a single image")
+    if any(isinstance(i, (str, os.PathLike)) for i in images):
+        from textnorm_t2i.io import open_image
+
+        return [open_image(i) if isinstance(i, (str, os.PathLike)) else i for i in images]
+    return images
+
+
+def _check_prompts(prompts: Sequence[str], what: str = "prompts") -> None:
+    if isinstance(prompts, str) or not isinstance(prompts, Sequence):
+        raise InputError(f"{what} must be a list of strings, not a single string")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise InputError(f"{what}[{i}]: expected a string, got {type(p).__name__}")
+
+
+def _check_pairs(images: Images, prompts: Sequence[str]) -> int:
+    n = len(images)
+    _check_prompts(prompts)
+    if len(prompts) != n:
+        raise InputError(f"got {n} images but {len(prompts)} prompts; pass one prompt per image")
+    return n
+
+
+def _take(images: Images, index: Sequence[int] | slice) -> Images:
+    if isinstance(images, torch.Tensor):
+        return images[index] if isinstance(index, slice) else images[torch.as_tensor(list(index), dtype=torch.long)]
+    if isinstance(index, slice):
+        return list(images[index])
+    return [images[i] for i in index]
+
+
+class Reward:
+    """Base class of every reward model.
+
+    :meth:`score` (also ``reward(images, prompts)``) is the one validated entry point: images are a list
+    of PIL images or image paths, or an ``N x 3 x H x W`` tensor in [0, 1]; prompts a list of strings, one
+    per image. Subclasses implement a hook: :meth:`_score_batch` (one batch of aligned pairs; the base
+    class batches), or :meth:`_score` to take over batching (dual encoders, TextNorm, ensembles).
+
+    Example:
+        >>> class Brightness(Reward):
+        ...     name = "brightness"
+        ...     def _score_batch(self, images, prompts):
+        ...         return to_tensor(images).mean(dim=(1, 2, 3))
+        >>> Brightness()(torch.ones(2, 3, 4, 4), ["a", "b"])
+        tensor([1., 1.])
+    """
+
+    name: str = "reward"
+
+    def __init__(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, batch_size: int = 32):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.batch_size = batch_size
+
+    # -- the entry points: validate, then call the hooks
+    def score(self, images: Images | Sequence[str | os.PathLike], prompts: Sequence[str],
+              grad: bool = False) -> torch.Tensor:
+        """One float32 score per (image, prompt) pair, on the CPU unless ``grad``."""
+        images = _prepare(images)
+        n = _check_pairs(images, prompts)
+        if n == 0:
+            return torch.zeros(0)
+        with torch.set_grad_enabled(grad):
+            out = self._score(images, list(prompts), grad).reshape(-1).float()
+        if out.numel() != n:
+            raise InputError(f"reward {self.name!r} returned {out.numel()} scores for {n} pairs")
+        return out if grad else out.detach().cpu()
+
+    def __call__(self, images: Images | Sequence[str | os.PathLike], prompts: Sequence[str],
+                 grad: bool = False) -> torch.Tensor:
+        return self.score(images, prompts, grad=grad)
+
+    def score_matrix(self, images: Images | Sequence[str | os.PathLike], prompts: Sequence[str]) -> torch.Tensor:
+        """``M x N`` scores of every image against every prompt (t2v_metrics' matrix mode), on the CPU.
+
+        Example:
+            >>> class Brightness(Reward):
+            ...     def _score_batch(self, images, prompts):
+            ...         return to_tensor(images).mean(dim=(1, 2, 3)) * torch.tensor([len(p) for p in prompts])
+            >>> Brightness().score_matrix(torch.ones(2, 3, 4, 4), ["a", "bb", "ccc"]).tolist()
+            [[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]
+        """
+        images = _prepare(images)
+        _check_prompts(prompts)
+        m, n = len(images), len(prompts)
+        if isinstance(images, torch.Tensor):
+            tiled = images.repeat_interleave(n, dim=0)
+        else:
+            tiled = [img for img in images for _ in range(n)]
+        return self.score(tiled, list(prompts) * m).reshape(m, n)
+
+    def score_sets(self, images: Images | Sequence[str | os.PathLike], prompt_sets: Sequence[Sequence[str]],
+                   grad: bool = False) -> list[torch.Tensor]:
+        """For image ``i``, the scores of every prompt in ``prompt_sets[i]`` (a list of 1-D tensors)."""
+        images = _prepare(images)
+        if len(prompt_sets) != len(images):
+            raise InputError(f"got {len(images)} images but {len(prompt_sets)} prompt sets")
+        for i, ps in enumerate(prompt_sets):
+            _check_prompts(ps, f"prompt set {i}")
+        sets = [list(ps) for ps in prompt_sets]
+        with torch.set_grad_enabled(grad):
+            out = self._score_sets(images, sets, grad)
+        return out if grad else [o.detach().float().cpu() for o in out]
+
+    # -- the hooks
+    def _score_batch(self, images: Images, prompts: list[str]) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement _score_batch or _score")
+
+    def _score(self, images: Images, prompts: list[str], grad: bool) -> torch.Tensor:
+        step = self.batch_size
+        parts = [self._score_batch(_take(images, slice(lo, lo + step)), prompts[lo : lo + step])
+                 for lo in range(0, len(prompts), step)]
+        return torch.cat([p.reshape(-1).float() for p in parts])
+
+    def _score_sets(self, images: Images, prompt_sets: list[list[str]], grad: bool) -> list[torch.Tensor]:
+        """Default: each image repeated once per prompt of its set; dual encoders override it."""
+        index = [i for i, ps in enumerate(prompt_sets) for _ in ps]
+        flat = [p for ps in prompt_sets for p in ps]
+        scores = self.score(_take(images, index), flat, grad=grad) if flat else torch.zeros(0)
+        return list(torch.split(scores, [len(ps) for ps in prompt_sets]))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, device={str(self.device)!r})"
+
+
+class CallableReward(Reward):
+    """Wrap a plain function ``fn(images, prompts) -> scores`` as a :class:`Reward`.
+
+    Example:
+        >>> r = CallableReward(lambda images, prompts: [len(p) for p in prompts], name="length")
+        >>> r.score(torch.zeros(2, 3, 4, 4), ["ab", "abc"])
+        tensor([2., 3.])
+    """
+
+    def __init__(self, fn: Callable[[Images, list[str]], Any], name: str | None = None, batch_size: int = 1024):
+        super().__init__(batch_size=batch_size)
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "callable")
+
+    def _score_batch(self, images: Images, prompts: list[str]) -> torch.Tensor:
+        out = torch.as_tensor(self.fn(images, prompts), dtype=torch.float32)
+        if out.numel() != len(prompts):
+            raise InputError(f"reward {self.name!r} returned {out.numel()} scores for {len(prompts)} pairs")
+        return out
+
+
+def as_reward(obj: Reward | Callable) -> Reward:
+    """A :class:`Reward` from a reward, or from any object with ``score`` or a callable.
+
+    Example:
+        >>> as_reward(lambda images, prompts: [0.0] * len(prompts)).name
+        '<lambda>'
+    """
+    if isinstance(obj, Reward):
+        return obj
+    if hasattr(obj, "score") and callable(obj.score):
+        return CallableReward(obj.score, name=getattr(obj, "name", type(obj).__name__))
+    if callable(obj):
+        return CallableReward(obj)
+    raise InputError(f"not a reward: {type(obj).__name__} has no score(images, prompts) and is not callable")
+
+
+class DualEncoderReward(Reward):
+    """A reward ``scale x cosine(image embedding, text embedding)`` (CLIP-style).
+
+    Text embeddings are cached per distinct prompt across calls, and :meth:`score_sets` embeds each
+    image once, so TextNorm over many contrastive prompts costs little more than the plain reward.
+    Subclasses implement :meth:`embed_images` and :meth:`_embed_texts` (unnormalised is fine) and
+    :meth:`logit_scale`.
+    """
+
+    def __init__(self, *args: Any, cache_texts: bool = True, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.cache_texts = cache_texts
+        self._text_cache: dict[str, torch.Tensor] = {}
+
+    def embed_images(self, images: Images) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _embed_texts(self, prompts: list[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def logit_scale(self) -> float:
+        return 1.0
+
+    def image_embeddings(self, images: Images) -> torch.Tensor:
+        """L2-normalised image embeddings, computed in batches."""
+        parts = [self.embed_images(_take(images, slice(lo, lo + self.batch_size)))
+                 for lo in range(0, len(images), self.batch_size)]
+        return F.normalize(torch.cat(parts).float(), dim=-1)
+
+    def text_embeddings(self, prompts: Sequence[str]) -> torch.Tensor:
+        """L2-normalised text embeddings, one row per prompt; each distinct prompt is embedded once."""
+        todo = list(dict.fromkeys(p for p in prompts if p not in self._text_cache))
+        new = {}
+        with torch.no_grad():
+            for lo in range(0, len(todo), self.batch_size):
+                chunk = todo[lo : lo + self.batch_size]
+                emb = F.normalize(self._embed_texts(chunk).float(), dim=-1)
+                new.update(zip(chunk, emb))
+        if self.cache_texts:
+            self._text_cache.update(new)
+        table = {**self._text_cache, **new} if not self.cache_texts else self._text_cache
+        return torch.stack([table[p] for p in prompts]) if prompts else torch.zeros(0)
+
+    def _score(self, images: Images, prompts: list[str], grad: bool) -> torch.Tensor:
+        img = self.image_embeddings(images)
+        txt = self.text_embeddings(prompts).to(img.device)
+        return self.logit_scale() * (img * txt).sum(-1)
+
+    def score_matrix(self, images: Images | Sequence[str | os.PathLike], prompts: Sequence[str]) -> torch.Tensor:
+        """``M x N`` scores from M image and N text embeddings (each computed once, texts cached)."""
+        images = _prepare(images)
+        _check_prompts(prompts)
+        with torch.no_grad():
+            img = self.image_embeddings(images)
+            txt = self.text_embeddings(list(prompts)).to(img.device)
+            return (self.logit_scale() * img @ txt.T).float().cpu()
+
+    def _score_sets(self, images: Images, prompt_sets: list[list[str]], grad: bool) -> list[torch.Tensor]:
+        img = self.image_embeddings(images)
+        distinct = list(dict.fromkeys(p for ps in prompt_sets for p in ps))
+        row = {p: i for i, p in enumerate(distinct)}
+        txt = self.text_embeddings(distinct).to(img.device)
+        scale = self.logit_scale()
+        return [scale * (txt[[row[p] for p in ps]] @ img[i]) for i, ps in enumerate(prompt_sets)]

@@ -1,0 +1,74 @@
+"""The typed config of ``textnorm train reward`` (torch-free, so a bad config fails at once)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from textnorm_t2i.config import Config, option
+from textnorm_t2i.errors import InputError
+
+
+@dataclass
+class RewardModelConfig(Config):
+    """The architecture of an embedded proxy reward."""
+
+    arch: Literal["cnn-bow", "cnn-transformer"] = option("cnn-bow", "text tower: bag of words or a small transformer")
+    dim: int = option(64, "embedding width", min=4)
+    image_widths: list[int] = option([32, 64, 128], "CNN channels per stage")
+    text_layers: int = option(2, "transformer layers (cnn-transformer only)", min=1)
+
+    def check(self) -> None:
+        if not self.image_widths or any(w < 1 for w in self.image_widths):
+            raise InputError("model.image_widths: give positive channel counts")
+
+
+@dataclass
+class RewardTrainConfig(Config):
+    """Training an embedded proxy reward on rendered scenes with realistically noisy captions."""
+
+    method: Literal["contrastive"] = option("contrastive", "this config trains a contrastive proxy "
+                                            "(method: preference trains shapes-pref)")
+    name: str = option("shapes-clip-a", "the reward's name (written into its config.json)")
+    seed: int = option(0, "seed of the initialisation and the batches")
+    steps: int = option(1500, "optimisation steps", min=1)
+    batch_size: int = option(128, "scenes per step (the contrastive batch)", min=2)
+    lr: float = option(2e-3, "peak learning rate (AdamW, warm-up then cosine)", min=0, min_exclusive=True)
+    weight_decay: float = option(0.01, "AdamW weight decay", min=0)
+    count_noise: float = option(1 / 3, "share of captions whose count is omitted, vague or wrong", min=0, max=1)
+    color_drop: float = option(0.3, "share of objects described without their colour", min=0, max=1)
+    object_drop: float = option(0.15, "share of multi-object captions that leave one object out", min=0, max=1)
+    relation_rate: float = option(0.25, "share of two-object captions that state their relation", min=0, max=1)
+    log_every: int = option(50, "write a train_log.csv row every this many steps", min=1)
+    model: RewardModelConfig = option(RewardModelConfig(), "architecture")
+
+    def check(self) -> None:
+        if not self.name.strip():
+            raise InputError("name: give the reward a name")
+
+
+@dataclass
+class PrefTrainConfig(Config):
+    """Fine-tuning a CLIP-like proxy on simulated pairwise preferences, the way ImageReward and PickScore
+    were made: generator samples of one prompt, compared by simulated raters (the oracle's verdict, flipped
+    with ``flip``, plus a mild preference for the better-looking image when both verdicts agree)."""
+
+    method: Literal["preference"] = option("preference", "this config trains a preference proxy")
+    name: str = option("shapes-pref", "the reward's name (written into its config.json)")
+    base: str = option("shapes-clip-a", "the registered embedded reward to start from (and regularise towards)")
+    seed: int = option(0, "seed of prompts, samples, raters, split and batches")
+    prompts_per_subset: int = option(100, "training prompts per world subset (disjoint from TIA2-Shapes)", min=1)
+    samples_per_prompt: int = option(6, "generator samples per prompt (all pairs are compared)", min=2, max=16)
+    sampling_steps: int = option(10, "DDIM steps of the generator", min=1, max=200)
+    max_comparisons: int = option(20_000, "upper bound on comparisons", min=10)
+    flip: float = option(0.1, "rater noise: share of comparisons reported the wrong way round", min=0.1, max=0.5)
+    look_preference: float = option(0.1, "when both verdicts agree, extra probability of preferring the image "
+                                    "with more coloured pixels (0 = a coin flip)", min=0, max=0.5)
+    holdout: float = option(0.15, "share of prompts whose comparisons are held out for early stopping", min=0.05,
+                            max=0.5)
+    steps: int = option(800, "optimisation steps at most", min=1)
+    batch_size: int = option(64, "comparisons per step", min=1)
+    lr: float = option(3e-4, "learning rate (AdamW)", min=0, min_exclusive=True)
+    reg_coef: float = option(1.0, "L2 pull of the weights towards the base model's", min=0)
+    eval_every: int = option(25, "held-out evaluation every this many steps", min=1)
+    patience: int = option(8, "stop after this many evaluations without a better held-out loss", min=1)

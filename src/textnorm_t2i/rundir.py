@@ -1,0 +1,309 @@
+"""Run folders that cannot be corrupted: one run per folder, resumed only into the run it belongs to.
+
+- A run refuses a non-empty folder unless told to ``resume`` (continue) or ``overwrite`` (start clean;
+  only a folder that holds a textnorm run's ``config.yaml`` is ever cleared).
+- A lock (``.lock``, held with ``flock`` for the life of the process, so a killed run never leaves a
+  stale lock) stops a second run into the same folder.
+- The resolved config is written to ``config.yaml``; checkpoints record it, and a resumed run must
+  match it except for the keys declared ``mutable_on_resume`` (e.g. ``epochs``).
+- Resuming falls back from a corrupt latest checkpoint to the newest intact one, saying so;
+  ``resume_from`` picks one explicitly.
+- SIGINT/SIGTERM ask the loop to stop at its next safe point (:class:`GracefulStop`); the loop writes a
+  checkpoint and raises :class:`RunInterrupted`, which the CLI prints as one line saying how to resume.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from textnorm_t2i.errors import InputError
+
+LOCK_NAME = ".lock"
+
+
+class RunInterrupted(Exception):
+    """A run stopped at a safe point after SIGINT/SIGTERM, with a checkpoint written (exit code 130)."""
+
+
+def note(message: str) -> None:
+    """A one-line note on stderr."""
+    print(f"textnorm: note: {message}", file=sys.stderr, flush=True)
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<folder>/.lock``; the kernel releases it when the process dies.
+
+    Example:
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> with RunLock(folder):
+        ...     RunLock(folder).acquire()  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        textnorm_t2i.errors.InputError: ...: another run (pid ...) is writing to this folder; wait for it ...
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self._file: Any = None
+
+    def acquire(self) -> RunLock:
+        import fcntl
+
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            f = open(self.folder / LOCK_NAME, "a+")  # noqa: SIM115 - held for the life of the run
+        except OSError as e:
+            problem = e.strerror or type(e).__name__
+            raise InputError(f"{self.folder}: cannot create the run folder ({problem})") from None
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            pid = f.read().strip() or "?"
+            f.close()
+            raise InputError(f"{self.folder}: another run (pid {pid}) is writing to this folder; wait for it to "
+                             "end or choose another folder") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._file = f
+        return self
+
+    def release(self, remove: bool = False) -> None:
+        """Release the lock; ``remove`` also deletes the lock file (for folders that are shipped, such as a
+        trained reward's)."""
+        if self._file is not None:
+            if remove:
+                (self.folder / LOCK_NAME).unlink(missing_ok=True)
+            self._file.close()  # closing the descriptor releases the flock
+            self._file = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def _contents(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.name != LOCK_NAME] if folder.is_dir() else []
+
+
+def prepare_run_dir(folder: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
+                    marker: str = "config.yaml") -> RunLock:
+    """Lock the run folder, check it may be used, and clear it for ``overwrite``.
+
+    Returns the held lock (release it when the run ends; a process exit releases it too).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (folder / "notes.txt").write_text("mine")
+        >>> prepare_run_dir(folder)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        textnorm_t2i.errors.InputError: ...: folder is not empty (an earlier run?); pass --resume to continue it or ...
+    """
+    folder = Path(folder)
+    if resume and overwrite:
+        raise InputError("--resume and --overwrite contradict each other; pass one")
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder}: exists and is not a folder")
+    lock = RunLock(folder).acquire()
+    try:
+        existing = _contents(folder)
+        if existing and not resume:
+            if not overwrite:
+                raise InputError(f"{folder}: folder is not empty (an earlier run?); pass --resume to continue it "
+                                 "or --overwrite to start clean")
+            if not (folder / marker).is_file():
+                raise InputError(f"{folder}: not a textnorm run folder (no {marker}); refusing to clear it "
+                                 "for --overwrite")
+            for p in existing:
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+        if resume and existing and not (folder / marker).is_file():
+            raise InputError(f"{folder}: not a textnorm run folder (no {marker}); nothing to resume")
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def write_run_config(folder: str | os.PathLike, config: dict, name: str = "config.yaml") -> None:
+    """The resolved config, as YAML, in the run folder (written once the run is known to be valid)."""
+    from textnorm_t2i.io import write_text_atomic
+
+    write_text_atomic(Path(folder) / name, yaml.safe_dump(config, sort_keys=False))
+
+
+def _check_same_config(where: Path, config_cls: type, saved: dict, config: dict) -> None:
+    from textnorm_t2i.config import config_differences, mutable_keys
+
+    diffs = config_differences(config_cls, saved, config)
+    if diffs:
+        more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
+        may = ", ".join(sorted(mutable_keys(config_cls)))
+        raise InputError(f"{where}: was made with another config: {diffs[0]}{more}; a resumed run may change "
+                         f"only {may}")
+
+
+def select_checkpoint(folder: str | os.PathLike, config_cls: type | None, config: dict,
+                      resume_from: str | os.PathLike | None = None) -> Any:
+    """The checkpoint to resume from, read fully (so known intact), or None to start from the beginning.
+
+    Without ``resume_from``, the newest intact ``checkpoint-*`` of ``folder``: a corrupt one is skipped
+    with a note. A checkpoint made with another config (beyond the keys that may change on resume) is
+    an error naming the first difference.
+    """
+    from textnorm_t2i.checkpoint import list_checkpoints, read_checkpoint
+
+    if resume_from is not None:
+        candidates = [Path(resume_from)]
+        if not candidates[0].is_dir():
+            raise InputError(f"{resume_from}: no such checkpoint folder")
+    else:
+        candidates = list_checkpoints(folder)
+    chosen = None
+    for i, path in enumerate(candidates):
+        try:
+            chosen = read_checkpoint(path)
+            break
+        except InputError as e:
+            if resume_from is not None:
+                raise
+            following = f"falling back to {candidates[i + 1].name}" if i + 1 < len(candidates) else "none left"
+            note(f"{e}; {following}")
+    if chosen is None:
+        if candidates:
+            raise InputError(f"{folder}: no intact checkpoint to resume from; pass --overwrite to start clean")
+        recorded = Path(folder) / "config.yaml"
+        if config_cls is not None and recorded.is_file():
+            try:
+                saved_yaml = yaml.safe_load(recorded.read_text())
+            except (OSError, yaml.YAMLError):
+                saved_yaml = None
+            if isinstance(saved_yaml, dict):
+                _check_same_config(recorded, config_cls, saved_yaml, config)
+        note(f"{folder}: no checkpoint yet; starting from the beginning")
+        return None
+    saved = chosen.state.get("config")
+    if saved is not None and config_cls is not None:
+        _check_same_config(chosen.folder, config_cls, saved, config)
+    note(f"resuming from {chosen.folder}")
+    return chosen
+
+
+class GracefulStop:
+    """While active, SIGINT and SIGTERM set :attr:`requested` instead of killing the process; a second
+    signal stops at once. The loop polls :attr:`requested` at its safe points.
+
+    Example:
+        >>> with GracefulStop() as stop:
+        ...     stop.requested
+        False
+    """
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signal).name if self.signal is not None else ""
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+        note(f"{signal.Signals(signum).name} received; stopping at the next safe point (again to stop now)")
+
+    def __enter__(self) -> GracefulStop:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+
+class RunFolder:
+    """The lifecycle of one run folder, for a training loop (see the module docstring).
+
+    ``open()`` (main process only) locks and checks the folder; :meth:`select` picks the checkpoint to
+    resume (every process, same answer); :meth:`start` writes ``config.yaml``; :meth:`checkpoint` saves
+    a checkpoint that records the config and prunes old ones; :meth:`close` releases the lock.
+    """
+
+    def __init__(self, folder: str | os.PathLike, config: Any, *, resume: bool = False, overwrite: bool = False,
+                 resume_from: str | os.PathLike | None = None, keep: int | None = None, main: bool = True):
+        self.folder = Path(folder)
+        self.config = config
+        self.config_dict = config.to_dict()
+        self.resume = resume or resume_from is not None
+        self.overwrite, self.resume_from, self.keep, self.main = overwrite, resume_from, keep, main
+        self.lock: RunLock | None = None
+        self.created = False
+
+    def open(self) -> RunFolder:
+        if self.main:
+            self.created = not self.folder.exists()
+            self.lock = prepare_run_dir(self.folder, resume=self.resume, overwrite=self.overwrite)
+        return self
+
+    def select(self) -> Any:
+        """The checkpoint to resume from (read and checked), or None for a fresh start."""
+        if not self.resume:
+            return None
+        return select_checkpoint(self.folder, type(self.config), self.config_dict, self.resume_from)
+
+    def start(self) -> None:
+        if self.main:
+            write_run_config(self.folder, self.config_dict)
+
+    def checkpoint(self, name: str, modules: dict, optimizer: Any = None, scheduler: Any = None,
+                   state: dict | None = None) -> Path:
+        from textnorm_t2i.checkpoint import prune_checkpoints, save_checkpoint
+
+        path = save_checkpoint(self.folder / name, modules, optimizer, scheduler,
+                               state={**(state or {}), "config": self.config_dict})
+        prune_checkpoints(self.folder, self.keep)
+        return path
+
+    def interrupted(self, stop: GracefulStop, where: str, checkpoint: Path | None) -> RunInterrupted:
+        saved = f"checkpoint written to {checkpoint}" if checkpoint else "no checkpoint yet"
+        return RunInterrupted(f"stopped by {stop.name} {where}; {saved}; resume with the same command plus --resume")
+
+    def close(self) -> None:
+        """Release the lock; a folder this run created and left empty (it failed early) is removed."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+            if self.created and self.folder.is_dir() and not _contents(self.folder):
+                shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> RunFolder:
+        return self.open()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,303 @@
+"""The study's numbers: best-of-n curves, the TextNorm map, held-out summaries, side-by-side judgments and
+checkpoint selection. Every interval is a 95% percentile bootstrap over prompts (paired: the same
+resampled prompts for every model compared).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from textnorm_t2i.bench.evaluate import summarize
+
+
+def mean_ci(values: np.ndarray, n_bootstrap: int = 1000, seed: int = 0) -> dict:
+    """``{"mean", "ci": [low, high]}`` of per-prompt values (NaNs dropped).
+
+    Example:
+        >>> mean_ci(np.array([0.0, 1.0, 1.0, 1.0]), 200)["mean"]
+        0.75
+    """
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    if not len(v):
+        return {"mean": None, "ci": [None, None], "n": 0}
+    s = summarize({"x": v}, n_bootstrap, seed)
+    return {"mean": s["x"], "ci": s["ci"]["x"], "n": int(len(v))}
+
+
+def kl_bon(n: int) -> float:
+    """The KL between best-of-n and the base distribution, ``log n - (n - 1) / n``.
+
+    Example:
+        >>> kl_bon(1), round(kl_bon(64), 3)
+        (0.0, 3.174)
+    """
+    return math.log(n) - (n - 1) / n
+
+
+def best_of_n_values(objective: np.ndarray, value: np.ndarray, n: int) -> np.ndarray:
+    """Per prompt, the mean over disjoint groups of ``n`` samples of ``value`` at each group's best by ``objective``.
+
+    Example:
+        >>> best_of_n_values(np.array([[0.1, 0.9, 0.5, 0.2]]), np.array([[1.0, 0.0, 1.0, 1.0]]), 2).tolist()
+        [0.5]
+    """
+    n_prompts, n_max = objective.shape
+    groups = objective.reshape(n_prompts, n_max // n, n)
+    best = groups.argmax(axis=2)
+    picked = np.take_along_axis(value.reshape(n_prompts, n_max // n, n), best[..., None], axis=2)[..., 0]
+    return picked.mean(axis=1)
+
+
+def bon_picks(objective: np.ndarray, n: int) -> np.ndarray:
+    """Flat pool index (within each prompt's row) of each group's best sample, shape ``(n_prompts, n_max / n)``."""
+    n_prompts, n_max = objective.shape
+    best = objective.reshape(n_prompts, n_max // n, n).argmax(axis=2)
+    return best + np.arange(n_max // n)[None, :] * n
+
+
+def bon_curves(scores: dict[str, np.ndarray], objectives: Sequence[str], ns: Sequence[int], subsets: np.ndarray,
+               n_bootstrap: int = 1000) -> dict:
+    """Gold alignment and fidelity of the best of n by each objective, overall and per subset, with CIs; plus
+    the ORACLE curve (best of n by gold itself: what a perfect reward would reach)."""
+    gold, fid = scores["gold"], scores["fidelity"]
+    out: dict[str, Any] = {"ns": list(ns), "kl_bon": [kl_bon(n) for n in ns], "objectives": {}}
+    rng = np.random.default_rng(0)
+    tie_break = rng.random(gold.shape) * 1e-9  # the oracle's ties (0/1) broken at random, not by position
+    for name in [*objectives, "ORACLE gold"]:
+        obj = gold + tie_break if name == "ORACLE gold" else scores[name]
+        row: dict[str, Any] = {"gold": [], "fidelity": [], "by_subset": {s: [] for s in dict.fromkeys(subsets)}}
+        for n in ns:
+            g = best_of_n_values(obj, gold, n)
+            row["gold"].append(mean_ci(g, n_bootstrap))
+            row["fidelity"].append(mean_ci(best_of_n_values(obj, fid, n), n_bootstrap))
+            for s in row["by_subset"]:
+                row["by_subset"][s].append(mean_ci(g[subsets == s], n_bootstrap))
+        out["objectives"][name] = row
+    return out
+
+
+def perceive_map(cfg: Any, images: Any, prompts: list[str], gold: np.ndarray, progress: bool = True) -> dict:
+    """For each (look weight, noise scale): gold of best-of-n by TextNorm minus by the raw reward (paired CI over
+    prompts), the CV temperature, and the cell's diagnosis (offset / contrast AUROC on TIA2-Shapes)."""
+    from dataclasses import replace
+
+    from tqdm.auto import tqdm
+
+    from textnorm_t2i.rewards.perceive import PRESETS, PerceiveReward
+    from textnorm_t2i.study.diagnose import diagnose
+    from textnorm_t2i.study.evaluate import score_uint8
+    from textnorm_t2i.study.objectives import ObjectiveScorer, choose_temperatures
+
+    m = cfg.map
+    noisy = PRESETS["shapes-perceive-noisy"]["noise"]
+    shape = gold.shape
+    cells = []
+    for w in m.look_weights:
+        for s in m.noise_scales:
+            noise = replace(noisy, count=noisy.count * s, color=noisy.color * s, shape=noisy.shape * s,
+                            relation=noisy.relation * s, miss_small=noisy.miss_small * s)
+            cells.append((w, s, PerceiveReward(noise, w, name=f"perceive(w={w:g},noise={s:g}x)")))
+    out: dict[str, Any] = {"n": m.n, "look_weights": list(m.look_weights), "noise_scales": list(m.noise_scales),
+                           "cells": []}
+    for w, s, reward in tqdm(cells, desc="map", disable=not progress):
+        temps = choose_temperatures([reward.name], [], cfg.objectives.benchmark, cfg.objectives.k,
+                                    cfg.objectives.temperatures, None, cfg.bootstrap, False, {reward.name: reward})
+        t = temps["rewards"][reward.name]["temperature"]
+        scorer = ObjectiveScorer({})
+        scorer.add(reward.name, reward, t)
+        sc = score_uint8(scorer, images, prompts)
+        raw, tn = sc[f"raw/{reward.name}"].reshape(shape), sc[f"tn/{reward.name}"].reshape(shape)
+        g_raw, g_tn = best_of_n_values(raw, gold, m.n), best_of_n_values(tn, gold, m.n)
+        diag = diagnose(reward, cfg.objectives.benchmark, perturbation_tests=False)
+        parts = {part: float(np.mean([row["auroc"][part]["mean"] for row in diag["subsets"].values()]))
+                 for part in ("raw", "offset", "contrast")}
+        out["cells"].append({"w": w, "noise": s, "temperature": t, "gold_raw": mean_ci(g_raw, cfg.bootstrap),
+                             "gold_textnorm": mean_ci(g_tn, cfg.bootstrap),
+                             "difference": mean_ci(g_tn - g_raw, cfg.bootstrap),
+                             "auroc": parts, "textnorm_auroc_cv": temps["rewards"][reward.name]["textnorm"]["auroc"]})
+    return out
+
+
+def per_prompt(records: list[dict], value: Any, prompts: Sequence[str] | None = None) -> np.ndarray:
+    """Per prompt (in ``prompts`` order, default first-seen), the mean of ``value(record)`` over its samples."""
+    groups: dict[str, list[float]] = {}
+    for r in records:
+        groups.setdefault(r["prompt"], []).append(float(value(r)))
+    order = list(prompts) if prompts is not None else list(groups)
+    return np.array([np.mean(groups[p]) if p in groups else np.nan for p in order])
+
+
+def summarize_records(records: list[dict], n_bootstrap: int = 1000) -> dict:
+    """Gold alignment, fidelity, KL and every score of an evaluation: means with CIs over prompts; gold per subset."""
+    out: dict[str, Any] = {"images": len(records), "prompts": len({r["prompt"] for r in records})}
+    out["gold"] = mean_ci(per_prompt(records, lambda r: r["aligned"]), n_bootstrap)
+    out["fidelity"] = mean_ci(per_prompt(records, lambda r: r["fidelity"]), n_bootstrap)
+    out["kl"] = mean_ci(per_prompt(records, lambda r: r["kl"]), n_bootstrap)
+    out["scores"] = {k: mean_ci(per_prompt(records, lambda r, k=k: r["scores"][k]), n_bootstrap)
+                     for k in records[0]["scores"]}
+    subsets = sorted({r["subset"] for r in records})
+    out["gold_by_subset"] = {s: mean_ci(per_prompt([r for r in records if r["subset"] == s],
+                                                   lambda r: r["aligned"]), n_bootstrap) for s in subsets}
+    return out
+
+
+def split_prompts(prompts: Sequence[str], fraction: float, seed: int = 0) -> tuple[list[str], list[str]]:
+    """A seeded ``(validation, test)`` split of prompts.
+
+    Example:
+        >>> val, test = split_prompts(["a", "b", "c", "d"], 0.5)
+        >>> sorted(val + test), len(val)
+        (['a', 'b', 'c', 'd'], 2)
+    """
+    order = np.random.default_rng(seed).permutation(len(prompts))
+    k = max(1, min(len(prompts) - 1, int(round(fraction * len(prompts)))))
+    return [prompts[i] for i in sorted(order[:k])], [prompts[i] for i in sorted(order[k:])]
+
+
+def side_by_side(aligned_a: np.ndarray, aligned_b: np.ndarray, prompt_index: np.ndarray, annotators: int,
+                 flip: float, unsure: float, seed: int, n_bootstrap: int = 1000) -> dict:
+    """Win / tie / loss of A against B on paired images (same prompt and seed), judged by simulated annotators.
+
+    Each image gets ``annotators`` noisy votes of the oracle's verdict (the world's annotator noise); the
+    majority of the decided votes is the image's judged verdict (no majority: undecided). A wins when
+    its image is judged aligned and B's is not, loses in the reverse case, and ties otherwise. CIs are
+    bootstraps over prompts (pairs of one prompt resampled together).
+    """
+    from textnorm_t2i.world.annotators import simulate_votes
+
+    def judged(aligned: np.ndarray, s: int) -> np.ndarray:
+        votes = simulate_votes(aligned.astype(bool), annotators, flip, unsure, seed=s)
+        yes, no = (votes == 1).sum(1), (votes == 0).sum(1)
+        return np.where(yes > no, 1, np.where(no > yes, 0, -1))
+
+    a, b = judged(aligned_a, seed), judged(aligned_b, seed + 1)
+    win = ((a == 1) & (b != 1)).astype(float)
+    loss = ((b == 1) & (a != 1)).astype(float)
+    tie = 1.0 - win - loss
+    prompts = np.unique(prompt_index)
+    per = {k: np.array([v[prompt_index == p].mean() for p in prompts]) for k, v in
+           (("win", win), ("tie", tie), ("loss", loss))}
+    out = {k: mean_ci(v, n_bootstrap) for k, v in per.items()}
+    out["pairs"] = int(len(win))
+    out["win_to_loss"] = float(win.sum() / max(loss.sum(), 1.0))
+    return out
+
+
+def _family_best(candidates: dict[str, list[dict]], family: str, validation: set[str]) -> str | None:
+    from textnorm_t2i.study.objectives import family as family_of
+
+    best, best_gold = None, -1.0
+    for name, recs in candidates.items():
+        if family_of(name) != family:
+            continue
+        gold = float(np.mean(per_prompt([r for r in recs if r["prompt"] in validation], lambda r: r["aligned"])))
+        if gold > best_gold:
+            best, best_gold = name, gold
+    return best
+
+
+def compare_models(candidates: dict[str, list[dict]], prompts: list[str], sbs: Any, seed: int,
+                   n_bootstrap: int) -> dict:
+    """The best TextNorm-family model against the best raw-family model (each chosen by gold on a validation
+    split of the prompts), compared on the rest: gold of both and simulated side-by-side judgments."""
+    validation, test = split_prompts(prompts, sbs.validation_fraction, seed)
+    tn_best = _family_best(candidates, "textnorm", set(validation))
+    raw_best = _family_best(candidates, "raw", set(validation))
+    if tn_best is None or raw_best is None:
+        return {"skipped": "needs at least one model of each family"}
+    key = {p: i for i, p in enumerate(test)}
+
+    def paired(name: str) -> dict[tuple[str, int], dict]:
+        return {(r["prompt"], r["sample"]): r for r in candidates[name] if r["prompt"] in key}
+
+    a, b = paired(tn_best), paired(raw_best)
+    pairs = sorted(set(a) & set(b), key=lambda k: (key[k[0]], k[1]))
+    out = side_by_side(np.array([a[k]["aligned"] for k in pairs]), np.array([b[k]["aligned"] for k in pairs]),
+                       np.array([key[k[0]] for k in pairs]), sbs.annotators, sbs.flip, sbs.unsure, seed,
+                       n_bootstrap)
+    out.update({"textnorm_model": tn_best, "raw_model": raw_best, "validation_prompts": len(validation),
+                "test_prompts": len(test),
+                "gold_textnorm": mean_ci(per_prompt(list(a.values()), lambda r: r["aligned"], test), n_bootstrap),
+                "gold_raw": mean_ci(per_prompt(list(b.values()), lambda r: r["aligned"], test), n_bootstrap)})
+    return out
+
+
+def bon_records(study: Any, objective: str, n: int) -> list[dict]:
+    """Best-of-n picks from the pool as evaluation-like records (``sample`` = group index)."""
+    scores = study.pool_scores()
+    picks = bon_picks(scores[objective], n)
+    prompts = study.flat("train")
+    return [{"prompt": p, "sample": g, "aligned": bool(scores["gold"][i, picks[i, g]])}
+            for i, p in enumerate(prompts) for g in range(picks.shape[1])]
+
+
+def checkpoint_selection(rl: dict, prompts: list[str], fraction: float, seed: int, load: Any,
+                         n_bootstrap: int) -> dict:
+    """For each RL run: the checkpoint chosen (on validation prompts) by its raw reward, by its TextNorm score,
+    by the lowest ensemble disagreement and the last one, each with its test gold, against the gold-best."""
+    validation, test = split_prompts(prompts, fraction, seed)
+    return {objective: _select_checkpoints(objective, [e["tag"] for e in run["evals"]], set(validation), set(test),
+                                           load, n_bootstrap) for objective, run in rl.items()}
+
+
+def _select_checkpoints(objective: str, tags: list[str], val: set[str], test: set[str], load: Any,
+                        n_bootstrap: int) -> dict:
+    recs = {t: load(t) for t in tags}
+
+    def val_mean(tag: str, key: str | None) -> float:
+        rows = [r for r in recs[tag] if r["prompt"] in val]
+        return float(np.nanmean(per_prompt(rows, lambda r: r["aligned"] if key is None else r["scores"][key])))
+
+    raw_key, tn_key = _selection_keys(objective)
+    rules = {"raw reward": lambda t: val_mean(t, raw_key),
+             "textnorm score": lambda t: val_mean(t, tn_key),
+             "last checkpoint": lambda t: float(tags.index(t)),
+             "ORACLE gold (validation)": lambda t: val_mean(t, None)}
+    if "disagreement-tn" in recs[tags[0]][0]["scores"]:
+        rules["ensemble disagreement (lowest)"] = lambda t: -val_mean(t, "disagreement-tn")
+    row = {}
+    for rule, key in rules.items():
+        chosen = max(tags, key=key)
+        row[rule] = {"checkpoint": chosen,
+                     "gold": mean_ci(per_prompt([r for r in recs[chosen] if r["prompt"] in test],
+                                                lambda r: r["aligned"]), n_bootstrap)}
+    return row
+
+
+def _selection_keys(objective: str) -> tuple[str, str]:
+    """The raw and TextNorm scores a run's checkpoints are compared by (its own reward's two views)."""
+    if objective.startswith(("raw/", "tn/")):
+        name = objective.split("/", 1)[1]
+        return f"raw/{name}", f"tn/{name}"
+    return "ens-mean-raw", "ens-mean-tn"
+
+
+def compare(study: Any) -> dict:
+    """Side-by-side judgments per method, and RL checkpoint selection without gold."""
+    from textnorm_t2i.io import read_json
+
+    cfg = study.cfg
+    sbs, n_boot = cfg.side_by_side, cfg.bootstrap
+    out: dict[str, Any] = {}
+    objectives = cfg.objective_names()
+    out["bon"] = compare_models({o: bon_records(study, o, sbs.best_of) for o in objectives}, study.flat("train"),
+                                sbs, cfg.seed, n_boot)
+    out["bon"]["n"] = sbs.best_of
+    eval_prompts = study.flat("eval")
+    load = lambda tag: read_json(study.work / "eval" / f"{tag}.json")  # noqa: E731
+    sft = study.result("sft") or {}
+    if sft and not sft.get("skipped"):
+        out["sft"] = compare_models({o: load(r["tag"]) for o, r in sft.items()}, eval_prompts, sbs, cfg.seed,
+                                    n_boot)
+    rl = study.result("rl") or {}
+    if rl and not rl.get("skipped"):
+        out["rl"] = compare_models({o: load(r["evals"][-1]["tag"]) for o, r in rl.items()}, eval_prompts, sbs,
+                                   cfg.seed, n_boot)
+        out["checkpoint_selection"] = checkpoint_selection(rl, eval_prompts, sbs.validation_fraction, cfg.seed,
+                                                           load, n_boot)
+    return out

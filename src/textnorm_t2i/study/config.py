@@ -1,0 +1,193 @@
+"""The study's typed config (``textnorm study run --config configs/study.yaml``).
+
+One study compares *objectives* -- every embedded reward raw, its TextNorm version, ensembles of the
+TextNorm rewards and, as a control, the mean ensemble of the raw rewards -- by what optimising each does
+to gold alignment (the world's oracle), with best-of-n, reward-weighted SFT and RL (DDPO).
+
+Example:
+    >>> cfg = load_config(StudyConfig, None, ["rl.epochs=4"])
+    >>> cfg.rl.epochs, cfg.pool.n_max, "tn/shapes-clip-a" in cfg.rl.objectives
+    (4, 64, True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from textnorm_t2i.config import Config, load_config, option
+from textnorm_t2i.errors import InputError
+
+__all__ = ["StudyConfig", "load_config"]
+
+EMBEDDED = ["shapes-clip-a", "shapes-clip-b", "shapes-pref", "shapes-perceive-clean", "shapes-perceive-noisy",
+            "shapes-perceive-looks"]
+LEARNED = ["shapes-clip-a", "shapes-clip-b", "shapes-pref"]
+DEFAULT_RL_OBJECTIVES = ["raw/shapes-clip-a", "tn/shapes-clip-a", "ens-mean-raw", "ens-mean-tn", "ens-ur-tn"]
+
+
+@dataclass
+class StudyPromptsConfig(Config):
+    """Training and held-out evaluation prompts, sampled from every world subset with fixed seeds."""
+
+    train_per_subset: int = option(24, "training prompts per subset (the best-of-n pool, SFT and RL train on them)",
+                                   min=1)
+    eval_per_subset: int = option(56, "held-out evaluation prompts per subset (disjoint from training)", min=2)
+    seed: int = option(0, "seed of the prompt draw")
+
+
+@dataclass
+class PoolConfig(Config):
+    """The shared best-of-n pool: n_max samples per training prompt, generated once, scored by every objective."""
+
+    n_max: int = option(64, "samples per training prompt", min=1, max=4096)
+    ns: list[int] = option([1, 2, 4, 8, 16, 32, 64], "the n of each best-of-n point (each must divide n_max)")
+    steps: int = option(10, "DDIM steps", min=1, max=1000)
+    guidance_scale: float = option(3.0, "classifier-free guidance scale", min=0, max=100)
+    eta: float = option(1.0, "DDIM eta", min=0, max=1)
+    chunk: int = option(128, "images per generation batch (a killed run resumes at the next chunk)", min=1)
+
+
+@dataclass
+class ObjectivesConfig(Config):
+    """Which rewards, which ensembles, and how TextNorm's temperature is chosen."""
+
+    rewards: list[str] = option(list(EMBEDDED), "rewards studied raw and with TextNorm")
+    ensemble: list[str] = option(list(LEARNED), "members of the ensembles (mean / UR of TextNorm, mean of raw)")
+    temperatures: list[float] | None = option(None, "TextNorm temperature grid (default: 10^-2 .. 10^2, 17 values)")
+    lams: list[float] | None = option(None, "UR ensemble lambda grid (default: 0, .25, .5, 1, 2)")
+    k: int = option(5, "cross-validation folds over TIA2-Shapes prompts", min=2)
+    benchmark: str = option("shapes", "labelled benchmark the temperatures are cross-validated on")
+
+
+@dataclass
+class MapConfig(Config):
+    """Where TextNorm helps: shapes-perceive over look weight x perception noise, best-of-n TextNorm - raw."""
+
+    enabled: bool = option(True, "run this stage")
+    look_weights: list[float] = option([0.0, 1.0, 4.0, 16.0], "look weights w")
+    noise_scales: list[float] = option([0.0, 0.5, 1.0, 2.0], "perception noise, as multiples of the noisy preset's")
+    n: int = option(16, "best-of-n for the map (must divide pool.n_max)", min=1)
+    diagnose_prompts: int = option(40, "clean scenes per subset for each cell's diagnosis", min=4)
+
+
+@dataclass
+class SFTStudyConfig(Config):
+    """Reward-weighted SFT on the pool's top samples per prompt, the same steps for every objective."""
+
+    enabled: bool = option(True, "run this stage")
+    objectives: list[str] = option(["raw/shapes-clip-a", "tn/shapes-clip-a", "raw/shapes-perceive-looks",
+                                    "tn/shapes-perceive-looks", *DEFAULT_RL_OBJECTIVES[2:]], "objectives fine-tuned")
+    top_fraction: float = option(0.1, "fraction of each prompt's pool samples kept", min=0, min_exclusive=True, max=1)
+    steps: int = option(200, "optimisation steps", min=1)
+    train_batch_size: int = option(32, "samples per step", min=1)
+    lr: float = option(5e-4, "learning rate (AdamW)", min=0, min_exclusive=True)
+    lora_rank: int = option(8, "LoRA rank (alpha = rank)", min=1)
+
+
+@dataclass
+class RLStudyConfig(Config):
+    """DDPO with the same compute for every objective; evaluated every ``eval_every`` epochs."""
+
+    enabled: bool = option(True, "run this stage")
+    objectives: list[str] = option(list(DEFAULT_RL_OBJECTIVES), "objectives optimised")
+    epochs: int = option(32, "epochs per objective", min=1, mutable_on_resume=True)
+    batch_size: int = option(64, "samples per epoch", min=1)
+    train_batch_size: int = option(32, "samples per gradient step (divides batch_size)", min=1)
+    images_per_prompt: int = option(8, "samples per prompt in each epoch (divides batch_size)", min=1)
+    lr: float = option(3e-3, "learning rate (AdamW)", min=0, min_exclusive=True)
+    clip_range: float = option(1e-2, "PPO ratio clip range", min=0, min_exclusive=True)
+    lora_rank: int = option(8, "LoRA rank (alpha = rank)", min=1)
+    eval_every: int = option(8, "evaluate (and keep a checkpoint) every this many epochs", min=1)
+    steps: int = option(10, "DDIM steps (training and evaluation)", min=1, max=1000)
+
+
+@dataclass
+class EvalStudyConfig(Config):
+    """Held-out evaluation of fine-tuned models: stochastic samples with the training sampler, fixed seeds."""
+
+    samples_per_prompt: int = option(4, "samples per evaluation prompt", min=1)
+    seed: int = option(1234, "seed of the evaluation noise")
+
+
+@dataclass
+class SideBySideConfig(Config):
+    """Simulated side-by-side judgments of a TextNorm-family model against the best raw reward's model."""
+
+    annotators: int = option(3, "annotators per pair (majority verdict per image)", min=1)
+    flip: float = option(0.1, "probability an annotator reports the opposite of the truth", min=0, max=1)
+    unsure: float = option(0.03, "probability an annotator abstains", min=0, max=1)
+    validation_fraction: float = option(0.5, "share of evaluation prompts used to pick each family's best model",
+                                        min=0, min_exclusive=True, max=1)
+    best_of: int = option(16, "best-of-n models compared at this n (must divide pool.n_max)", min=1)
+
+
+@dataclass
+class StudyConfig(Config):
+    """Does optimising a TextNorm reward give better-aligned models than the raw reward?"""
+
+    seed: int = option(0, "seed of every random stream")
+    generator: str = option("shapes", "'shapes' (the embedded model) or a diffusers pipeline folder")
+    work: str = option("runs/study", "work folder: config, stage results, pool, checkpoints (resumable)",
+                       mutable_on_resume=True)
+    out: str = option("docs/study", "where report.html, results.json and samples.jsonl are written",
+                      mutable_on_resume=True)
+    device: Literal["auto", "cpu", "cuda"] = option("auto", "where generation and training run",
+                                                    mutable_on_resume=True)
+    bootstrap: int = option(1000, "bootstrap resamples for every confidence interval", min=100)
+    prompts: StudyPromptsConfig = option(StudyPromptsConfig(), "prompts")
+    objectives: ObjectivesConfig = option(ObjectivesConfig(), "objectives")
+    pool: PoolConfig = option(PoolConfig(), "the shared best-of-n pool")
+    map: MapConfig = option(MapConfig(), "the map of when TextNorm helps")
+    sft: SFTStudyConfig = option(SFTStudyConfig(), "reward-weighted SFT")
+    # RL settings may change on resume: each objective's run folder checks its own config when resumed.
+    rl: RLStudyConfig = option(RLStudyConfig(), "RL (DDPO)", mutable_on_resume=True)
+    eval: EvalStudyConfig = option(EvalStudyConfig(), "held-out evaluation")
+    side_by_side: SideBySideConfig = option(SideBySideConfig(), "side-by-side judgments")
+
+    def objective_names(self) -> list[str]:
+        """Every objective of the study, raw family first."""
+        names = [f"raw/{r}" for r in self.objectives.rewards] + [f"tn/{r}" for r in self.objectives.rewards]
+        if len(self.objectives.ensemble) > 1:
+            names += ["ens-mean-raw", "ens-mean-tn", "ens-ur-tn"]
+        return names
+
+    def check(self) -> None:
+        from textnorm_t2i.rewards.registry import reward_entry
+
+        for name in self.objectives.rewards + self.objectives.ensemble:
+            reward_entry(name)
+        missing = [m for m in self.objectives.ensemble if m not in self.objectives.rewards]
+        if missing:
+            raise InputError(f"objectives.ensemble: {missing} are not in objectives.rewards")
+        if len(self.objectives.ensemble) == 1:
+            raise InputError("objectives.ensemble: give at least two members, or none")
+        known = self.objective_names()
+        for section in ("sft", "rl"):
+            for name in getattr(self, section).objectives:
+                if name not in known:
+                    raise InputError(f"{section}.objectives: unknown objective {name!r} (known: {', '.join(known)})")
+        bad = [n for n in self.pool.ns if n < 1 or self.pool.n_max % n]
+        if not self.pool.ns or bad:
+            raise InputError(f"pool.ns: {bad or 'none given'}: each n must divide pool.n_max={self.pool.n_max}")
+        for key, n in (("map.n", self.map.n), ("side_by_side.best_of", self.side_by_side.best_of)):
+            if self.pool.n_max % n:
+                raise InputError(f"{key}={n} does not divide pool.n_max={self.pool.n_max}")
+        for key in ("train_batch_size", "images_per_prompt"):
+            if self.rl.batch_size % getattr(self.rl, key):
+                raise InputError(f"rl.{key}={getattr(self.rl, key)} does not divide rl.batch_size={self.rl.batch_size}")
+        if self.side_by_side.flip + self.side_by_side.unsure > 1:
+            raise InputError("side_by_side: flip + unsure must be <= 1")
+        if any(w < 0 for w in self.map.look_weights) or any(s < 0 for s in self.map.noise_scales):
+            raise InputError("map: look weights and noise scales must be >= 0")
+        if self.map.enabled and (not self.map.look_weights or not self.map.noise_scales):
+            raise InputError("map: give at least one look weight and one noise scale (or map.enabled=false)")
+        if max(self.map.noise_scales, default=0) * 0.15 > 1:
+            raise InputError("map.noise_scales: the largest scale makes a noise probability exceed 1 (max 6.6)")
+        if not self.work.strip() or not self.out.strip():
+            raise InputError("work and out: give folders")
+
+
+def load_study_config(path: str | None = None, overrides: list[str] | None = None) -> StudyConfig:
+    """The checked study config from a YAML file and ``--set`` overrides."""
+    return load_config(StudyConfig, path, overrides)

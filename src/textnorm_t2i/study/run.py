@@ -1,0 +1,328 @@
+"""The study, in resumable stages (``textnorm study run --config configs/study.yaml [--resume]``).
+
+Stages, each writing its result atomically into the work folder, so a killed run continues where it
+stopped (``--resume``):
+
+1. ``prompts``      training and disjoint held-out evaluation prompts from every subset;
+2. ``temperatures`` TextNorm temperatures (and the UR lambda), k-fold CV on TIA2-Shapes;
+3. ``pool``         n_max samples per training prompt, generated once (in chunks);
+4. ``scores``       the pool scored by every objective, the oracle's verdicts;
+5. ``bon``          best-of-n curves per objective and subset (CIs over prompts), KL_BoN;
+6. ``map``          shapes-perceive over look weight x perception noise: best-of-n TextNorm - raw;
+7. ``base``         the base model on the held-out prompts;
+8. ``sft``          reward-weighted SFT per objective on the pool's top samples, evaluated held-out;
+9. ``rl``           DDPO per objective (same compute), evaluated every k epochs held-out;
+10. ``compare``     side-by-side judgments and checkpoint selection without gold;
+11. ``report``      report.html, results.json, samples.jsonl in ``out``.
+
+Python API: :func:`run_study` (``run_study(cfg, resume=True)``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from textnorm_t2i.errors import InputError
+from textnorm_t2i.io import write_json_atomic
+from textnorm_t2i.study.config import StudyConfig
+
+STAGES = ("prompts", "temperatures", "pool", "scores", "bon", "map", "base", "sft", "rl", "compare", "report")
+
+
+def _log(message: str) -> None:
+    print(f"[study {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+class Study:
+    """State shared by the stages: the config, the work folder and (loaded on first use) the generator."""
+
+    def __init__(self, cfg: StudyConfig, progress: bool = True):
+        self.cfg, self.progress = cfg, progress
+        self.work = Path(cfg.work)
+        self.stages = self.work / "stages"
+        self._backend: Any = None
+        self._scorer: Any = None
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def device(self) -> torch.device:
+        if self.cfg.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.cfg.device == "cuda" and not torch.cuda.is_available():
+            raise InputError("device: cuda asked for, but no CUDA device is available")
+        return torch.device(self.cfg.device)
+
+    def fresh_pipeline(self) -> Any:
+        """A newly loaded generator on the study's device (each fine-tuning run starts from one)."""
+        from textnorm_t2i.finetune.backend import DiffusionBackend
+        from textnorm_t2i.finetune.models import load_pipeline
+
+        pipe = load_pipeline(self.cfg.generator)
+        pipe.to(self.device)
+        return DiffusionBackend(pipe)
+
+    @property
+    def backend(self) -> Any:
+        if self._backend is None:
+            self._backend = self.fresh_pipeline()
+        return self._backend
+
+    def result(self, name: str) -> Any:
+        path = self.stages / f"{name}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def save(self, name: str, obj: Any) -> None:
+        write_json_atomic(self.stages / f"{name}.json", obj)
+
+    @property
+    def prompts(self) -> dict:
+        return self.result("prompts")
+
+    @property
+    def subset_of(self) -> dict[str, str]:
+        p = self.prompts
+        return {q: s for part in ("train", "eval") for s, qs in p[part].items() for q in qs}
+
+    def flat(self, part: str) -> list[str]:
+        return [q for qs in self.prompts[part].values() for q in qs]
+
+    @property
+    def scorer(self) -> Any:
+        if self._scorer is None:
+            from textnorm_t2i.study.objectives import ObjectiveScorer
+
+            t = self.result("temperatures")
+            self._scorer = ObjectiveScorer({r: v["temperature"] for r, v in t["rewards"].items()},
+                                           self.cfg.objectives.ensemble, t.get("ur_lam", 0.5))
+        return self._scorer
+
+    # ------------------------------------------------------------------ stages
+    def stage_prompts(self) -> None:
+        from textnorm_t2i.bench.tia2 import load_benchmark
+        from textnorm_t2i.rewards.train_pref import preference_prompts
+        from textnorm_t2i.world.grammar import SUBSETS, sample_prompts
+
+        taken = {c for s in load_benchmark("shapes").values() for c in s.captions} | set(preference_prompts())
+        p = self.cfg.prompts
+        out: dict[str, Any] = {"train": {}, "eval": {}, "excluded": "TIA2-Shapes captions and shapes-pref's "
+                               "training prompts"}
+        out["notes"] = []
+        for subset in SUBSETS:
+            want = p.train_per_subset + p.eval_per_subset
+            pool = [q for q in sample_prompts(subset, 3 * want + 100, seed=70_000 + p.seed) if q not in taken]
+            n_train, n_eval = p.train_per_subset, p.eval_per_subset
+            if len(pool) < want:
+                # A small subset (counting has 60 distinct scenes in all) is split in the same proportion.
+                n_train = max(1, round(len(pool) * p.train_per_subset / want))
+                n_eval = len(pool) - n_train
+                if n_eval < 2:
+                    raise InputError(f"prompts: subset {subset} has only {len(pool)} free prompts")
+                out["notes"].append(f"{subset}: only {len(pool)} distinct free prompts, split {n_train} + {n_eval}")
+            out["train"][subset] = pool[:n_train]
+            out["eval"][subset] = pool[n_train:n_train + n_eval]
+        self.save("prompts", out)
+
+    def stage_temperatures(self) -> None:
+        from textnorm_t2i.study.objectives import choose_temperatures
+
+        o = self.cfg.objectives
+        self.save("temperatures", choose_temperatures(o.rewards, o.ensemble, o.benchmark, o.k, o.temperatures,
+                                                      o.lams, self.cfg.bootstrap, self.progress))
+
+    def pool_chunks(self) -> list[tuple[int, list[str]]]:
+        """``(first flat index, prompts)`` of every generation chunk, one prompt repeated n_max times each."""
+        flat = [q for q in self.flat("train") for _ in range(self.cfg.pool.n_max)]
+        return [(lo, flat[lo:lo + self.cfg.pool.chunk]) for lo in range(0, len(flat), self.cfg.pool.chunk)]
+
+    def stage_pool(self) -> None:
+        from safetensors.torch import save
+        from tqdm.auto import tqdm
+
+        from textnorm_t2i.finetune.common import derived_seed
+        from textnorm_t2i.finetune.ddim import DDIMPolicy, sample_trajectories
+        from textnorm_t2i.generate.grid import to_uint8
+        from textnorm_t2i.io import atomic_write
+
+        pc = self.cfg.pool
+        folder = self.work / "pool"
+        folder.mkdir(parents=True, exist_ok=True)
+        policy = DDIMPolicy(self.backend.pipe.scheduler.config, pc.steps, eta=pc.eta)
+        chunks = self.pool_chunks()
+        for lo, prompts in tqdm(chunks, desc="pool", disable=not self.progress):
+            path = folder / f"chunk-{lo:07d}.safetensors"
+            if path.is_file():
+                continue
+            g = torch.Generator().manual_seed(derived_seed(self.cfg.seed, 9_001, lo))
+            traj = sample_trajectories(self.backend, prompts, policy, pc.guidance_scale, g)
+            images = torch.from_numpy(to_uint8(traj.images)).permute(0, 3, 1, 2).contiguous()
+            with atomic_write(path, "wb") as f:
+                f.write(save({"latents": traj.latents[-1].float().cpu().contiguous(), "images": images}))
+        self.save("pool", {"chunks": len(chunks), "images": sum(len(p) for _, p in chunks)})
+
+    def load_pool(self, key: str) -> torch.Tensor:
+        from safetensors.torch import load_file
+
+        return torch.cat([load_file(self.work / "pool" / f"chunk-{lo:07d}.safetensors")[key]
+                          for lo, _ in self.pool_chunks()])
+
+    def stage_scores(self) -> None:
+        from safetensors.torch import save
+
+        from textnorm_t2i.io import atomic_write
+        from textnorm_t2i.study.evaluate import judge_images, score_uint8
+
+        images = self.load_pool("images")
+        prompts = [q for q in self.flat("train") for _ in range(self.cfg.pool.n_max)]
+        _log(f"scoring {len(images)} pool images by every objective and the oracle")
+        scores = score_uint8(self.scorer, images, prompts)
+        verdicts = judge_images(images, prompts)
+        shape = (len(self.flat("train")), self.cfg.pool.n_max)
+        tensors = {k: torch.as_tensor(v).reshape(shape) for k, v in scores.items()}
+        tensors["gold"] = torch.tensor([float(v["aligned"]) for v in verdicts]).reshape(shape)
+        tensors["fidelity"] = torch.tensor([float(v["fidelity"]) for v in verdicts]).reshape(shape)
+        with atomic_write(self.stages / "pool_scores.safetensors", "wb") as f:
+            f.write(save({k: v.contiguous() for k, v in tensors.items()}))
+        self.save("scores", {"objectives": sorted(scores), "images": len(images)})
+
+    def pool_scores(self) -> dict[str, np.ndarray]:
+        from safetensors.torch import load_file
+
+        return {k: v.numpy() for k, v in load_file(self.stages / "pool_scores.safetensors").items()}
+
+    def stage_bon(self) -> None:
+        from textnorm_t2i.study.analysis import bon_curves
+
+        self.save("bon", bon_curves(self.pool_scores(), self.cfg.objective_names(), self.cfg.pool.ns,
+                                    self.train_subsets(), self.cfg.bootstrap))
+
+    def train_subsets(self) -> np.ndarray:
+        return np.array([s for s, qs in self.prompts["train"].items() for _ in qs])
+
+    def stage_map(self) -> None:
+        if not self.cfg.map.enabled:
+            self.save("map", {"skipped": True})
+            return
+        from textnorm_t2i.study.analysis import perceive_map
+
+        images = self.load_pool("images")
+        prompts = [q for q in self.flat("train") for _ in range(self.cfg.pool.n_max)]
+        self.save("map", perceive_map(self.cfg, images, prompts, self.pool_scores()["gold"], self.progress))
+
+    # ------------------------------------------------------------------ held-out evaluation
+    def evaluate(self, tag: str, unet: Any = None, base: Any = None, backend: Any = None) -> dict:
+        """Sample the held-out prompts with ``unet`` (default: the base model), score, judge; write
+        ``eval/<tag>.safetensors`` (images) and ``eval/<tag>.json`` (records); return the summary."""
+        from safetensors.torch import save
+
+        from textnorm_t2i.io import atomic_write
+        from textnorm_t2i.study.analysis import summarize_records
+        from textnorm_t2i.study.evaluate import records, sample_eval, score_uint8
+
+        folder = self.work / "eval"
+        folder.mkdir(parents=True, exist_ok=True)
+        backend = backend or self.backend
+        e = self.cfg.eval
+        ev = sample_eval(backend, self.flat("eval"), e.samples_per_prompt, self.cfg.rl.steps,
+                         self.cfg.pool.guidance_scale, e.seed, unet=unet, base=base, progress=self.progress)
+        recs = records(ev, score_uint8(self.scorer, ev.images, ev.prompts), self.subset_of)
+        with atomic_write(folder / f"{tag}.safetensors", "wb") as f:
+            f.write(save({"images": ev.images}))
+        write_json_atomic(folder / f"{tag}.json", recs, indent=None)
+        return summarize_records(recs, self.cfg.bootstrap)
+
+    def stage_base(self) -> None:
+        self.save("base", {"summary": self.evaluate("base")})
+
+    # ------------------------------------------------------------------ SFT
+    def stage_sft(self) -> None:
+        if not self.cfg.sft.enabled:
+            self.save("sft", {"skipped": True})
+            return
+        from textnorm_t2i.study.finetune import sft_one
+
+        done = self.result("sft_partial") or {}
+        for objective in self.cfg.sft.objectives:
+            if objective in done:
+                continue
+            _log(f"SFT on the top {self.cfg.sft.top_fraction:.0%} of the pool by {objective}")
+            done[objective] = sft_one(self, objective)
+            self.save("sft_partial", done)
+        self.save("sft", done)
+
+    # ------------------------------------------------------------------ RL
+    def stage_rl(self) -> None:
+        if not self.cfg.rl.enabled:
+            self.save("rl", {"skipped": True})
+            return
+        from textnorm_t2i.study.finetune import rl_one
+
+        done = {}
+        for objective in self.cfg.rl.objectives:
+            _log(f"RL (DDPO) on {objective}")
+            done[objective] = rl_one(self, objective)
+        self.save("rl", done)
+
+    def stage_compare(self) -> None:
+        from textnorm_t2i.study.analysis import compare
+
+        self.save("compare", compare(self))
+
+    def stage_report(self) -> None:
+        from textnorm_t2i.study.report import write_report
+
+        write_report(self)
+
+
+def run_study(config: StudyConfig | dict, resume: bool = False, overwrite: bool = False, progress: bool = True,
+              only: list[str] | None = None, redo: list[str] | None = None,
+              on_stage: Callable[[str, float], None] | None = None) -> Path:
+    """Run (or continue, with ``resume``) the study; returns the folder of its report.
+
+    ``redo`` names stages to run again even when done (e.g. ``["report"]`` after changing the report code).
+    """
+    from textnorm_t2i.config import from_dict
+    from textnorm_t2i.rundir import RunFolder
+
+    cfg = config if isinstance(config, StudyConfig) else from_dict(StudyConfig, dict(config), "config")
+    if only:
+        bad = [s for s in only + (redo or []) if s not in STAGES]
+        if bad:
+            raise InputError(f"unknown stage(s) {bad} (stages: {', '.join(STAGES)})")
+    from textnorm_t2i.io import check_writable
+
+    check_writable(Path(cfg.out) / "report.html")
+    run = RunFolder(cfg.work, cfg, resume=resume, overwrite=overwrite).open()
+    try:
+        saved = run.folder / "config.yaml"
+        if resume and saved.is_file():
+            from textnorm_t2i.config import read_yaml
+            from textnorm_t2i.rundir import _check_same_config
+
+            _check_same_config(saved, StudyConfig, read_yaml(saved), cfg.to_dict())
+        run.start()
+        study = Study(cfg, progress)
+        study.stages.mkdir(parents=True, exist_ok=True)
+        timings = study.result("timings") or {}
+        for stage in STAGES:
+            if only and stage not in only:
+                continue
+            if study.result(stage) is not None and stage != "report" and stage not in (redo or []):
+                continue
+            _log(f"stage {stage}")
+            t0 = time.time()
+            getattr(study, f"stage_{stage}")()
+            timings[stage] = round(time.time() - t0 + (timings.get(stage, 0.0) if stage in ("sft", "rl") else 0), 1)
+            study.save("timings", timings)
+            if on_stage:
+                on_stage(stage, timings[stage])
+    finally:
+        run.close()
+    return Path(cfg.out)

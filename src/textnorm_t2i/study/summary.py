@@ -1,0 +1,156 @@
+"""The study's numbers as markdown, from its ``results.json`` (the README's study section is this text).
+
+Example:
+    >>> fmt_ci({"mean": 0.5, "ci": [0.4, 0.61]})
+    '0.500 [0.400, 0.610]'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textnorm_t2i.study.objectives import label
+
+
+def fmt_ci(m: dict | None, digits: int = 3) -> str:
+    """``mean [low, high]`` of a ``{"mean", "ci"}`` entry."""
+    if not m or m.get("mean") is None:
+        return "–"
+    lo, hi = m["ci"]
+    return f"{m['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    align = ["---"] + ["---:"] * (len(header) - 1)
+    return "\n".join(["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |",
+                      *("| " + " | ".join(r) + " |" for r in rows)])
+
+
+def _pick_ns(ns: list[int]) -> list[int]:
+    wanted = [1, 4, 16, ns[-1]]
+    return [n for n in ns if n in wanted]
+
+
+def bon_section(results: dict) -> list[str]:
+    bon = results.get("bon")
+    if not bon:
+        return []
+    ns = bon["ns"]
+    shown = _pick_ns(ns)
+    rows = []
+    for name, row in bon["objectives"].items():
+        rows.append([label(name) if name != "ORACLE gold" else "ORACLE (best by gold itself)"]
+                    + [fmt_ci(row["gold"][ns.index(n)]) for n in shown])
+    n_prompts = sum(len(v) for v in results["prompts"]["train"].values())
+    return [f"**Best-of-n on one shared pool** ({n_prompts} training prompts × {ns[-1]} samples; gold alignment of "
+            "the best of n, mean over prompts [95% bootstrap CI]):", "",
+            _table(["objective"] + [f"n = {n}" for n in shown], rows)]
+
+
+def _eval_rows(entries: dict[str, dict]) -> list[list[str]]:
+    rows = []
+    for name, s in entries.items():
+        rows.append([name, fmt_ci(s["gold"]), fmt_ci(s["fidelity"]), f"{s['kl']['mean']:.0f}"])
+    return rows
+
+
+def sft_section(results: dict) -> list[str]:
+    sft = results.get("sft") or {}
+    if not sft or sft.get("skipped"):
+        return []
+    entries = {"base model": results["base"]["summary"]} if results.get("base") else {}
+    entries.update({label(o): r["summary"] for o, r in sft.items()})
+    cfg = results["config"]["sft"]
+    return [f"**Reward-weighted SFT** (top {cfg['top_fraction']:.0%} of the pool per prompt by each objective, "
+            f"{cfg['steps']} steps each; held-out prompts):", "",
+            _table(["model", "gold alignment", "fidelity", "KL from base (nats)"], _eval_rows(entries))]
+
+
+def rl_section(results: dict) -> list[str]:
+    rl = results.get("rl") or {}
+    if not rl or rl.get("skipped"):
+        return []
+    cfg = results["config"]["rl"]
+    rows = []
+    for o, run in rl.items():
+        for e in run["evals"]:
+            s = e.get("summary")
+            gold = fmt_ci(s["gold"]) if s else f"{e['gold']:.3f}"
+            rows.append([label(o), str(int(e["step"])), f"{e['objective']:.4g}", gold, f"{e['kl']:.0f}"])
+    return [f"**RL (DDPO)** ({cfg['epochs']} epochs × {cfg['batch_size']} samples in groups of "
+            f"{cfg.get('images_per_prompt', 1)} per prompt, lr {cfg['lr']:g}, clip {cfg['clip_range']:g}; "
+            "held-out prompts):", "",
+            _table(["objective", "epoch", "optimised reward", "gold alignment", "KL from base (nats)"], rows)]
+
+
+def compare_section(results: dict) -> list[str]:
+    comp = results.get("compare") or {}
+    rows = []
+    for method in ("bon", "sft", "rl"):
+        c = comp.get(method)
+        if not c or c.get("skipped"):
+            continue
+        rows.append([method, f"{label(c['textnorm_model'])} vs {label(c['raw_model'])}", fmt_ci(c["win"]),
+                     fmt_ci(c["tie"]), fmt_ci(c["loss"]), f"{c['win_to_loss']:.2f}",
+                     f"{fmt_ci(c['gold_textnorm'])} vs {fmt_ci(c['gold_raw'])}"])
+    if not rows:
+        return []
+    out = ["**Side-by-side** (each family's best model, chosen by gold on a validation half of the prompts, "
+           "compared on the other half; 3 simulated annotators per image):", "",
+           _table(["method", "TextNorm family vs raw family", "win", "tie", "loss", "win : loss", "gold"], rows)]
+    sel = comp.get("checkpoint_selection") or {}
+    if sel:
+        rules = list(next(iter(sel.values())))
+        srows = [[label(o)] + [f"{r[rule]['checkpoint'].rsplit('-', 1)[-1].lstrip('0') or '0'}: "
+                               f"{fmt_ci(r[rule]['gold'])}" for rule in rules] for o, r in sel.items()]
+        out += ["", "**RL checkpoint selection without gold** (epoch chosen on validation prompts: test gold):", "",
+                _table(["run"] + rules, srows)]
+    return out
+
+
+def answer(results: dict) -> list[str]:
+    """Plain sentences from the numbers: where TextNorm wins, ties or loses."""
+    lines = []
+    bon = results.get("bon")
+    if bon:
+        ns = bon["ns"]
+        n = 16 if 16 in ns else ns[-1]
+        i = ns.index(n)
+        for name, row in bon["objectives"].items():
+            if not name.startswith("raw/"):
+                continue
+            tn = bon["objectives"].get("tn/" + name[4:])
+            if not tn:
+                continue
+            a, b = row["gold"][i], tn["gold"][i]
+            verdict = ("TextNorm higher" if b["ci"][0] > a["mean"] and b["mean"] > a["ci"][1] else
+                       "TextNorm lower" if b["mean"] < a["ci"][0] and b["ci"][1] < a["mean"] else
+                       "no clear difference")
+            lines.append(f"- best-of-{n}, {name[4:]}: raw {fmt_ci(a)} vs TextNorm {fmt_ci(b)} — {verdict}")
+    comp = results.get("compare") or {}
+    for method in ("bon", "sft", "rl"):
+        c = comp.get(method)
+        if c and not c.get("skipped"):
+            winner = ("TextNorm family wins" if c["win"]["ci"][0] > c["loss"]["ci"][1] else
+                      "raw family wins" if c["loss"]["ci"][0] > c["win"]["ci"][1] else "no clear winner")
+            lines.append(f"- side-by-side, {method}: win {c['win']['mean']:.3f} / loss {c['loss']['mean']:.3f} "
+                         f"({label(c['textnorm_model'])} vs {label(c['raw_model'])}) — {winner}")
+    return lines
+
+
+def timings(results: dict) -> list[str]:
+    t = results.get("timings") or {}
+    if not t:
+        return []
+    total = sum(t.values())
+    parts = ", ".join(f"{k} {v / 60:.1f}" for k, v in t.items())
+    return [f"Time on 2 CPU cores (minutes): {parts}; total {total / 60:.0f} minutes."]
+
+
+def summary_markdown(results: dict[str, Any]) -> str:
+    """The markdown summary of a study's ``results.json``."""
+    parts: list[list[str]] = [["Per objective (TextNorm against the same reward raw):", *answer(results)],
+                              bon_section(results), sft_section(results), rl_section(results),
+                              compare_section(results), timings(results)]
+    return "\n\n".join("\n".join(p) for p in parts if p) + "\n"
+
