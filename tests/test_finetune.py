@@ -105,6 +105,12 @@ def test_rl_runs_and_logs(assets, tmp_path, generator):
     assert (out / "grids" / "step_00002.png").exists() and (out / "lora" / "adapter_model.safetensors").exists()
     lora = load_file(out / "lora" / "adapter_model.safetensors")
     assert lora and all("lora" in k for k in lora)
+    # The run report: one line per evaluated image and step, a self-contained page with plots and grids.
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert sorted({s["step"] for s in samples}) == [0, 1, 2]
+    assert {"prompt", "objective", "raw_reward", "textnorm_reward", "drift"} <= set(samples[0])
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3 and "Base vs tuned" in html and "http" not in html
     if generator == "shapes":
         assert 0.0 <= float(rows[0]["gold_alignment"]) <= 1.0
 

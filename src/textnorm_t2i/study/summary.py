@@ -47,6 +47,26 @@ def bon_section(results: dict) -> list[str]:
             _table(["objective"] + [f"n = {n}" for n in shown], rows)]
 
 
+def map_section(results: dict) -> list[str]:
+    m = results.get("map")
+    if not m or m.get("skipped"):
+        return []
+    noises = m["noise_scales"]
+    cell = {(c["w"], c["noise"]): c for c in m["cells"]}
+    rows = []
+    for w in m["look_weights"]:
+        row = [f"w = {w:g}"]
+        for z in noises:
+            c = cell[(w, z)]
+            row.append(f"{fmt_ci(c['difference'])} (offset {c['auroc']['offset']:.2f}, contrast "
+                       f"{c['auroc']['contrast']:.2f})")
+        rows.append(row)
+    return [f"**When TextNorm helps** (shapes-perceive with look weight w × perception noise: gold of best-of-{m['n']} "
+            "by TextNorm minus by the raw reward [95% CI, paired over prompts]; the cell's diagnosis on TIA2-Shapes: "
+            "AUROC of its prompt-independent offset and of its contrast):", "",
+            _table(["look weight"] + [f"noise {z:g}×" for z in noises], rows)]
+
+
 def _eval_rows(entries: dict[str, dict]) -> list[list[str]]:
     rows = []
     for name, s in entries.items():
@@ -150,7 +170,7 @@ def timings(results: dict) -> list[str]:
 def summary_markdown(results: dict[str, Any]) -> str:
     """The markdown summary of a study's ``results.json``."""
     parts: list[list[str]] = [["Per objective (TextNorm against the same reward raw):", *answer(results)],
-                              bon_section(results), sft_section(results), rl_section(results),
+                              bon_section(results), map_section(results), sft_section(results), rl_section(results),
                               compare_section(results), timings(results)]
     return "\n\n".join("\n".join(p) for p in parts if p) + "\n"
 
