@@ -58,7 +58,7 @@ def files(tmp_path, monkeypatch):
 CASES = [
     # fine-tuning configs: unknown keys, types, ranges, consistency
     ("set-unknown-key", ["finetune", "--method", "rl", "--config", RL, "--set", "epochz=1"],
-     "unknown key 'epochz' (did you mean 'rl.epochs'?)", ["runs"]),
+     "unknown key 'epochz' (did you mean 'epochs'?)", ["runs"]),
     ("set-output-dir", ["finetune", "--method", "rl", "--config", RL, "--set", "output_dir=x"],
      "unknown key 'output_dir'", ["x", "runs"]),
     ("set-bon-typo", ["finetune", "--method", "bon", "--config", BON, "--set", "n_maxx=4"],
@@ -92,7 +92,7 @@ CASES = [
     ("set-section-to-scalar", ["finetune", "--method", "rl", "--config", RL, "--set", "sampling=3"],
      "must be a mapping", []),
     ("yaml-typo", ["finetune", "--method", "rl", "--config", "{dir}/typo.yaml"],
-     "typo.yaml: unknown key 'epochz' (did you mean 'rl.epochs'?)", []),
+     "typo.yaml: unknown key 'epochz' (did you mean 'epochs'?)", []),
     ("yaml-malformed", ["finetune", "--method", "rl", "--config", "{dir}/broken.yaml"], "malformed YAML", []),
     ("yaml-missing", ["finetune", "--method", "rl", "--config", "{dir}/nope.yaml"], "config file not found", []),
     ("yaml-not-mapping", ["finetune", "--method", "rl", "--config", "{dir}/list.yaml"], "must be a mapping", []),

@@ -21,7 +21,7 @@ def test_unknown_or_missing_tracker_is_an_error_before_anything_runs(tmp_path, m
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
-    with pytest.raises(InputError, match=r"wandb is not installed \(pip install 'textnorm\[wandb\]'"):
+    with pytest.raises(InputError, match=r"wandb is not installed \(pip install 'textnorm-t2i\[wandb\]'"):
         as_config("sft", {"out": str(tmp_path / "s"), "log": {"report_to": ["wandb"]}})
     assert not (tmp_path / "r").exists() and not (tmp_path / "s").exists()
 

@@ -34,7 +34,7 @@ def kl_bon(n: int) -> float:
 
     Example:
         >>> kl_bon(1), round(kl_bon(64), 3)
-        (0.0, 3.174)
+        (0.0, 3.175)
     """
     return math.log(n) - (n - 1) / n
 
