@@ -121,3 +121,41 @@ def test_generate_with_lora_uses_the_adapter(tmp_path, capsys):
     load_lora_folder(again.unet, tmp_path / "lora")
     direct = again(["a red circle"] * 2, seed=0, num_inference_steps=2, guidance_scale=3.0).images
     np.testing.assert_array_equal(np.asarray(image_grid(direct, rows=1, scale=4)), tuned)
+
+
+def test_push_to_hub_uploads_the_folder_through_the_api_boundary(sd_lora, monkeypatch, capsys):
+    """The hub API is mocked: the folder's two files are uploaded, the token is read from the environment
+    and never printed; no token is a one-line error before any call."""
+    import huggingface_hub
+
+    from textnorm_t2i.cli import main
+
+    _, folder, _, _ = sd_lora
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("init", token))
+
+        def create_repo(self, repo_id, **kw):
+            calls.append(("create", repo_id, kw["private"]))
+            return f"https://hub.example/{repo_id}"
+
+        def upload_folder(self, **kw):
+            calls.append(("upload", kw["repo_id"], sorted(p.name for p in Path(kw["folder_path"]).iterdir()),
+                          kw["allow_patterns"]))
+
+    from pathlib import Path
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    assert main(["push", "--lora", str(folder), "--repo-id", "me/lora"]) == 2
+    assert "no token" in capsys.readouterr().err and not calls
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_123")
+    assert main(["push", "--lora", str(folder), "--repo-id", "me/lora"]) == 0
+    err = capsys.readouterr().err
+    assert "hf_secret_123" not in err and "https://hub.example/me/lora" in err
+    assert calls[0] == ("init", "hf_secret_123") and calls[1] == ("create", "me/lora", True)
+    assert calls[2][1] == "me/lora" and set(calls[2][3]) == {"adapter_config.json", "adapter_model.safetensors"}

@@ -558,6 +558,14 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_push(args: argparse.Namespace) -> int:
+    from textnorm_t2i.finetune.lora import push_lora_to_hub
+
+    url = push_lora_to_hub(args.lora, args.repo_id, private=not args.public, token_env=args.token_env)
+    print(f"pushed {args.lora} to {url}", file=sys.stderr)
+    return 0
+
+
 def cmd_study_summary(args: argparse.Namespace) -> int:
     from textnorm_t2i.io import read_json
     from textnorm_t2i.study.summary import summary_markdown
@@ -596,6 +604,7 @@ EXAMPLES = {
     "generate": "textnorm generate --prompt 'two red circles' --lora runs/rl/lora -o grid.png",
     "finetune": "textnorm finetune --method rl --config configs/rl.yaml --set lr=1e-3 [--resume]",
     "study": "textnorm study run --config configs/study.yaml --resume",
+    "push": "textnorm push --lora runs/rl/lora --repo-id me/shapes-rl",
 }
 
 
@@ -810,6 +819,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen_img.add_argument("-o", "--output", required=True, metavar="OUT",
                          help="an image file (.png, .jpg, ...) for a grid, or a folder for one PNG per sample")
     gen_img.set_defaults(func=cmd_generate)
+
+    push = sub.add_parser("push", help="upload a LoRA folder to a hub model repository (token from HF_TOKEN)",
+                          epilog="example: HF_TOKEN=... textnorm push --lora runs/rl/lora --repo-id me/shapes-rl")
+    push.add_argument("--lora", required=True, metavar="DIR", help="a LoRA folder (e.g. a run's lora/)")
+    push.add_argument("--repo-id", required=True, help="the model repository (created if missing)")
+    push.add_argument("--public", action="store_true", help="create the repository public (default: private)")
+    push.add_argument("--token-env", default="HF_TOKEN", help="environment variable holding the token")
+    push.set_defaults(func=cmd_push)
 
     ft = sub.add_parser("finetune", help="best-of-n, reward-weighted SFT or RL (LoRA) against any reward")
     ft.add_argument("--method", choices=("bon", "sft", "rl"), required=True)

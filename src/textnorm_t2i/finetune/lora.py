@@ -117,3 +117,42 @@ def load_lora_folder(unet: Any, folder: str | os.PathLike, prefix: str = "unet")
     if unexpected:
         raise InputError(f"{folder}: the adapter does not fit this model ({len(unexpected)} unexpected keys, "
                          f"e.g. {unexpected[0]})")
+
+
+def push_lora_to_hub(folder: str | os.PathLike, repo_id: str, private: bool = True,
+                     token_env: str = "HF_TOKEN") -> str:
+    """Upload a LoRA folder (:func:`save_lora_folder`) to a hub model repository; returns its URL.
+
+    The token comes from the environment (``token_env``, default ``HF_TOKEN``) and is never printed. No token,
+    or ``HF_HUB_OFFLINE`` set, is a one-line error before anything is sent.
+
+    Example:
+        >>> push_lora_to_hub("/nonexistent", "me/lora")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        textnorm_t2i.errors.InputError: /nonexistent: no such folder ...
+    """
+    from textnorm_t2i.errors import InputError
+    from textnorm_t2i.rewards.hub import offline
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder (expected a LoRA folder with {ADAPTER_CONFIG})")
+    missing = [n for n in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if not (folder / n).is_file()]
+    if missing:
+        raise InputError(f"{folder}: not a LoRA folder (missing {', '.join(missing)})")
+    token = os.environ.get(token_env, "").strip()
+    if not token:
+        raise InputError(f"push to hub: no token (set {token_env}; it is read from the environment only)")
+    if offline():
+        raise InputError("push to hub: HF_HUB_OFFLINE is set")
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model",
+                          commit_message="LoRA adapter from textnorm", allow_patterns=[ADAPTER_CONFIG, ADAPTER_WEIGHTS])
+    except Exception as e:  # network, permission, bad id: one line, without the token
+        raise InputError(f"push to hub {repo_id!r}: {type(e).__name__}: {str(e).splitlines()[0][:160]}") from None
+    return str(url)
