@@ -820,8 +820,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="an image file (.png, .jpg, ...) for a grid, or a folder for one PNG per sample")
     gen_img.set_defaults(func=cmd_generate)
 
-    push = sub.add_parser("push", help="upload a LoRA folder to a hub model repository (token from HF_TOKEN)",
-                          epilog="example: HF_TOKEN=... textnorm push --lora runs/rl/lora --repo-id me/shapes-rl")
+    push = sub.add_parser("push", help="upload a LoRA folder to a hub model repository (token from HF_TOKEN)")
     push.add_argument("--lora", required=True, metavar="DIR", help="a LoRA folder (e.g. a run's lora/)")
     push.add_argument("--repo-id", required=True, help="the model repository (created if missing)")
     push.add_argument("--public", action="store_true", help="create the repository public (default: private)")
