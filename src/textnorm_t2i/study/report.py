@@ -207,7 +207,8 @@ def _answer(results: dict) -> str:
     for method, name in (("bon", "Best-of-n"), ("sft", "Reward-weighted SFT"), ("rl", "RL (DDPO)")):
         c = comp.get(method)
         if not c or "win" not in c:
-            parts.append(f"<li>{name}: not run yet.</li>")
+            off = method != "bon" and (results.get(method) or {}).get("skipped")
+            parts.append(f"<li>{name}: {'not part of this study' if off else 'not run yet'}.</li>")
             continue
         gt, gr = c["gold_textnorm"], c["gold_raw"]
         better = "higher" if gt["ci"][0] > gr["ci"][1] else "lower" if gt["ci"][1] < gr["ci"][0] else \
@@ -296,6 +297,13 @@ def _rl_rows(rl: dict, study: Any) -> dict:
     return rl
 
 
+def _not_run(result: dict | None, section: str) -> str:
+    """The note of a stage without results: switched off in the config, or not reached yet."""
+    if result and result.get("skipped"):
+        return f"<p class=note>Not part of this study ({section}.enabled: false in its config).</p>"
+    return "<p class=note>Not run yet.</p>"
+
+
 def write_report(study: Any) -> None:
     """Write ``report.html``, ``results.json`` and ``samples.jsonl`` into ``study.cfg.out``."""
     from textnorm_t2i.io import read_json
@@ -359,7 +367,7 @@ def write_report(study: Any) -> None:
               "prompt-independent offset and of its contrast, as <code>textnorm diagnose</code> reports them). "
               "Place your own reward by its diagnosis.</p>"]
     else:
-        h.append("<p class=note>Not run yet.</p>")
+        h.append(_not_run(results["map"], "map"))
     if results["base"]:
         h.append(_eval_table({"base model": results["base"]["summary"]}, "The base model on the held-out prompts"))
     h.append("<h2>Reward-weighted SFT (top 10% of the pool per prompt)</h2>")
@@ -369,7 +377,7 @@ def write_report(study: Any) -> None:
                              f"Held-out evaluation after {cfg.sft.steps} steps (batch {cfg.sft.train_batch_size}, lr "
                              f"{cfg.sft.lr:g}) for every objective"))
     else:
-        h.append("<p class=note>Not run yet.</p>")
+        h.append(_not_run(results["sft"], "sft"))
     h.append("<h2>RL (DDPO)</h2>")
     rl = results["rl"] or {}
     if rl and not rl.get("skipped"):
@@ -381,7 +389,7 @@ def write_report(study: Any) -> None:
                            for o, run in rl.items() if "summary" in run["evals"][-1]},
                           "Held-out evaluation at the last epoch")]
     else:
-        h.append("<p class=note>Not run yet.</p>")
+        h.append(_not_run(results["rl"], "rl"))
     comp = results["compare"] or {}
     h.append("<h2>Side-by-side judgments</h2>")
     h.append(_sbs_table(comp) if comp else "<p class=note>Not run yet.</p>")
