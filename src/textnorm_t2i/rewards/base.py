@@ -243,7 +243,7 @@ class DualEncoderReward(Reward):
     """A reward ``scale x cosine(image embedding, text embedding)`` (CLIP-style).
 
     Text embeddings are cached per distinct prompt across calls, and :meth:`score_sets` embeds each
-    image once, so TextNorm over many contrastive prompts costs little more than the plain reward.
+    image once; each distinct prompt is embedded once (see benchmarks/textnorm_overhead.py for the cost).
     Subclasses implement :meth:`embed_images` and :meth:`_embed_texts` (unnormalised is fine) and
     :meth:`logit_scale`.
     """
