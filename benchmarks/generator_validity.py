@@ -53,7 +53,7 @@ def main() -> None:
         results[subset] = {"prompts": len(prompts), "samples": len(batch), "aligned_fraction": float(aligned.mean())}
         print(f"{subset:<14} prompts {len(prompts):>4}  samples {len(batch):>5}  aligned {aligned.mean():6.1%}",
               flush=True)
-        for p_idx in range(4):
+        for p_idx in range(min(4, len(prompts))):  # grid rows: up to 4 prompts per subset
             grid_rows += images[p_idx * args.samples:(p_idx + 1) * args.samples]
             labels.append(prompts[p_idx])
     print(f"generated and judged {sum(r['samples'] for r in results.values())} images in {time.time() - t0:.0f} s")
