@@ -39,3 +39,12 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     assert code
     for block in code:
         exec(compile(block, "README.md", "exec"), {"__name__": "__readme__"})
+
+
+def test_readme_counts_the_bad_input_cases():
+    import re
+
+    import test_bad_input
+
+    said = re.search(r"`tests/test_bad_input.py` holds (\d+) such cases", (ROOT / "README.md").read_text())
+    assert said and int(said.group(1)) == len(test_bad_input.CASES)
