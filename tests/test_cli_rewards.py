@@ -127,3 +127,17 @@ def test_help_examples_parse():
     for example in EXAMPLES.values():
         argv = shlex.split(example.replace(" [--resume]", ""))[1:]
         build_parser().parse_args(argv)
+
+
+def test_finetune_help_lists_every_config_key(capsys):
+    import dataclasses
+
+    import pytest
+
+    from textnorm_t2i.cli import main
+    from textnorm_t2i.finetune.config import RLConfig
+
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    out = capsys.readouterr().out
+    assert all(f.name in out for f in dataclasses.fields(RLConfig)) and "--print-config" in out

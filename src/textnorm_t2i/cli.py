@@ -608,6 +608,22 @@ EXAMPLES = {
 }
 
 
+def _finetune_keys() -> str:
+    """The finetune help's list of config keys per method (all of them, with defaults: --print-config)."""
+    import dataclasses
+
+    from textnorm_t2i.finetune.config import CONFIGS
+
+    lines = ["Config keys (YAML or --set KEY=VALUE; every key with its type, default and help:",
+             "textnorm finetune --method M --print-config):"]
+    import textwrap
+
+    for method, cls in CONFIGS.items():
+        lines += textwrap.wrap(", ".join(f.name for f in dataclasses.fields(cls)), 76,
+                               initial_indent=f"  {method}: ", subsequent_indent="       ")
+    return "\n".join(lines)
+
+
 def _add_examples(parser: argparse.ArgumentParser, path: str = "") -> None:
     """Give every sub-command's help an example (its own epilog wins)."""
     for action in parser._actions:
@@ -827,7 +843,10 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--token-env", default="HF_TOKEN", help="environment variable holding the token")
     push.set_defaults(func=cmd_push)
 
-    ft = sub.add_parser("finetune", help="best-of-n, reward-weighted SFT or RL (LoRA) against any reward")
+    ft = sub.add_parser("finetune", help="best-of-n, reward-weighted SFT or RL (LoRA) against any reward",
+                        description=_finetune_keys(),
+                        formatter_class=type("KeysHelp", (argparse.RawDescriptionHelpFormatter,
+                                                          argparse.ArgumentDefaultsHelpFormatter), {}))
     ft.add_argument("--method", choices=("bon", "sft", "rl"), required=True)
     ft.add_argument("--config", metavar="FILE", help="YAML config (see --print-config for every key)")
     ft.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable), "
