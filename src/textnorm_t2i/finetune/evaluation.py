@@ -14,25 +14,9 @@ from textnorm_t2i.errors import InputError
 from textnorm_t2i.rewards.base import Reward
 
 
-def gold_verdicts(images: Any, prompts: list[str]) -> np.ndarray | None:
-    """The oracle's verdict (1.0 aligned, 0.0 not) per image, when every prompt is a world prompt and the
-    images are world-sized (else None)."""
-    from textnorm_t2i.generate.grid import to_uint8
-    from textnorm_t2i.world.grammar import parse
-    from textnorm_t2i.world.oracle import judge
-    from textnorm_t2i.world.vocab import BASE_SIZE
-
-    try:
-        specs = [parse(p) for p in prompts]
-    except InputError:
-        return None
-    if images.shape[-1] < BASE_SIZE or images.shape[-1] != images.shape[-2]:
-        return None
-    return np.array([float(judge(a, s).aligned) for a, s in zip(to_uint8(images), specs)])
-
-
 def gold_judgments(images: Any, prompts: list[str]) -> list[dict] | None:
-    """The oracle's ``{"aligned", "reasons"}`` per image (None where :func:`gold_verdicts` would be None)."""
+    """The oracle's ``{"aligned", "reasons"}`` per image, when every prompt is a world prompt and the images
+    are world-sized (else None)."""
     from textnorm_t2i.generate.grid import to_uint8
     from textnorm_t2i.world.grammar import parse
     from textnorm_t2i.world.oracle import judge
@@ -44,17 +28,14 @@ def gold_judgments(images: Any, prompts: list[str]) -> list[dict] | None:
         return None
     if images.shape[-1] < BASE_SIZE or images.shape[-1] != images.shape[-2]:
         return None
-    out = []
-    for a, spec in zip(to_uint8(images), specs):
-        v = judge(a, spec)
-        out.append({"aligned": bool(v.aligned), "reasons": list(v.reasons)})
-    return out
+    verdicts = [judge(a, spec) for a, spec in zip(to_uint8(images), specs)]
+    return [{"aligned": bool(v.aligned), "reasons": list(v.reasons)} for v in verdicts]
 
 
-def gold_alignment(images: Any, prompts: list[str]) -> float | None:
-    """Fraction judged aligned by the oracle (None where :func:`gold_verdicts` is None)."""
-    verdicts = gold_verdicts(images, prompts)
-    return None if verdicts is None else float(verdicts.mean())
+def gold_verdicts(images: Any, prompts: list[str]) -> np.ndarray | None:
+    """The oracle's verdict (1.0 aligned, 0.0 not) per image (None where :func:`gold_judgments` is None)."""
+    judged = gold_judgments(images, prompts)
+    return None if judged is None else np.array([float(j["aligned"]) for j in judged])
 
 
 class RunLog:

@@ -28,21 +28,23 @@ CSS = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1
        "padding:3px 8px;font-size:13px;vertical-align:top}.no{color:#b00}.yes{color:#070}")
 
 
-def _bands(values: np.ndarray, n_bootstrap: int = 1000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean and 95% percentile-bootstrap interval of per-prompt values."""
+def _bands(values: np.ndarray) -> tuple[float, float, float]:
+    """Mean and 95% percentile-bootstrap interval of per-prompt values (the benchmark's own bootstrap)."""
+    from textnorm_t2i.bench.evaluate import summarize
+
     v = values[~np.isnan(values)]
     if not len(v):
         return float("nan"), float("nan"), float("nan")
-    idx = np.random.default_rng(seed).integers(0, len(v), size=(n_bootstrap, len(v)))
-    means = v[idx].mean(1)
-    return float(v.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    s = summarize({"x": v}, 1000, 0)
+    return float(s["x"]), float(s["ci"]["x"][0]), float(s["ci"]["x"][1])
 
 
-def _png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+def png_data_uri(fig: Any, dpi: int = 100) -> str:
+    """A matplotlib figure as an embedded ``data:image/png`` URI (the figure is closed)."""
     import matplotlib.pyplot as plt
 
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
@@ -86,7 +88,7 @@ def _curve_plot(c: dict, xlabel: str) -> str:
         ax.grid(alpha=0.3)
     np.atleast_1d(axes)[0].legend(fontsize=8)
     fig.tight_layout()
-    return _png(fig)
+    return png_data_uri(fig)
 
 
 def _verdict(s: dict | None) -> str:

@@ -22,12 +22,9 @@ COLORS = {"raw": "tab:red", "textnorm": "tab:blue"}
 
 
 def _png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
+    from textnorm_t2i.finetune.report import png_data_uri
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return png_data_uri(fig, dpi=90)
 
 
 def _img(uri: str, alt: str, width: int | None = None) -> str:
