@@ -311,3 +311,31 @@ window.addEventListener('load', () => {
     subprocess.run([browser, *flags, "--window-size=1280,2000", f"--screenshot={shot}", page.as_uri()],
                    capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def test_ctrl_c_during_the_pool_then_resume(tmp_path):
+    """SIGINT half-way through generation: one line, exit 130, finished chunks kept; --resume completes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "s.yaml").write_text(TINY.replace("chunk: 16", "chunk: 4"))
+    cmd = [sys.executable, "-m", "textnorm_t2i.cli", "study", "run", "--config", str(tmp_path / "s.yaml"),
+           "--set", f"work={tmp_path / 'w'}", "--set", f"out={tmp_path / 'o'}", "--only", "prompts",
+           "temperatures", "pool"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((tmp_path / "w" / "pool").glob("chunk-*.safetensors")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    lines = [line for line in err.splitlines() if line.startswith("textnorm")]
+    assert proc.returncode == 130 and lines == ["textnorm: interrupted"] and "Traceback" not in err, err[-2000:]
+    assert not (tmp_path / "w" / "stages" / "pool.json").exists()
+    assert not list((tmp_path / "w" / "pool").glob(".*.tmp"))  # no partial chunk left behind
+    done = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(list((tmp_path / "w" / "pool").glob("chunk-*.safetensors"))) == 6  # 6 prompts x 4 samples / 4
