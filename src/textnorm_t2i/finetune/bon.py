@@ -111,7 +111,7 @@ def run_bon(config: BestOfNConfig | dict, progress: bool = True, overwrite: bool
                        labels=prompts).save(f, format="PNG")
         from textnorm_t2i.finetune.report import write_run_report
 
-        write_run_report(out, f"best-of-{n_max}")
+        write_run_report(out, f"best-of-{n_max} by {objective.name}")
     finally:
         run.close()
     return out

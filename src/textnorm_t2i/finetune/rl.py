@@ -255,8 +255,7 @@ def run_rl(config: RLConfig | dict, resume: bool = False, progress: bool = True,
         if main:
             from textnorm_t2i.finetune.report import write_run_report
 
-            write_run_report(out, f"RL (DDPO) on {'+'.join(cfg.reward.names)}"
-                                  f"{' with TextNorm' if cfg.reward.textnorm else ''}")
+            write_run_report(out, f"RL (DDPO) on {model.objective.name}")
     finally:
         run.close()
     return out

@@ -156,8 +156,7 @@ def run_sft(config: SFTConfig | dict, resume: bool = False, progress: bool = Tru
         save_lora_folder(unet, out / "lora")
         from textnorm_t2i.finetune.report import write_run_report
 
-        write_run_report(out, f"reward-weighted SFT on {'+'.join(cfg.reward.names)}"
-                              f"{' with TextNorm' if cfg.reward.textnorm else ''}")
+        write_run_report(out, f"reward-weighted SFT on {model.objective.name}")
         write_json_atomic(out / "data.json", {"generated": len(prompts), "kept": len(keep),
                                               "mean_reward_all": float(rewards_all.mean()),
                                               "mean_reward_kept": float(rewards_all[keep].mean())})
