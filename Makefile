@@ -30,20 +30,21 @@ bench-tia2: install
 	$(BIN)/python benchmarks/tia2_eval.py
 
 bench-overhead: install
-	$(BIN)/python benchmarks/textnorm_overhead.py
+	$(BIN)/python benchmarks/textnorm_overhead.py -o docs/benchmarks/textnorm_overhead.json
 
 bench-oracle: install
 	$(BIN)/python benchmarks/oracle_accuracy.py
 
 bench-generator: install
-	$(BIN)/python benchmarks/generator_validity.py
+	$(BIN)/python benchmarks/generator_validity.py -o docs/generator_validity.json
 
 bench-rl: install
-	$(BIN)/python benchmarks/rl_throughput.py
+	$(BIN)/python benchmarks/rl_throughput.py -o docs/benchmarks/rl_throughput.json
 
-# Every generated README block equals what its command prints (about 2 minutes); readme-update rewrites them.
+# Every generated README block equals what its command prints, every quoted number its record file, and every
+# record file what its command writes now (about 20 minutes); readme-update rewrites the blocks.
 readme-check: install
-	$(BIN)/python tools/readme_check.py
+	$(BIN)/python tools/readme_check.py --records
 
 readme-update: install
 	$(BIN)/python tools/readme_check.py --update

@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,7 +169,8 @@ def main() -> None:
     parser.add_argument("--unet", choices=sorted(UNETS), default="embedded")
     parser.add_argument("--timesteps-per-pass", type=int, default=1,
                         help="our setting for the last lines (1 = the engine's default, one denoising step per call)")
-    parser.add_argument("--also", type=int, nargs="*", default=[5], help="further timesteps_per_pass values to run")
+    parser.add_argument("--also", type=int, nargs="*", default=[2, 5], help="further timesteps_per_pass values to run")
+    parser.add_argument("-o", "--output", help="also write the results as JSON (the README quotes docs/benchmarks/)")
     args = parser.parse_args()
     trl_python = ensure_trl_venv()
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
@@ -209,6 +211,14 @@ def main() -> None:
     k = args.timesteps_per_pass
     print(f"memory ratio {peak[k] / peak['trl']:.2f} (timesteps_per_pass={k})")
     print(f"throughput ratio {rate[k] / rate['trl']:.2f}")
+    if args.output:
+        from textnorm_t2i.io import write_json_atomic
+
+        write_json_atomic(args.output, {
+            "date": time.strftime("%Y-%m-%d"), "settings": vars(args) | {"output": None}, "memory": memory,
+            "samples_per_second": {str(side): v for side, v in rate.items()},
+            "peak_memory_mb": {str(side): v for side, v in peak.items()},
+            "rounds": {str(side): rs for side, rs in runs.items()}})
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ built locally (random weights, ViT-B/32-like proportions at reduced width), plai
 TextNorm over 32 contrastive prompts per image. Both start with an empty text cache, so the
 TextNorm side pays for embedding every contrastive prompt once. The last line is the ratio.
 
-    python benchmarks/textnorm_overhead.py [--repeats 3]
+    python benchmarks/textnorm_overhead.py [--repeats 3] [-o docs/benchmarks/textnorm_overhead.json]
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--contrastive", type=int, default=32)
+    parser.add_argument("-o", "--output", help="also write the results as JSON (the README quotes docs/benchmarks/)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     g = torch.Generator().manual_seed(0)
@@ -76,6 +77,13 @@ def main() -> None:
     if embedded is not None:
         print(f"embedded reward shapes-clip-b, 1024 images at 32x32: TextNorm/plain ratio {embedded:.2f}")
     print(f"TextNorm/plain ratio {min(tn_t) / min(plain_t):.2f}")
+    if args.output:
+        from textnorm_t2i.io import write_json_atomic
+
+        write_json_atomic(args.output, {
+            "date": time.strftime("%Y-%m-%d"), "torch_threads": torch.get_num_threads(), "repeats": args.repeats,
+            "contrastive": args.contrastive, "plain_seconds": min(plain_t), "textnorm_seconds": min(tn_t),
+            "clip_ratio": min(tn_t) / min(plain_t), "embedded_ratio": embedded})
 
 
 def embedded_ratio(repeats: int, contrastive: int) -> float | None:

@@ -48,3 +48,25 @@ def test_readme_counts_the_bad_input_cases():
 
     said = re.search(r"`tests/test_bad_input.py` holds (\d+) such cases", (ROOT / "README.md").read_text())
     assert said and int(said.group(1)) == len(test_bad_input.CASES)
+
+
+def test_readme_quotes_the_numbers_of_its_records():
+    """Numbers quoted in prose (generator validity, the positive-control best-of-n, benchmark ratios) equal the
+    committed record files they come from."""
+    quotes = readme_check.quoted_numbers()
+    assert {q[0] for q in quotes} >= {"docs/generator_validity.json", "docs/diagnosis/bon-perceive-clean-*.csv",
+                                      "docs/benchmarks/textnorm_overhead.json", "docs/benchmarks/rl_throughput.json"}
+    assert readme_check.check_quotes(ROOT / "README.md") == []
+
+
+def test_a_changed_quote_or_record_is_caught(tmp_path, monkeypatch):
+    text = (ROOT / "README.md").read_text()
+    record, quote = readme_check.quoted_numbers()[0]
+    changed = quote.replace(quote.split()[2], "99.9%")
+    (tmp_path / "README.md").write_text(text.replace(quote.split()[2], "99.9%", 1))
+    assert readme_check.check_quotes(tmp_path / "README.md") != [] and changed != quote
+    # The record check itself: a command that reproduces its file passes, one that does not is reported.
+    render = "textnorm diagnose --from-json docs/diagnosis/embedded.json --json -o {out}"
+    monkeypatch.setattr(readme_check, "RECORDS", [("docs/diagnosis/embedded.json", render, ""),
+                                                  ("docs/generator_validity.json", render, "")])
+    assert readme_check.check_records() == ["docs/generator_validity.json"]

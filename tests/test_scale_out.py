@@ -58,3 +58,42 @@ def test_two_processes_write_the_same_bytes_as_one(manifest, tmp_path, command):
     two = _launch(args, tmp_path / "two.jsonl", 2)
     assert two == (tmp_path / "one.jsonl").read_bytes()
     assert len(two.splitlines()) >= 600
+
+
+def test_study_pool_and_scores_sharded_over_two_processes_equal_one(tmp_path):
+    """The study's sharded stages (pool generation, scoring by every objective and the oracle) under `accelerate
+    launch` with 2 processes write the same files, byte for byte, as one process."""
+    from test_study import TINY
+
+    (tmp_path / "study.yaml").write_text(TINY)
+    stages = ["--only", "prompts", "temperatures", "pool", "scores"]
+
+    def files(work):
+        return {p.relative_to(work).as_posix(): p.read_bytes() for p in sorted(work.rglob("*.safetensors"))}
+
+    args = ["study", "run", "--config", str(tmp_path / "study.yaml"), *stages]
+    one = subprocess.run([_textnorm(), *args, "--set", f"work={tmp_path / 'one'}", "--set", f"out={tmp_path / 'o1'}"],
+                         env=_env(), capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu", "--num_cpu_threads_per_process", "1",
+           "-m", "textnorm_t2i.cli", *args, "--set", f"work={tmp_path / 'two'}", "--set", f"out={tmp_path / 'o2'}"]
+    two = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "(2 processes)" in two.stdout and "stages prompts, temperatures, pool, scores done" in two.stderr
+    a, b = files(tmp_path / "one"), files(tmp_path / "two")
+    assert "stages/pool_scores.safetensors" in a and len(a) > 2
+    assert a == b
+    for name in ("prompts", "temperatures", "pool", "scores"):
+        assert (tmp_path / "one" / "stages" / f"{name}.json").read_text() == \
+            (tmp_path / "two" / "stages" / f"{name}.json").read_text()
+
+    # The other stages do not shard: asking for them under accelerate launch is one clear line, nothing run.
+    cmd[-4:] = ["--set", f"work={tmp_path / 'three'}", "--set", f"out={tmp_path / 'o3'}"]
+    bad = subprocess.run(cmd[:cmd.index("--only")] + ["--only", "sft"] + cmd[cmd.index("--only") + 5:], env=_env(),
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0
+    # Each process prints the one line (the launcher then adds its own report of the failed processes).
+    ours = [line for line in bad.stderr.splitlines() if "the study runs only the stages that shard" in line]
+    assert len(ours) == 2 and all(line.startswith("textnorm: error: under accelerate launch") for line in ours), ours
+    assert not (tmp_path / "three").exists()

@@ -73,13 +73,136 @@ def check(readme: Path, update: bool = False, only: str | None = None) -> list[s
     return stale
 
 
+# ------------------------------------------------------------------------------------------- records
+# Files the README's blocks and quoted numbers are read from, each with the command that makes it ({out}: a
+# scratch path). `--records` reruns every command and compares its output with the committed file (keys that
+# measure time are left out of the comparison). About 15 minutes on 2 cores.
+RECORDS = [
+    ("docs/diagnosis/embedded.json",
+     "textnorm diagnose --reward shapes-clip-a --reward shapes-clip-b --reward shapes-pref --reward "
+     "shapes-perceive-clean --reward shapes-perceive-noisy --reward shapes-perceive-looks --json -o {out}", ""),
+    ("docs/generator_validity.json", "python benchmarks/generator_validity.py -o {out}", ""),
+    ("docs/diagnosis/bon-perceive-clean-raw.csv", "textnorm finetune --method bon --config configs/bon.yaml --set "
+     "reward.name=shapes-perceive-clean --set out={out}", "bon.csv"),
+    ("docs/diagnosis/bon-perceive-clean-textnorm.csv", "textnorm finetune --method bon --config configs/bon.yaml "
+     "--set reward.name=shapes-perceive-clean --set reward.textnorm=true --set out={out}", "bon.csv"),
+]
+TIMING_KEYS = {"seconds"}
+
+
+def _without_timings(obj: object) -> object:
+    if isinstance(obj, dict):
+        return {k: _without_timings(v) for k, v in obj.items() if k not in TIMING_KEYS}
+    if isinstance(obj, list):
+        return [_without_timings(v) for v in obj]
+    return obj
+
+
+def check_records() -> list[str]:
+    """The committed record files that their command no longer reproduces."""
+    import json
+    import subprocess
+    import tempfile
+
+    stale = []
+    for path, command, inside in RECORDS:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / ("run" if inside else Path(path).name)
+            argv = shlex.split(command.format(out=out))
+            t0 = time.time()
+            if argv[0] == "textnorm":
+                with contextlib.redirect_stdout(io.StringIO()), contextlib.chdir(ROOT):
+                    from textnorm_t2i.cli import main as textnorm
+
+                    rc = textnorm(argv[1:])
+            else:
+                rc = subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, stdout=subprocess.DEVNULL).returncode
+            if rc:
+                raise SystemExit(f"readme-check: {command!r} exited with {rc}")
+            fresh = (out / inside if inside else out).read_text()
+        committed = (ROOT / path).read_text()
+        if path.endswith(".json"):
+            same = _without_timings(json.loads(fresh)) == _without_timings(json.loads(committed))
+        else:
+            same = fresh == committed
+        print(f"readme-check: {path} {'reproduced' if same else 'DIFFERS'} by {command} ({time.time() - t0:.0f} s)",
+              file=sys.stderr)
+        if not same:
+            stale.append(path)
+    return stale
+
+
+# ------------------------------------------------------------------------------------------- quotes
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def quoted_numbers() -> list[tuple[str, str]]:
+    """``(record, text)``: numbers the README quotes in prose, as they must read given the record files."""
+    import csv
+    import json
+
+    def read(path: str) -> object:
+        return json.loads((ROOT / path).read_text())
+
+    def bon(kind: str) -> dict[int, float]:
+        with (ROOT / f"docs/diagnosis/bon-perceive-clean-{kind}.csv").open() as f:
+            return {int(r["n"]): float(r["gold_alignment"]) for r in csv.DictReader(f)}
+
+    quotes = []
+    v = read("docs/generator_validity.json")
+    quotes.append(("docs/generator_validity.json",
+                   f"aligned counting {_pct(v['counting']['aligned_fraction'])}, composition "
+                   f"{_pct(v['composition']['aligned_fraction'])}, comprehensive "
+                   f"{_pct(v['comprehensive']['aligned_fraction'])}"))
+    raw, tn = bon("raw"), bon("textnorm")
+    quotes.append(("docs/diagnosis/bon-perceive-clean-*.csv",
+                   f"rises from {raw[1]:.3f} (n = 1) to {raw[8]:.3f} (n = 8) and {raw[32]:.3f} (n = 32) with the raw "
+                   f"reward, and to {tn[8]:.3f} (n = 8) and {tn[32]:.3f} (n = 32) with TextNorm"))
+    for path, make in BENCHMARK_QUOTES:
+        if (ROOT / path).is_file():
+            quotes.append((path, make(read(path))))
+    return quotes
+
+
+def _overhead(r: dict) -> str:
+    return (f"a CLIP-architecture reward (256 images at 224 px) {r['clip_ratio']:.2f}×; the embedded shapes-clip-b "
+            f"(1,024 images at 32 px) {r['embedded_ratio']:.2f}×")
+
+
+def _rl_throughput(r: dict) -> str:
+    rate, peak = r["samples_per_second"], r["peak_memory_mb"]
+    return (f"trl {rate['trl']:.2f} samples/s, {peak['trl']:.0f} MB; ours with K=1 {rate['1']:.2f} samples/s "
+            f"(×{rate['1'] / rate['trl']:.2f}), {peak['1']:.0f} MB (×{peak['1'] / peak['trl']:.2f}); K=2 "
+            f"×{rate['2'] / rate['trl']:.2f} at ×{peak['2'] / peak['trl']:.2f} memory; K=5 "
+            f"×{rate['5'] / rate['trl']:.2f} at ×{peak['5'] / peak['trl']:.2f} memory")
+
+
+# Timing benchmarks cannot be rerun to the same numbers; the README quotes their recorded output.
+BENCHMARK_QUOTES = [("docs/benchmarks/textnorm_overhead.json", _overhead),
+                    ("docs/benchmarks/rl_throughput.json", _rl_throughput)]
+
+
+def check_quotes(readme: Path) -> list[str]:
+    """The quoted passages the README does not contain as its records say (whitespace-insensitive)."""
+    text = " ".join(readme.read_text().split())
+    missing = [f"{record}: {quote!r}" for record, quote in quoted_numbers() if " ".join(quote.split()) not in text]
+    for m in missing:
+        print(f"readme-check: README does not quote {m}", file=sys.stderr)
+    return missing
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--update", action="store_true", help="rewrite the blocks that differ")
     parser.add_argument("--only", help="check only the blocks whose command contains this")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--records", action="store_true",
+                        help="also rerun the commands of the record files and compare (about 15 minutes)")
     args = parser.parse_args()
-    stale = check(args.readme, args.update, args.only)
+    stale = check(args.readme, args.update, args.only) + check_quotes(args.readme)
+    if args.records:
+        stale += check_records()
     if stale and not args.update:
         print(f"readme-check: {len(stale)} block(s) differ from their command: {stale} "
               "(make readme-update rewrites them)", file=sys.stderr)

@@ -285,6 +285,22 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
     _check_output(args.output)
     _check_output(args.plot)
+    if bool(args.reward) == bool(args.from_json):
+        raise InputError("give --reward (to diagnose) or --from-json (to render a saved diagnosis), one of the two")
+    if args.from_json:
+        # A saved `--json` result rendered again (as the README's tables are), without rescoring anything.
+        from textnorm_t2i.io import read_json
+
+        saved = read_json(args.from_json)
+        if not isinstance(saved, dict):
+            raise InputError(f"{args.from_json}: not a diagnosis (the output of textnorm diagnose --json)")
+        results = saved if "subsets" not in saved else {saved["reward"]: saved}
+        if not isinstance(results, dict) or not all(isinstance(r, dict) and "subsets" in r for r in results.values()):
+            raise InputError(f"{args.from_json}: not a diagnosis (the output of textnorm diagnose --json)")
+        if args.plot:
+            plot_reliability(results, args.plot)
+        _emit(json.dumps(saved, indent=2) + "\n" if args.json else render_table(results, args.format), args.output)
+        return 0
     results = {}
     for single in args.reward:
         spec = spec_from_cli(single, args.reward_arg)
@@ -554,7 +570,14 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     from textnorm_t2i.study.run import run_study
 
     out = run_study(config, resume=args.resume, overwrite=args.overwrite, only=args.only, redo=args.redo)
-    print(f"report: {out / 'report.html'}", file=sys.stderr)
+    from textnorm_t2i.scoring import is_main_process
+
+    if not is_main_process():
+        return 0
+    if args.only and "report" not in args.only:
+        print(f"stages {', '.join(args.only)} done in {config.work}", file=sys.stderr)
+    else:
+        print(f"report: {out / 'report.html'}", file=sys.stderr)
     return 0
 
 
@@ -726,8 +749,10 @@ def build_parser() -> argparse.ArgumentParser:
     diag = sub.add_parser("diagnose", help="where a reward's signal lives: raw/offset/contrast/margin AUROC, "
                           "contrastive accuracy per perturbation, TextNorm calibration",
                           epilog="example: textnorm diagnose --reward shapes-clip-a --benchmark shapes --json")
-    diag.add_argument("--reward", action="append", required=True, metavar="NAME[=PATH]",
+    diag.add_argument("--reward", action="append", metavar="NAME[=PATH]",
                       help="reward to diagnose (repeatable: one table, one reliability plot)")
+    diag.add_argument("--from-json", metavar="FILE",
+                      help="render a saved diagnosis (the output of --json) instead of diagnosing a reward")
     diag.add_argument("--reward-arg", action="append", metavar="KEY=VALUE", help="extra reward option (repeatable)")
     diag.add_argument("--benchmark", default="shapes", help="benchmark folder with images ('shapes' is shipped)")
     diag.add_argument("--subset", action="append", help="restrict to this subset (repeatable)")

@@ -206,6 +206,9 @@ class RLConfig(FinetuneConfig):
     clip_range: float = option(1e-4, "PPO ratio clip range", min=0, min_exclusive=True)
     adv_clip_max: float = option(5.0, "advantages are clipped to +-this", min=0, min_exclusive=True)
     kl_coef: float = option(0.0, "> 0: DPOK-style KL penalty to the base model", min=0)
+    min_step_std: float = option(0.0, "denoising steps whose policy std is below this take no part in training: "
+                                 "a near-deterministic step's log-probability ratio is hypersensitive and its "
+                                 "gradient swamps the others' (0: train every stochastic step)", min=0)
     grad_clip: float = option(1.0, "gradient norm clip", min=0, min_exclusive=True)
     stat_tracking: StatTrackingConfig = option(StatTrackingConfig(), "per-prompt reward normalisation")
 

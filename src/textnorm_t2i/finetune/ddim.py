@@ -54,8 +54,8 @@ class DDIMPolicy:
         self.eta = eta
         # A step whose sigma is 0 (e.g. from t = 0 with "leading" spacing) is deterministic: it has no
         # log-probability and takes no part in policy-gradient training.
-        self.stochastic = [bool(self.step_distribution(torch.zeros(1), t, torch.zeros(1))[1] > 0)
-                           for t in self.timesteps]
+        self.stds = [float(self.step_distribution(torch.zeros(1), t, torch.zeros(1))[1]) for t in self.timesteps]
+        self.stochastic = [std > 0 for std in self.stds]
 
     def _alphas(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         prev = t - self.step_ratio

@@ -37,3 +37,19 @@ def load_pipeline(name_or_path: str | os.PathLike) -> Any:
         pipe.safety_checker = None
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def load_scheduler_config(name_or_path: str | os.PathLike) -> dict:
+    """The noise scheduler's configuration of a pipeline (read from its folder; no weights load).
+
+    Example:
+        >>> load_scheduler_config("shapes")["prediction_type"]
+        'v_prediction'
+    """
+    from textnorm_t2i.generate.load import shipped_generator_dir
+
+    path = shipped_generator_dir() if str(name_or_path) == "shapes" else Path(name_or_path)
+    config = path / "scheduler" / "scheduler_config.json"
+    if not config.is_file():
+        raise InputError(f"{path}: not a pipeline folder (no scheduler/scheduler_config.json)")
+    return json.loads(config.read_text())

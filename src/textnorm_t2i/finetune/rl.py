@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from textnorm_t2i.errors import InputError
 from textnorm_t2i.finetune.common import (
     RandomStreams,
     adapters_off,
@@ -37,6 +38,7 @@ from textnorm_t2i.finetune.config import RLConfig, as_config
 from textnorm_t2i.finetune.ddim import DDIMPolicy, Trajectory, guided_output, sample_trajectories
 from textnorm_t2i.finetune.evaluation import Evaluator, RunLog
 from textnorm_t2i.finetune.lora import save_lora_folder, trainable_state
+from textnorm_t2i.finetune.models import load_scheduler_config
 from textnorm_t2i.finetune.setup import setup_training
 from textnorm_t2i.finetune.stat_tracking import PromptStatTracker
 from textnorm_t2i.io import write_json_atomic
@@ -106,6 +108,22 @@ def rl_step_loss(unet: Any, policy: DDIMPolicy, batch: RLMinibatch, cfg: RLConfi
     return loss, stats
 
 
+def train_step_indices(policy: DDIMPolicy, min_std: float) -> list[int]:
+    """Indices of the denoising steps trained on: stochastic, with std >= ``min_std``.
+
+    Example:
+        >>> from diffusers import DDPMScheduler
+        >>> policy = DDIMPolicy(DDPMScheduler(prediction_type="epsilon").config, num_steps=4)
+        >>> [round(s, 3) for s in policy.stds], train_step_indices(policy, 0.0), train_step_indices(policy, 0.1)
+        ([0.941, 0.664, 0.01, 0.0], [0, 1, 2], [0, 1])
+    """
+    steps = [j for j, std in enumerate(policy.stds) if std > 0 and std >= min_std]
+    if not steps:
+        raise InputError(f"min_step_std={min_std} leaves no denoising step to train (step stds: "
+                         + ", ".join(f"{s:.3g}" for s in policy.stds) + ")")
+    return steps
+
+
 def _mean_stats(stats: list[dict]) -> dict:
     """Each statistic averaged over the passes of an epoch (NaN when never measured)."""
     out = {}
@@ -142,6 +160,13 @@ def run_rl(config: RLConfig | dict, resume: bool = False, progress: bool = True,
         checkpoint = run.select()
         out, streams = run.folder, RandomStreams(cfg.seed)
 
+        # The denoising steps trained on, in groups of timesteps_per_pass that go through the UNet together.
+        # Deterministic steps have no log-probability; steps with std below min_step_std are left out too (with
+        # 10 steps on the embedded model the step t=100 -> 0 has std 0.006 against 0.15-0.83 for the others:
+        # its ratio is clipped almost at once, and before that its gradient, ~1/std, dominates).
+        # They depend on the scheduler only: checked before any model loads.
+        train_steps = train_step_indices(DDIMPolicy(load_scheduler_config(cfg.generator), cfg.sampling.steps,
+                                                    cfg.sampling.eta), cfg.min_step_std)
         model = setup_training(cfg, accelerator.device, reward)
         unet, params, optimizer, backend = model.unet, model.params, model.optimizer, model.backend
         wrapped, optimizer = accelerator.prepare(unet, optimizer)
@@ -180,9 +205,6 @@ def run_rl(config: RLConfig | dict, resume: bool = False, progress: bool = True,
         t0 = time.time()
         uncond_one = backend.encode([""])
         base_off = adapters_off(unet)
-        # The denoising steps trained on (deterministic ones have no log-probability), in groups of
-        # timesteps_per_pass that go through the UNet together.
-        train_steps = [j for j, stochastic in enumerate(policy.stochastic) if stochastic]
         passes = [train_steps[i:i + cfg.timesteps_per_pass] for i in range(0, len(train_steps), cfg.timesteps_per_pass)]
         bar = tqdm(range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs, desc="rl",
                    disable=not (progress and main))

@@ -34,6 +34,10 @@ from textnorm_t2i.io import write_json_atomic
 from textnorm_t2i.study.config import StudyConfig
 
 STAGES = ("prompts", "temperatures", "pool", "scores", "bon", "map", "base", "sft", "rl", "compare", "report")
+# Stages that split their work across the processes of `accelerate launch` (the rest run in one process).
+SHARDED = ("pool", "scores")
+# Cheap stages the sharded ones need; under `accelerate launch` the main process runs them alone.
+PREREQUISITES = ("prompts", "temperatures")
 
 
 def _log(message: str) -> None:
@@ -50,6 +54,29 @@ class Study:
         self._backend: Any = None
         self._scorer: Any = None
         self.timings: dict[str, float] = {}
+        from textnorm_t2i.scoring import process_rank_world
+
+        self.rank, self.world = process_rank_world()
+        self.main = self.rank == 0
+
+    def barrier(self) -> None:
+        """Wait for every process (a no-op in one process)."""
+        if self.world > 1:
+            from accelerate import PartialState
+
+            PartialState().wait_for_everyone()
+
+    def shard(self, items: list) -> list:
+        """This process's share of ``items``: every world-th one from its rank (all of them in one process)."""
+        return items[self.rank::self.world]
+
+    def gather(self, mine: list) -> list:
+        """Every process's ``mine``, concatenated (``mine`` in one process)."""
+        if self.world == 1:
+            return mine
+        from accelerate.utils import gather_object
+
+        return gather_object(mine)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -80,7 +107,8 @@ class Study:
         return json.loads(path.read_text()) if path.is_file() else None
 
     def save(self, name: str, obj: Any) -> None:
-        write_json_atomic(self.stages / f"{name}.json", obj)
+        if self.main:
+            write_json_atomic(self.stages / f"{name}.json", obj)
 
     @property
     def prompts(self) -> dict:
@@ -156,7 +184,8 @@ class Study:
         folder.mkdir(parents=True, exist_ok=True)
         policy = DDIMPolicy(self.backend.pipe.scheduler.config, pc.steps, eta=pc.eta)
         chunks = self.pool_chunks()
-        for lo, prompts in tqdm(chunks, desc="pool", disable=not self.progress):
+        # Each chunk has its own seed, so a chunk's images do not depend on which process draws it.
+        for lo, prompts in tqdm(self.shard(chunks), desc="pool", disable=not (self.progress and self.main)):
             path = folder / f"chunk-{lo:07d}.safetensors"
             if path.is_file():
                 continue
@@ -165,6 +194,7 @@ class Study:
             images = torch.from_numpy(to_uint8(traj.images)).permute(0, 3, 1, 2).contiguous()
             with atomic_write(path, "wb") as f:
                 f.write(save({"latents": traj.latents[-1].float().cpu().contiguous(), "images": images}))
+        self.barrier()
         self.save("pool", {"chunks": len(chunks), "images": sum(len(p) for _, p in chunks)})
 
     def load_pool(self, key: str) -> torch.Tensor:
@@ -181,9 +211,19 @@ class Study:
 
         images = self.load_pool("images")
         prompts = [q for q in self.flat("train") for _ in range(self.cfg.pool.n_max)]
-        _log(f"scoring {len(images)} pool images by every objective and the oracle")
-        scores = score_uint8(self.scorer, images, prompts)
-        verdicts = judge_images(images, prompts)
+        if self.main:
+            _log(f"scoring {len(images)} pool images by every objective and the oracle"
+                 + (f" ({self.world} processes)" if self.world > 1 else ""))
+        # Batches of 256 (score_uint8's own batch), every world-th one per process: each batch is the same as in
+        # one process, so the gathered numbers are the same.
+        mine = [(lo, score_uint8(self.scorer, images[lo:lo + 256], prompts[lo:lo + 256]),
+                 judge_images(images[lo:lo + 256], prompts[lo:lo + 256]))
+                for lo in self.shard(list(range(0, len(images), 256)))]
+        parts = sorted(self.gather(mine), key=lambda part: part[0])
+        if not self.main:
+            return
+        scores = {k: np.concatenate([part[1][k] for part in parts]) for k in parts[0][1]}
+        verdicts = [v for part in parts for v in part[2]]
         shape = (len(self.flat("train")), self.cfg.pool.n_max)
         tensors = {k: torch.as_tensor(v).reshape(shape) for k, v in scores.items()}
         tensors["gold"] = torch.tensor([float(v["aligned"]) for v in verdicts]).reshape(shape)
@@ -292,14 +332,22 @@ def run_study(config: StudyConfig | dict, resume: bool = False, overwrite: bool 
     from textnorm_t2i.rundir import RunFolder
 
     cfg = config if isinstance(config, StudyConfig) else from_dict(StudyConfig, dict(config), "config")
-    if only:
-        bad = [s for s in only + (redo or []) if s not in STAGES]
-        if bad:
-            raise InputError(f"unknown stage(s) {bad} (stages: {', '.join(STAGES)})")
+    bad = [s for s in (only or []) + (redo or []) if s not in STAGES]
+    if bad:
+        raise InputError(f"unknown stage(s) {bad} (stages: {', '.join(STAGES)})")
+    from textnorm_t2i.scoring import process_rank_world
+
+    rank, world = process_rank_world()
+    if world > 1:
+        unsharded = [s for s in (only or STAGES) if s not in SHARDED + PREREQUISITES]
+        if unsharded:
+            raise InputError(f"under accelerate launch ({world} processes) the study runs only the stages that shard "
+                             f"({', '.join(SHARDED)}) and what they need ({', '.join(PREREQUISITES)}): pass --only "
+                             f"{' '.join(PREREQUISITES + SHARDED)}, then run the rest in one process with --resume")
     from textnorm_t2i.io import check_writable
 
     check_writable(Path(cfg.out) / "report.html")
-    run = RunFolder(cfg.work, cfg, resume=resume, overwrite=overwrite).open()
+    run = RunFolder(cfg.work, cfg, resume=resume, overwrite=overwrite, main=rank == 0).open()
     try:
         saved = run.folder / "config.yaml"
         if resume and saved.is_file():
@@ -309,16 +357,22 @@ def run_study(config: StudyConfig | dict, resume: bool = False, overwrite: bool 
             _check_same_config(saved, StudyConfig, read_yaml(saved), cfg.to_dict())
         run.start()
         study = Study(cfg, progress)
-        study.stages.mkdir(parents=True, exist_ok=True)
+        if study.main:
+            study.stages.mkdir(parents=True, exist_ok=True)
+        study.barrier()
         timings = study.result("timings") or {}
         for stage in STAGES:
             if only and stage not in only:
                 continue
             if study.result(stage) is not None and stage != "report" and stage not in (redo or []):
                 continue
-            _log(f"stage {stage}")
+            if study.main:
+                _log(f"stage {stage}")
             t0 = time.time()
-            getattr(study, f"stage_{stage}")()
+            if stage in SHARDED or study.main:
+                getattr(study, f"stage_{stage}")()
+            # Every process reads the stage's result before the next one starts.
+            study.barrier()
             timings[stage] = round(time.time() - t0 + (timings.get(stage, 0.0) if stage in ("sft", "rl") else 0), 1)
             study.save("timings", timings)
             if on_stage:
