@@ -124,7 +124,7 @@ cfg = {"seed": 0, "generator": args["pipe"], "out": args["out"],
        "lora": {"rank": 4, "alpha": 4, "targets": ["to_k", "to_q", "to_v", "to_out.0"]},
        "epochs": args["epochs"], "batch_size": args["batch"], "train_batch_size": args["train_batch"],
        "lr": args["lr"], "clip_range": 1e-4, "checkpoint_every": 10**6, "eval": {"every": 0},
-       "log": {"tensorboard": False}, "timesteps_per_pass": args["timesteps_per_pass"]}
+       "log": {"report_to": ["csv"]}, "timesteps_per_pass": args["timesteps_per_pass"]}
 t = time.perf_counter(); run_rl(cfg, progress=False); seconds = time.perf_counter() - t
 print(json.dumps({"samples": args["epochs"] * args["batch"], "seconds": seconds,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

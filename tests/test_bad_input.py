@@ -35,6 +35,7 @@ def files(tmp_path, monkeypatch):
     (tmp_path / "typo.yaml").write_text("epochz: 3\nlr: 0.001\n")
     (tmp_path / "broken.yaml").write_text("epochs: [1, 2\n")
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    (tmp_path / "list.json").write_text("[1, 2]\n")
     (tmp_path / "adir.png").mkdir()
     (tmp_path / "dev.png").symlink_to("/dev/null")
     (tmp_path / "notanimage.png").write_text("hello")
@@ -199,6 +200,12 @@ CASES = [
     # diagnosis and the new rewards
     ("diagnose-unknown-reward", ["diagnose", "--reward", "nope", "-o", "{dir}/d.txt"], "unknown reward 'nope'",
      ["d.txt"]),
+    ("diagnose-nothing-to-do", ["diagnose", "-o", "{dir}/d.txt"], "give --reward (to diagnose) or --from-json",
+     ["d.txt"]),
+    ("diagnose-from-json-not-json", ["diagnose", "--from-json", "{dir}/typo.yaml", "-o", "{dir}/d.txt"],
+     "malformed JSON", ["d.txt"]),
+    ("diagnose-from-json-not-a-diagnosis", ["diagnose", "--from-json", "{dir}/list.json", "-o", "{dir}/d.txt"],
+     "not a diagnosis", ["d.txt"]),
     ("diagnose-temperature-zero", ["diagnose", "--reward", "shapes-clip-a", "--temperature", "0"], "> 0", []),
     ("diagnose-clean-prompts-zero", ["diagnose", "--reward", "shapes-clip-a", "--clean-prompts", "0"], "between 1",
      []),

@@ -159,10 +159,69 @@ def quoted_numbers() -> list[tuple[str, str]]:
     quotes.append(("docs/diagnosis/bon-perceive-clean-*.csv",
                    f"rises from {raw[1]:.3f} (n = 1) to {raw[8]:.3f} (n = 8) and {raw[32]:.3f} (n = 32) with the raw "
                    f"reward, and to {tn[8]:.3f} (n = 8) and {tn[32]:.3f} (n = 32) with TextNorm"))
+    quotes += prose_quotes()
     for path, make in BENCHMARK_QUOTES:
         if (ROOT / path).is_file():
             quotes.append((path, make(read(path))))
     return quotes
+
+
+def _span(values: list[float], digits: int = 2) -> str:
+    return f"{min(values):.{digits}f}–{max(values):.{digits}f}"
+
+
+def _table_rows(command: str) -> list[list[str]]:
+    """The data rows of the README's generated markdown table of ``command`` (itself checked against it)."""
+    body = next(m.group("body") for m in blocks((ROOT / "README.md").read_text()) if m.group("cmd") == command)
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in body.splitlines()
+            if line.startswith("|") and not line.startswith("|---")]
+    return [r for r in rows if r[0] != "subset"]
+
+
+def prose_quotes() -> list[tuple[str, str]]:
+    """Summary numbers the README's prose takes from its generated tables and record files."""
+    import json
+
+    quotes = []
+    info = _json_of("textnorm tia2 info --benchmark shapes --json")
+    aligned = {subset: row["aligned_fraction"] for subset, row in info.items()}
+    quotes.append(("textnorm tia2 info --benchmark shapes", f"Aligned fractions (majority vote): counting "
+                   f"{aligned['counting']:.3f}, composition {aligned['composition']:.3f}, comprehensive "
+                   f"{aligned['comprehensive']:.3f}"))
+    table = _table_rows("textnorm world benchmark table --benchmark shapes --format markdown")
+    auroc = {(r[0], r[1]): float(r[3].split()[0]) for r in table}
+    proxies = [v for (_, model), v in auroc.items() if model in ("shapes-clip-a", "shapes-clip-b")]
+    best = max(((model, v) for (subset, model), v in auroc.items() if subset == "composition"), key=lambda x: x[1])
+    quotes.append(("the misalignment table", f"far from perfect (AUROC {_span(proxies)})"))
+    quotes.append(("the misalignment table", f"helps a little on composition (best: the "
+                   f"{best[0].replace('ensemble-mean(textnorm)', 'mean ensemble')}, {best[1]:.3f})"))
+    learned = ("shapes-clip-a", "shapes-clip-b", "shapes-pref")
+    diag = json.loads((ROOT / "docs/diagnosis/embedded.json").read_text())
+    rows = [(name, row) for name in learned for row in diag[name]["subsets"].values()]
+    relation = [row["contrastive_accuracy"][w]["relation"]["accuracy"] for _, row in rows
+                for w in ("clean", "generated") if row["contrastive_accuracy"][w]["relation"]["pairs"]]
+    quotes.append(("docs/diagnosis/embedded.json", f"informative but far from perfect (AUROC "
+                   f"{_span([row['auroc']['raw']['mean'] for _, row in rows])}), weakest at counting and at spatial "
+                   f"relations (relation-swap accuracy {_span(relation)}, chance is 0.5)"))
+    quotes.append(("docs/diagnosis/embedded.json",
+                   f"contrast {_span([row['auroc']['contrast']['mean'] for _, row in rows])})"))
+    clean = [row["auroc"][part]["mean"] for row in diag["shapes-perceive-clean"]["subsets"].values()
+             for part in ("raw", "contrast")]
+    quotes.append(("docs/diagnosis/embedded.json", f"reaches {_span(clean)} raw and contrast on every subset"))
+    proxies_table = _table_rows("textnorm world benchmark table --benchmark shapes --reward shapes-clip-a --reward "
+                                "shapes-clip-b --reward shapes-pref --oracle --format markdown")
+    comp = {r[1]: float(r[3].split()[0]) for r in proxies_table if r[0] == "composition"}
+    tn = [v for m, v in comp.items() if m.startswith("textnorm(")]
+    raw = [v for m, v in comp.items() if m in learned]
+    quotes.append(("the ORACLE misalignment table", f"roughly ties the raw proxies ({_span(tn, 3)} against "
+                   f"{_span(raw, 3)})"))
+    return quotes
+
+
+def _json_of(command: str) -> dict:
+    import json
+
+    return json.loads(run(command))
 
 
 def _overhead(r: dict) -> str:
