@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench bench-tia2 bench-overhead bench-oracle bench-generator bench-rl readme-check readme-update clean
+.PHONY: install demo test lint bench bench-tia2 bench-overhead bench-oracle bench-generator bench-rl bench-rl-snr readme-check readme-update clean
 
 install: $(STAMP)
 
@@ -40,6 +40,11 @@ bench-generator: install
 
 bench-rl: install
 	$(BIN)/python benchmarks/rl_throughput.py -o docs/benchmarks/rl_throughput.json
+
+# Signal in one DDPO gradient (about 7 minutes per reward).
+bench-rl-snr: install
+	$(BIN)/python benchmarks/rl_gradient_snr.py -o docs/benchmarks/rl_gradient_snr.json
+	$(BIN)/python benchmarks/rl_gradient_snr.py --reward redness -o docs/benchmarks/rl_gradient_snr_redness.json
 
 # Every generated README block equals what its command prints, every quoted number its record file, and every
 # record file what its command writes now (about 20 minutes); readme-update rewrites the blocks.

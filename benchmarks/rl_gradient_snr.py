@@ -68,6 +68,21 @@ def cosines(grads: list[torch.Tensor], k: int) -> list[float]:
     return [float(a @ b / (a.norm() * b.norm())) for i, a in enumerate(sums) for b in sums[i + 1:]]
 
 
+def samples_for_cosine(cosine: float, samples: int, target: float = 0.5) -> float:
+    """Samples per gradient at which two independent batch gradients would have cosine ``target``, from the
+    cosine measured at ``samples`` (the mean of n samples: cos = |mu|^2 / (|mu|^2 + tr(Sigma) / n)); inf if no
+    signal was measured.
+
+    Example:
+        >>> round(samples_for_cosine(0.2, 64))
+        256
+    """
+    if cosine <= 0:
+        return float("inf")
+    signal_to_noise = cosine / ((1 - cosine) * samples)  # |mu|^2 / tr(Sigma) of one sample
+    return target / ((1 - target) * signal_to_noise)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reward", default="shapes-clip-a", help="a reward name, or 'redness'")
@@ -106,6 +121,8 @@ def main() -> None:
         print(f"{size * k:>22} {len(c_real):>6} {np.mean(c_real):>+11.3f} ±{np.std(c_real):.3f} "
               f"{np.mean(c_ctrl):>+11.3f} ±{np.std(c_ctrl):.3f}")
         k *= 2
+    needed = samples_for_cosine(rows[0]["cosine_mean"], rows[0]["samples"])
+    print(f"samples per gradient for cosine 0.5 (from the {rows[0]['samples']}-sample cosine): {needed:.0f}")
     print(f"gradient norm over every stochastic step / over steps with std >= {args.min_step_std}: "
           f"{norm_ratio:.1f} (same batches)")
     if args.output:
@@ -114,6 +131,7 @@ def main() -> None:
         write_json_atomic(args.output, {"date": time.strftime("%Y-%m-%d"), "reward": args.reward,
                                         "settings": vars(args) | {"output": None}, "rows": rows,
                                         "all_steps_gradient_norm_ratio": norm_ratio,
+                                        "samples_for_cosine_0.5": needed,
                                         "seconds": round(time.time() - t0, 1)})
 
 

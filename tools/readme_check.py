@@ -215,6 +215,17 @@ def prose_quotes() -> list[tuple[str, str]]:
     raw = [v for m, v in comp.items() if m in learned]
     quotes.append(("the ORACLE misalignment table", f"roughly ties the raw proxies ({_span(tn, 3)} against "
                    f"{_span(raw, 3)})"))
+    from textnorm_t2i.finetune.ddim import DDIMPolicy
+    from textnorm_t2i.finetune.models import load_scheduler_config
+
+    stds = [x for x in DDIMPolicy(load_scheduler_config("shapes"), 10).stds if x > 0]
+    quotes.append(("the embedded generator's scheduler", f"the step from t = 100 has σ = {stds[-1]:.3f} against "
+                   f"{_span(stds[:-1])} for the others"))
+    study = json.loads((ROOT / "docs/study/results.json").read_text())
+    top = max(study["map"]["look_weights"])
+    gains = [c["difference"]["mean"] for c in study["map"]["cells"] if c["w"] == top]
+    quotes.append(("docs/study/results.json", f"(look weight {top:g}, offset AUROC ≈ 0.5), best-of-16 by TextNorm is "
+                   f"{_span(gains)} more often aligned than by the raw reward"))
     return quotes
 
 
@@ -237,9 +248,31 @@ def _rl_throughput(r: dict) -> str:
             f"×{rate['5'] / rate['trl']:.2f} at ×{peak['5'] / peak['trl']:.2f} memory")
 
 
+def _rl_snr(r: dict) -> str:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from rl_gradient_snr import samples_for_cosine
+
+    rows = r["rows"]
+    first, rest = rows[0], rows[1:]
+    per_batch = f"{r['settings']['prompts']} prompts × {r['settings']['per_prompt']} samples per batch"
+    text = (f"with {r['reward']} ({per_batch}) "
+            f"the cosine between two batches' gradients is {first['cosine_mean']:+.3f} ± {first['cosine_sd']:.3f} "
+            f"({first['pairs']} pairs; control {first['control_mean']:+.3f} ± {first['control_sd']:.3f}) at "
+            f"{first['samples']} samples")
+    text += "".join(f", {row['cosine_mean']:+.3f} (control {row['control_mean']:+.3f}) at {row['samples']}"
+                    for row in rest)
+    needed = samples_for_cosine(first["cosine_mean"], first["samples"])
+    return (text + f"; at this rate two gradients agree to cosine 0.5 only at about {round(needed, -2):,.0f} samples "
+            f"each. Over every stochastic step, the near-deterministic one included, the gradient has "
+            f"{r['all_steps_gradient_norm_ratio']:.0f} times the norm it has without it (min_step_std "
+            f"{r['settings']['min_step_std']:g})")
+
+
 # Timing benchmarks cannot be rerun to the same numbers; the README quotes their recorded output.
 BENCHMARK_QUOTES = [("docs/benchmarks/textnorm_overhead.json", _overhead),
-                    ("docs/benchmarks/rl_throughput.json", _rl_throughput)]
+                    ("docs/benchmarks/rl_throughput.json", _rl_throughput),
+                    ("docs/benchmarks/rl_gradient_snr.json", _rl_snr),
+                    ("docs/benchmarks/rl_gradient_snr_redness.json", _rl_snr)]
 
 
 def check_quotes(readme: Path) -> list[str]:
