@@ -20,7 +20,7 @@ demo: install
 	$(BIN)/textnorm demo
 
 test: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/python -m pytest -q
 
 bench: bench-tia2

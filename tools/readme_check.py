@@ -215,6 +215,8 @@ def prose_quotes() -> list[tuple[str, str]]:
     raw = [v for m, v in comp.items() if m in learned]
     quotes.append(("the ORACLE misalignment table", f"roughly ties the raw proxies ({_span(tn, 3)} against "
                    f"{_span(raw, 3)})"))
+    models = ROOT / "src" / "textnorm_t2i" / "data" / "models"
+    quotes += _model_quotes(models)
     from textnorm_t2i.finetune.ddim import DDIMPolicy
     from textnorm_t2i.finetune.models import load_scheduler_config
 
@@ -227,6 +229,46 @@ def prose_quotes() -> list[tuple[str, str]]:
     quotes.append(("docs/study/results.json", f"(look weight {top:g}, offset AUROC ≈ 0.5), best-of-16 by TextNorm is "
                    f"{_span(gains)} more often aligned than by the raw reward"))
     return quotes
+
+
+def _model_quotes(models: Path) -> list[tuple[str, str]]:
+    """Numbers the README gives about the shipped models, from their training records and weights."""
+    import csv
+    import json
+    import statistics
+
+    from safetensors import safe_open
+
+    with (models / "shapes-generator" / "train_log.csv").open() as f:
+        log = [(int(r["step"]), float(r["seconds"])) for r in csv.DictReader(f)]
+    per_step = statistics.median((b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(log, log[1:]))
+    config = json.loads((models / "shapes-generator" / "training.json").read_text())["config"]
+    params = 0
+    for path in (models / "shapes-generator" / "unet").glob("*.safetensors"):
+        with safe_open(path, "pt") as f:
+            params += sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
+    pref = json.loads((models / "shapes-pref" / "data.json").read_text())
+    with (models / "shapes-pref" / "train_log.csv").open() as f:
+        last_step = [int(r["step"]) for r in csv.DictReader(f)][-1]
+    record = "src/textnorm_t2i/data/models/"
+    return [
+        (record + "shapes-generator", f"`UNet2DConditionModel`, {params / 1e6:.0f}M parameters"),
+        (record + "shapes-generator", f"({config['steps']:,} steps × batch {config['batch_size']}; "
+                                      f"{log[-1][1] / 60:.0f} minutes on 2 CPU cores, median {per_step:.2f} s "
+                                      "per step"),
+        (record + "shapes-pref", f"configs/reward-pref.yaml`, {pref['seconds_total']:.0f} s on this CPU"),
+        (record + "shapes-pref", f"on {pref['comparisons']:,} simulated comparisons of generator samples "
+                                 f"({pref['prompts']} prompts"),
+        (record + "shapes-pref", f"(held-out comparison accuracy {pref['heldout_accuracy_before']:.3f} → "
+                                 f"{pref['heldout_accuracy']:.3f}, best step {pref['best_step']} of {last_step} run)"),
+    ]
+
+
+def _numel(shape: list[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
 
 
 def _json_of(command: str) -> dict:
