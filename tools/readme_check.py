@@ -188,6 +188,13 @@ def prose_quotes() -> list[tuple[str, str]]:
     quotes.append(("textnorm tia2 info --benchmark shapes", f"Aligned fractions (majority vote): counting "
                    f"{aligned['counting']:.3f}, composition {aligned['composition']:.3f}, comprehensive "
                    f"{aligned['comprehensive']:.3f}"))
+    real = _json_of("textnorm tia2 info --json")
+    quotes.append(("textnorm tia2 info", f"({real['counting']['evaluated_prompts']} counting, "
+                   f"{real['composition']['evaluated_prompts']} composition, "
+                   f"{real['comprehensive']['evaluated_prompts']} comprehensive prompts)"))
+    built = json.loads((ROOT / "src/textnorm_t2i/data/benchmarks/shapes/benchmark.json").read_text())
+    quotes.append(("src/textnorm_t2i/data/benchmarks/shapes/benchmark.json",
+                   f"built in {built['seconds'] / 60:.1f} minutes on 2 CPU cores"))
     table = _table_rows("textnorm world benchmark table --benchmark shapes --format markdown")
     auroc = {(r[0], r[1]): float(r[3].split()[0]) for r in table}
     proxies = [v for (_, model), v in auroc.items() if model in ("shapes-clip-a", "shapes-clip-b")]
@@ -205,6 +212,8 @@ def prose_quotes() -> list[tuple[str, str]]:
                    f"relations (relation-swap accuracy {_span(relation)}, chance is 0.5)"))
     quotes.append(("docs/diagnosis/embedded.json",
                    f"contrast {_span([row['auroc']['contrast']['mean'] for _, row in rows])})"))
+    quotes.append(("docs/diagnosis/embedded.json", f"It took {_span([r['seconds'] for r in diag.values()], 0)} s "
+                   "per reward on TIA2-Shapes"))
     clean = [row["auroc"][part]["mean"] for row in diag["shapes-perceive-clean"]["subsets"].values()
              for part in ("raw", "contrast")]
     quotes.append(("docs/diagnosis/embedded.json", f"reaches {_span(clean)} raw and contrast on every subset"))
