@@ -47,7 +47,7 @@ bench-rl-snr: install
 	$(BIN)/python benchmarks/rl_gradient_snr.py --reward redness -o docs/benchmarks/rl_gradient_snr_redness.json
 
 # Every generated README block equals what its command prints, every quoted number its record file, and every
-# record file what its command writes now (about 20 minutes); readme-update rewrites the blocks.
+# record file what its command writes now (33 minutes here); readme-update rewrites the blocks.
 readme-check: install
 	$(BIN)/python tools/readme_check.py --records
 

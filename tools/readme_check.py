@@ -76,7 +76,7 @@ def check(readme: Path, update: bool = False, only: str | None = None) -> list[s
 # ------------------------------------------------------------------------------------------- records
 # Files the README's blocks and quoted numbers are read from, each with the command that makes it ({out}: a
 # scratch path). `--records` reruns every command and compares its output with the committed file (keys that
-# measure time are left out of the comparison). About 15 minutes on 2 cores.
+# measure time are left out of the comparison). About 30 minutes on 2 cores.
 RECORDS = [
     ("docs/diagnosis/embedded.json",
      "textnorm diagnose --reward shapes-clip-a --reward shapes-clip-b --reward shapes-pref --reward "
@@ -341,7 +341,7 @@ def main() -> int:
     parser.add_argument("--only", help="check only the blocks whose command contains this")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     parser.add_argument("--records", action="store_true",
-                        help="also rerun the commands of the record files and compare (about 15 minutes)")
+                        help="also rerun the commands of the record files and compare (about 30 minutes)")
     args = parser.parse_args()
     stale = check(args.readme, args.update, args.only) + check_quotes(args.readme)
     if args.records:
