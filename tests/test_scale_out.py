@@ -93,7 +93,9 @@ def test_study_pool_and_scores_sharded_over_two_processes_equal_one(tmp_path):
     bad = subprocess.run(cmd[:cmd.index("--only")] + ["--only", "sft"] + cmd[cmd.index("--only") + 5:], env=_env(),
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0
-    # Each process prints the one line (the launcher then adds its own report of the failed processes).
+    # Each process prints the one line, unless the launcher stops it first when the other one has exited (the
+    # launcher then adds its own report of the failed processes).
     ours = [line for line in bad.stderr.splitlines() if "the study runs only the stages that shard" in line]
-    assert len(ours) == 2 and all(line.startswith("textnorm: error: under accelerate launch") for line in ours), ours
+    assert 1 <= len(ours) <= 2, bad.stderr[-3000:]
+    assert all(line.startswith("textnorm: error: under accelerate launch") for line in ours), ours
     assert not (tmp_path / "three").exists()
