@@ -18,11 +18,13 @@ import argparse
 import contextlib
 import difflib
 import io
+import math
 import re
 import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"(<!-- generated: (?P<cmd>.+?) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
@@ -111,14 +113,11 @@ def check_records() -> list[str]:
             argv = shlex.split(command.format(out=out))
             t0 = time.time()
             if argv[0] == "textnorm":
-                with contextlib.redirect_stdout(io.StringIO()), contextlib.chdir(ROOT):
-                    from textnorm_t2i.cli import main as textnorm
-
-                    rc = textnorm(argv[1:])
+                run(shlex.join(argv))  # in this process; exits on failure
             else:
                 rc = subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, stdout=subprocess.DEVNULL).returncode
-            if rc:
-                raise SystemExit(f"readme-check: {command!r} exited with {rc}")
+                if rc:
+                    raise SystemExit(f"readme-check: {command!r} exited with {rc}")
             fresh = (out / inside if inside else out).read_text()
         committed = (ROOT / path).read_text()
         if path.endswith(".json"):
@@ -133,6 +132,13 @@ def check_records() -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------- quotes
+def _read(path: str) -> Any:
+    """A JSON record of the repository."""
+    from textnorm_t2i.io import read_json
+
+    return read_json(ROOT / path)
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
@@ -140,17 +146,13 @@ def _pct(x: float) -> str:
 def quoted_numbers() -> list[tuple[str, str]]:
     """``(record, text)``: numbers the README quotes in prose, as they must read given the record files."""
     import csv
-    import json
-
-    def read(path: str) -> object:
-        return json.loads((ROOT / path).read_text())
 
     def bon(kind: str) -> dict[int, float]:
         with (ROOT / f"docs/diagnosis/bon-perceive-clean-{kind}.csv").open() as f:
             return {int(r["n"]): float(r["gold_alignment"]) for r in csv.DictReader(f)}
 
     quotes = []
-    v = read("docs/generator_validity.json")
+    v = _read("docs/generator_validity.json")
     quotes.append(("docs/generator_validity.json",
                    f"aligned counting {_pct(v['counting']['aligned_fraction'])}, composition "
                    f"{_pct(v['composition']['aligned_fraction'])}, comprehensive "
@@ -162,7 +164,7 @@ def quoted_numbers() -> list[tuple[str, str]]:
     quotes += prose_quotes()
     for path, make in BENCHMARK_QUOTES:
         if (ROOT / path).is_file():
-            quotes.append((path, make(read(path))))
+            quotes.append((path, make(_read(path))))
     return quotes
 
 
@@ -180,8 +182,6 @@ def _table_rows(command: str) -> list[list[str]]:
 
 def prose_quotes() -> list[tuple[str, str]]:
     """Summary numbers the README's prose takes from its generated tables and record files."""
-    import json
-
     quotes = []
     info = _json_of("textnorm tia2 info --benchmark shapes --json")
     aligned = {subset: row["aligned_fraction"] for subset, row in info.items()}
@@ -192,7 +192,7 @@ def prose_quotes() -> list[tuple[str, str]]:
     quotes.append(("textnorm tia2 info", f"({real['counting']['evaluated_prompts']} counting, "
                    f"{real['composition']['evaluated_prompts']} composition, "
                    f"{real['comprehensive']['evaluated_prompts']} comprehensive prompts)"))
-    built = json.loads((ROOT / "src/textnorm_t2i/data/benchmarks/shapes/benchmark.json").read_text())
+    built = _read("src/textnorm_t2i/data/benchmarks/shapes/benchmark.json")
     quotes.append(("src/textnorm_t2i/data/benchmarks/shapes/benchmark.json",
                    f"built in {built['seconds'] / 60:.1f} minutes on 2 CPU cores"))
     table = _table_rows("textnorm world benchmark table --benchmark shapes --format markdown")
@@ -203,7 +203,7 @@ def prose_quotes() -> list[tuple[str, str]]:
     quotes.append(("the misalignment table", f"helps a little on composition (best: the "
                    f"{best[0].replace('ensemble-mean(textnorm)', 'mean ensemble')}, {best[1]:.3f})"))
     learned = ("shapes-clip-a", "shapes-clip-b", "shapes-pref")
-    diag = json.loads((ROOT / "docs/diagnosis/embedded.json").read_text())
+    diag = _read("docs/diagnosis/embedded.json")
     rows = [(name, row) for name in learned for row in diag[name]["subsets"].values()]
     relation = [row["contrastive_accuracy"][w]["relation"]["accuracy"] for _, row in rows
                 for w in ("clean", "generated") if row["contrastive_accuracy"][w]["relation"]["pairs"]]
@@ -232,7 +232,7 @@ def prose_quotes() -> list[tuple[str, str]]:
     stds = [x for x in DDIMPolicy(load_scheduler_config("shapes"), 10).stds if x > 0]
     quotes.append(("the embedded generator's scheduler", f"the step from t = 100 has σ = {stds[-1]:.3f} against "
                    f"{_span(stds[:-1])} for the others"))
-    study = json.loads((ROOT / "docs/study/results.json").read_text())
+    study = _read("docs/study/results.json")
     top = max(study["map"]["look_weights"])
     gains = [c["difference"]["mean"] for c in study["map"]["cells"] if c["w"] == top]
     quotes.append(("docs/study/results.json", f"(look weight {top:g}, offset AUROC ≈ 0.5), best-of-16 by TextNorm is "
@@ -243,7 +243,6 @@ def prose_quotes() -> list[tuple[str, str]]:
 def _model_quotes(models: Path) -> list[tuple[str, str]]:
     """Numbers the README gives about the shipped models, from their training records and weights."""
     import csv
-    import json
     import statistics
 
     from safetensors import safe_open
@@ -251,12 +250,12 @@ def _model_quotes(models: Path) -> list[tuple[str, str]]:
     with (models / "shapes-generator" / "train_log.csv").open() as f:
         log = [(int(r["step"]), float(r["seconds"])) for r in csv.DictReader(f)]
     per_step = statistics.median((b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(log, log[1:]))
-    config = json.loads((models / "shapes-generator" / "training.json").read_text())["config"]
+    config = _read("src/textnorm_t2i/data/models/shapes-generator/training.json")["config"]
     params = 0
     for path in (models / "shapes-generator" / "unet").glob("*.safetensors"):
         with safe_open(path, "pt") as f:
-            params += sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
-    pref = json.loads((models / "shapes-pref" / "data.json").read_text())
+            params += sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    pref = _read("src/textnorm_t2i/data/models/shapes-pref/data.json")
     with (models / "shapes-pref" / "train_log.csv").open() as f:
         last_step = [int(r["step"]) for r in csv.DictReader(f)][-1]
     record = "src/textnorm_t2i/data/models/"
@@ -271,13 +270,6 @@ def _model_quotes(models: Path) -> list[tuple[str, str]]:
         (record + "shapes-pref", f"(held-out comparison accuracy {pref['heldout_accuracy_before']:.3f} → "
                                  f"{pref['heldout_accuracy']:.3f}, best step {pref['best_step']} of {last_step} run)"),
     ]
-
-
-def _numel(shape: list[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def _json_of(command: str) -> dict:

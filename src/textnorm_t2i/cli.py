@@ -292,22 +292,17 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         from textnorm_t2i.io import read_json
 
         saved = read_json(args.from_json)
-        if not isinstance(saved, dict):
-            raise InputError(f"{args.from_json}: not a diagnosis (the output of textnorm diagnose --json)")
-        results = saved if "subsets" not in saved else {saved["reward"]: saved}
+        results = {saved["reward"]: saved} if isinstance(saved, dict) and "subsets" in saved else saved
         if not isinstance(results, dict) or not all(isinstance(r, dict) and "subsets" in r for r in results.values()):
             raise InputError(f"{args.from_json}: not a diagnosis (the output of textnorm diagnose --json)")
-        if args.plot:
-            plot_reliability(results, args.plot)
-        _emit(json.dumps(saved, indent=2) + "\n" if args.json else render_table(results, args.format), args.output)
-        return 0
-    results = {}
-    for single in args.reward:
-        spec = spec_from_cli(single, args.reward_arg)
-        res = diagnose(spec, args.benchmark, args.subset, temperature=args.temperature,
-                       clean_per_subset=args.clean_prompts, seed=args.seed,
-                       perturbation_tests=not args.no_perturbations)
-        results[res["reward"] if len(args.reward) == 1 else single] = res
+    else:
+        results = {}
+        for single in args.reward:
+            spec = spec_from_cli(single, args.reward_arg)
+            res = diagnose(spec, args.benchmark, args.subset, temperature=args.temperature,
+                           clean_per_subset=args.clean_prompts, seed=args.seed,
+                           perturbation_tests=not args.no_perturbations)
+            results[res["reward"] if len(args.reward) == 1 else single] = res
     if args.plot:
         plot_reliability(results, args.plot)
     text = json.dumps(results if len(results) > 1 else next(iter(results.values())), indent=2) + "\n" \

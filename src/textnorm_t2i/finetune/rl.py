@@ -165,13 +165,12 @@ def run_rl(config: RLConfig | dict, resume: bool = False, progress: bool = True,
         # 10 steps on the embedded model the step t=100 -> 0 has std 0.006 against 0.15-0.83 for the others:
         # its ratio is clipped almost at once, and before that its gradient, ~1/std, dominates).
         # They depend on the scheduler only: checked before any model loads.
-        train_steps = train_step_indices(DDIMPolicy(load_scheduler_config(cfg.generator), cfg.sampling.steps,
-                                                    cfg.sampling.eta), cfg.min_step_std)
+        policy = DDIMPolicy(load_scheduler_config(cfg.generator), cfg.sampling.steps, cfg.sampling.eta)
+        train_steps = train_step_indices(policy, cfg.min_step_std)
         model = setup_training(cfg, accelerator.device, reward)
         unet, params, optimizer, backend = model.unet, model.params, model.optimizer, model.backend
         wrapped, optimizer = accelerator.prepare(unet, optimizer)
         tracker = PromptStatTracker(cfg.stat_tracking.buffer_size, cfg.stat_tracking.min_count)
-        policy = DDIMPolicy(model.pipe.scheduler.config, cfg.sampling.steps, cfg.sampling.eta)
         evaluate = main and cfg.eval.every > 0  # every = 0: no evaluation (e.g. for throughput runs)
         evaluator = None
         if evaluate:
