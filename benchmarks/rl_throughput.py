@@ -171,8 +171,10 @@ def main() -> None:
                         help="our setting for the last lines (1 = the engine's default, one denoising step per call)")
     parser.add_argument("--also", type=int, nargs="*", default=[2, 5], help="further timesteps_per_pass values to run")
     parser.add_argument("-o", "--output", help="also write the results as JSON (the README quotes docs/benchmarks/)")
+    parser.add_argument("--without-trl", action="store_true",
+                        help="our side only, no ratios (a smoke test that needs no trl environment)")
     args = parser.parse_args()
-    trl_python = ensure_trl_venv()
+    trl_python = sys.executable if args.without_trl else ensure_trl_venv()
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                PYTHONPATH=str(ROOT / "src"), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
     if args.device == "cpu":
@@ -180,7 +182,7 @@ def main() -> None:
     elif not torch_cuda_available():
         raise SystemExit("--device cuda: no CUDA device is visible")
     ks = sorted({args.timesteps_per_pass, *args.also})
-    runs: dict = {"trl": [], **{k: [] for k in ks}}
+    runs: dict = {**({} if args.without_trl else {"trl": []}), **{k: [] for k in ks}}
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([str(trl_python), "-c", BUILD, tmp, json.dumps(UNETS[args.unet])], check=True, env=env,
                        capture_output=True)
@@ -189,7 +191,9 @@ def main() -> None:
                   "device": args.device}
         # Rounds alternate the sides, so that a slow spell of this shared machine hits them alike.
         for r in range(args.repeats):
-            runs["trl"].append(run_side(str(trl_python), TRL_SIDE, {**common, "out": str(Path(tmp) / f"trl{r}")}, env))
+            if not args.without_trl:
+                runs["trl"].append(run_side(str(trl_python), TRL_SIDE, {**common, "out": str(Path(tmp) / f"trl{r}")},
+                                            env))
             for k in ks:
                 runs[k].append(run_side(sys.executable, OURS_SIDE, {**common, "out": str(Path(tmp) / f"ours{k}-{r}"),
                                                                     "timesteps_per_pass": k}, env))
@@ -204,6 +208,10 @@ def main() -> None:
     # On a GPU the memory that matters is the accelerator's: peak allocated CUDA memory.
     memory = "peak_cuda_mb" if args.device == "cuda" else "peak_rss_mb"
     peak = {side: max(r[memory] for r in rs) for side, rs in runs.items()}
+    if args.without_trl:
+        for k in ks:
+            print(f"{f'textnorm, timesteps_per_pass={k}':>34}: {rate[k]:.2f} samples/s, peak memory {peak[k]:.0f} MB")
+        return
     print(f"{'trl 0.23.1 DDPOTrainer':>34}: {rate['trl']:.2f} samples/s, peak memory {peak['trl']:.0f} MB")
     for k in ks:
         print(f"{f'textnorm, timesteps_per_pass={k}':>34}: {rate[k]:.2f} samples/s, peak memory {peak[k]:.0f} MB; "

@@ -11,7 +11,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from processes import start_held
 from textnorm_t2i.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,31 +28,42 @@ BON = str(ROOT / "configs" / "bon.yaml")
 STUDY = str(ROOT / "configs" / "study.yaml")
 
 
+@pytest.fixture(scope="session")
+def _inputs(tmp_path_factory):
+    """The inputs the cases refer to, made once per session (each test gets its own copy)."""
+    root = tmp_path_factory.mktemp("inputs")
+    (root / "typo.yaml").write_text("epochz: 3\nlr: 0.001\n")
+    (root / "broken.yaml").write_text("epochs: [1, 2\n")
+    (root / "list.yaml").write_text("- 1\n- 2\n")
+    (root / "list.json").write_text("[1, 2]\n")
+    (root / "adir.png").mkdir()
+    (root / "dev.png").symlink_to("/dev/null")
+    (root / "notanimage.png").write_text("hello")
+    Image.new("RGB", (5000, 4000)).save(root / "huge.png")
+    Image.new("RGB", (32, 32)).save(root / "black.png")
+    (root / "nan.jsonl").write_text('{"subset": "counting", "image": "image_0_0_0.jpg", "score": NaN}\n')
+    (root / "manifest.csv").write_text("image,prompt\nmissing.png,a red circle\n")
+    (root / "prompts.txt").write_text("a red circle\n")
+    (root / "notrun").mkdir()
+    (root / "notrun" / "precious.txt").write_text("mine")
+    (root / "busy").mkdir()
+    (root / "busy" / "config.yaml").write_text("seed: 0\n")
+    (root / "studied").mkdir()  # a study work folder made with seed 7
+    (root / "studied" / "config.yaml").write_text("seed: 7\n")
+    (root / "samples").mkdir()
+    (root / "samples" / "sample_000.png").write_bytes(b"")
+    return root
+
+
 @pytest.fixture
-def files(tmp_path, monkeypatch):
+def files(_inputs, tmp_path, monkeypatch):
     """A working folder with the inputs the cases refer to, as ``{name}`` placeholders."""
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "typo.yaml").write_text("epochz: 3\nlr: 0.001\n")
-    (tmp_path / "broken.yaml").write_text("epochs: [1, 2\n")
-    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
-    (tmp_path / "list.json").write_text("[1, 2]\n")
-    (tmp_path / "adir.png").mkdir()
-    (tmp_path / "dev.png").symlink_to("/dev/null")
-    (tmp_path / "notanimage.png").write_text("hello")
-    Image.new("RGB", (5000, 4000)).save(tmp_path / "huge.png")
-    Image.new("RGB", (32, 32)).save(tmp_path / "black.png")
-    (tmp_path / "nan.jsonl").write_text('{"subset": "counting", "image": "image_0_0_0.jpg", "score": NaN}\n')
-    (tmp_path / "manifest.csv").write_text("image,prompt\nmissing.png,a red circle\n")
-    (tmp_path / "prompts.txt").write_text("a red circle\n")
-    (tmp_path / "notrun").mkdir()
-    (tmp_path / "notrun" / "precious.txt").write_text("mine")
-    (tmp_path / "busy").mkdir()
-    (tmp_path / "busy" / "config.yaml").write_text("seed: 0\n")
-    (tmp_path / "studied").mkdir()  # a study work folder made with seed 7
-    (tmp_path / "studied" / "config.yaml").write_text("seed: 7\n")
-    (tmp_path / "samples").mkdir()
-    (tmp_path / "samples" / "sample_000.png").write_bytes(b"")
-    return tmp_path
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(_inputs, work, symlinks=True)
+    monkeypatch.chdir(work)
+    return work
 
 
 # (id, argv, expected text in the message, paths that must not exist afterwards)
@@ -111,7 +122,7 @@ CASES = [
     ("out-not-empty", ["finetune", "--method", "rl", "--config", RL, "--set", "out={dir}/busy"],
      "folder is not empty", []),
     ("overwrite-foreign-folder", ["finetune", "--method", "rl", "--config", RL, "--set", "out={dir}/notrun",
-                                  "--overwrite"], "not a textnorm run folder", []),
+                                  "--overwrite"], "not a folder made by a textnorm run", []),
     ("resume-from-missing", ["finetune", "--method", "rl", "--config", RL, "--set", "out={dir}/busy",
                              "--resume-from", "{dir}/nockpt"], "no such checkpoint folder", []),
     ("generator-missing", ["finetune", "--method", "rl", "--config", RL, "--set", "out={dir}/fresh",
@@ -303,8 +314,10 @@ def test_bad_input_is_one_line_and_leaves_nothing(case, files, capsys):
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
 
 
-def test_case_count():
-    assert len(CASES) >= 60
+def test_every_case_has_its_own_id_and_a_message_to_match():
+    """An empty expected message would match any error line: every case must name what its error says."""
+    assert len({c[0] for c in CASES}) == len(CASES)
+    assert all(c[2].strip() for c in CASES), [c[0] for c in CASES if not c[2].strip()]
 
 
 def test_disk_full_leaves_no_file(files, capsys, monkeypatch):
@@ -413,16 +426,13 @@ def tiny_rl_config(tmp_path, epochs, checkpoint_every, eval):
             "eval": {**eval, "prompts": ["a red circle"], "steps": 2}}
 
 
+@pytest.mark.slow
 def test_sigint_stops_at_a_safe_point_and_the_run_resumes(tmp_path):
     cfg = tiny_rl_config(tmp_path, epochs=200, checkpoint_every=1000, eval={"every": 1000})
     (tmp_path / "rl.yaml").write_text(yaml.safe_dump(cfg))
     cmd = [sys.executable, "-m", "textnorm_t2i.cli", "finetune", "--method", "rl", "--config",
            str(tmp_path / "rl.yaml")]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (tmp_path / "run" / "config.yaml").exists():
-        time.sleep(0.1)
-    time.sleep(1.0)
+    proc, _ = start_held(cmd, _env(), "rl:epoch:2")  # the run waits after its 2nd epoch until signalled
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -430,8 +440,9 @@ def test_sigint_stops_at_a_safe_point_and_the_run_resumes(tmp_path):
     assert len(lines) == 1 and "stopped by SIGINT" in lines[0] and "--resume" in lines[0], err
     assert "Traceback" not in err
     checkpoints = sorted((tmp_path / "run").glob("checkpoint-*"))
-    assert len(checkpoints) == 1 and not (tmp_path / "run" / "lora" / "adapter_model.safetensors").exists()
-    stopped_at = int(checkpoints[0].name.split("-")[1])
+    assert [c.name for c in checkpoints] == ["checkpoint-2"]  # stopped at the epoch it was signalled in
+    assert not (tmp_path / "run" / "lora" / "adapter_model.safetensors").exists()
+    stopped_at = 2
     # Resume for two more epochs (epochs may change on resume) and finish.
     done = subprocess.run(cmd + ["--resume", "--set", f"epochs={stopped_at + 2}"], env=_env(), capture_output=True,
                           text=True, timeout=300)
@@ -440,6 +451,7 @@ def test_sigint_stops_at_a_safe_point_and_the_run_resumes(tmp_path):
     assert (tmp_path / "run" / "lora" / "adapter_model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
     from textnorm_t2i.finetune.rl import run_rl
     cfg = tiny_rl_config(tmp_path, epochs=3, checkpoint_every=1, eval={"every": 1})

@@ -93,6 +93,7 @@ def write_random_scores(path, bench, models=("a", "b"), fmt="jsonl", levels=7, s
     return truth
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 def test_eval_matches_independent_implementation(capsys, bench, tmp_path, fmt):
     f = tmp_path / f"scores.{fmt}"

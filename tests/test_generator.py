@@ -3,6 +3,7 @@
 import csv
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
@@ -44,6 +45,7 @@ def test_training_batches_are_a_pure_function_of_seed_and_step():
             parse(caption)
 
 
+@pytest.mark.slow
 def test_trainer_resume_equals_an_uninterrupted_run(tmp_path):
     cfg = {"seed": 1, "steps": 4, "batch_size": 4, "warmup_steps": 2, "checkpoint_every": 2, "log_every": 1,
            "sample_prompts": ["a red circle", "two squares"], "model": TINY}
@@ -60,6 +62,9 @@ def test_trainer_resume_equals_an_uninterrupted_run(tmp_path):
     seconds = [float(r["seconds"]) for r in rows]
     assert seconds == sorted(seconds)  # the clock carries over the resume
     ShapesPipeline.from_pretrained(parts)  # the final EMA pipeline loads
+    from textnorm_t2i.rundir import clearable_entries
+
+    assert clearable_entries(tmp_path / "parts", "generator")  # all it wrote is declared (--overwrite may clear it)
 
 
 def test_generate_cli_grid_and_folder(tmp_path, capsys):

@@ -54,5 +54,8 @@ def test_pref_trainer_runs_and_writes_a_loadable_reward(tmp_path):
     summary = json.loads((out / "data.json").read_text())
     assert summary["comparisons"] == 3 * 3 and summary["flip"] == 0.1
     assert not (out / ".lock").exists()
+    from textnorm_t2i.rundir import clearable_entries
+
+    assert clearable_entries(out, "reward")  # all it wrote is declared (--overwrite may clear it)
     reward = load_reward("shapes-clip-a", str(out))
     assert reward.name == "shapes-pref" and reward(torch.rand(1, 3, 32, 32), ["a red circle"]).shape == (1,)

@@ -108,6 +108,7 @@ def test_offline_load_fails_with_one_clear_message(tmp_path, monkeypatch):
     assert "\n" not in msg and "HF_HUB_OFFLINE" in msg and "hf download someone/no-such-clip" in msg
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec", ["clip=/nonexistent/clip", "pickscore=./no/such/model", "clip=openai/not-cached"])
 def test_cli_missing_model_is_one_line_within_seconds(spec):
     """No hub retries: a missing folder, or an uncached id with HF_HUB_OFFLINE=1, fails in one line, fast."""

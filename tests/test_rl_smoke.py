@@ -3,12 +3,15 @@
 import csv
 from pathlib import Path
 
+import pytest
+
 from textnorm_t2i.finetune.config import load_finetune_config
 from textnorm_t2i.finetune.rl import run_rl
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_rl_smoke_raises_the_optimised_reward(tmp_path):
     cfg = load_finetune_config("rl", ROOT / "configs" / "rl-smoke.yaml", [f"out={tmp_path / 'rl-smoke'}"])
     out = run_rl(cfg, progress=False)

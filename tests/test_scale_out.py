@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test starts processes
+
 SHAPES = Path(__file__).resolve().parents[1] / "src" / "textnorm_t2i" / "data" / "benchmarks" / "shapes"
 
 

@@ -223,13 +223,19 @@ def tiny_study(tmp_path_factory):
     return folder, cfg, pool_files, ran
 
 
+@pytest.mark.slow
 def test_tiny_study_resumes_without_redoing_stages(tiny_study):
+    from textnorm_t2i.rundir import clearable_entries
+
     folder, _, pool_files, ran = tiny_study
+    assert clearable_entries(folder / "work", "study")  # all it wrote is declared (--overwrite may clear it)
+    assert sorted(p.name for p in (folder / "out").iterdir()) == ["report.html", "results.json", "samples.jsonl"]
     assert "pool" not in ran and "bon" not in ran
     assert {"map", "base", "sft", "rl", "compare", "report"} <= set(ran)
     assert {p: p.stat().st_mtime_ns for p in (folder / "work" / "pool").iterdir()} == pool_files
 
 
+@pytest.mark.slow
 def test_tiny_study_results_are_complete(tiny_study):
     import json
 
@@ -245,7 +251,7 @@ def test_tiny_study_results_are_complete(tiny_study):
     lines = (out / "samples.jsonl").read_text().splitlines()
     sample = json.loads(lines[0])
     assert {"prompt", "sample", "scores", "aligned", "reasons", "model"} <= set(sample)
-    n_eval = len(json.loads((folder / "work" / "stages" / "prompts.json").read_text())["eval"]["counting"]) * 3
+    n_eval = len(results["prompts"]["eval"]["counting"]) * 3
     assert len(lines) % (n_eval * cfg.eval.samples_per_prompt) == 0
     rl = results["rl"]
     assert set(rl) == set(cfg.rl.objectives)
@@ -255,6 +261,7 @@ def test_tiny_study_results_are_complete(tiny_study):
     assert set(results["compare"]) >= {"bon", "sft", "rl", "checkpoint_selection"}
 
 
+@pytest.mark.slow
 def test_tiny_study_report_is_self_contained(tiny_study):
     import re
 
@@ -268,6 +275,7 @@ def test_tiny_study_report_is_self_contained(tiny_study):
         assert heading in html, heading
 
 
+@pytest.mark.slow
 def test_report_loads_in_headless_chromium(tiny_study, tmp_path):
     """Every image decodes and the page logs no error, in a real browser (required in CI)."""
     import os
@@ -313,29 +321,121 @@ window.addEventListener('load', () => {
     assert shot.is_file() and shot.stat().st_size > 10_000
 
 
-def test_ctrl_c_during_the_pool_then_resume(tmp_path):
-    """SIGINT half-way through generation: one line, exit 130, finished chunks kept; --resume completes it."""
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_during_the_pool_then_resume(tmp_path, signum):
+    """SIGINT (or SIGTERM) half-way through generation: one line, exit 130, finished chunks kept; --resume
+    completes it."""
     import os
     import signal
     import subprocess
     import sys
-    import time
+
+    from processes import start_held
 
     (tmp_path / "s.yaml").write_text(TINY.replace("chunk: 16", "chunk: 4"))
     cmd = [sys.executable, "-m", "textnorm_t2i.cli", "study", "run", "--config", str(tmp_path / "s.yaml"),
            "--set", f"work={tmp_path / 'w'}", "--set", f"out={tmp_path / 'o'}", "--only", "prompts",
            "temperatures", "pool"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and not list((tmp_path / "w" / "pool").glob("chunk-*.safetensors")):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc, _ = start_held(cmd, env, "pool:4")  # waits after writing its second chunk (flat index 4)
+    proc.send_signal(getattr(signal, signum))
     _, err = proc.communicate(timeout=120)
     lines = [line for line in err.splitlines() if line.startswith("textnorm")]
     assert proc.returncode == 130 and lines == ["textnorm: interrupted"] and "Traceback" not in err, err[-2000:]
     assert not (tmp_path / "w" / "stages" / "pool.json").exists()
     assert not list((tmp_path / "w" / "pool").glob(".*.tmp"))  # no partial chunk left behind
+    assert len(list((tmp_path / "w" / "pool").glob("chunk-*.safetensors"))) == 2  # the finished chunks are kept
     done = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(list((tmp_path / "w" / "pool").glob("chunk-*.safetensors"))) == 6  # 6 prompts x 4 samples / 4
+
+
+# ------------------------------------------------------------------------- resumes that must not lie or lose work
+def _copy_of(tiny_study, tmp_path, **overrides):
+    """The tiny study's work folder copied (so the fixture stays intact), with its config pointed at the copy."""
+    import shutil
+
+    from textnorm_t2i.study.config import load_study_config
+
+    folder, _, _, _ = tiny_study
+    shutil.copytree(folder / "work", tmp_path / "work", symlinks=True)
+    sets = [f"work={tmp_path / 'work'}", f"out={tmp_path / 'out'}"] + [f"{k}={v}" for k, v in overrides.items()]
+    return load_study_config(str(folder / "study.yaml"), sets)
+
+
+@pytest.mark.slow
+def test_a_resume_with_changed_settings_of_a_finished_stage_is_refused(tiny_study, tmp_path):
+    from textnorm_t2i.errors import InputError
+    from textnorm_t2i.study.run import run_study
+
+    cfg = _copy_of(tiny_study, tmp_path, **{"rl.lr": 0.5})
+    stages = tmp_path / "work" / "stages"
+    before = {p.name: p.read_bytes() for p in stages.iterdir()}
+    with pytest.raises(InputError, match=r"stage\(s\) rl compare ran with other settings \(rl.lr: 0.003 -> 0.5"):
+        run_study(cfg, resume=True, progress=False)
+    assert {p.name: p.read_bytes() for p in stages.iterdir()} == before
+    assert not (tmp_path / "out").exists()
+    # The record of each stage carries the settings it ran with (what the report can print).
+    from textnorm_t2i.study.run import Study
+
+    assert Study(cfg).record("rl")["settings"]["rl.lr"] == 0.003
+
+
+@pytest.mark.slow
+def test_a_wrong_or_corrupt_stage_record_is_run_again(tiny_study, tmp_path):
+    from textnorm_t2i.study.run import Study, run_study
+
+    cfg = _copy_of(tiny_study, tmp_path)
+    stages = tmp_path / "work" / "stages"
+    good = Study(cfg).result("bon")
+    (stages / "bon.json").write_text("{}")
+    (stages / "timings.json").write_text("[1, 2")
+    assert Study(cfg).result("bon") is None and Study(cfg).result("timings") is None
+    ran = []
+    run_study(cfg, resume=True, progress=False, only=["bon"], on_stage=lambda s, t: ran.append(s))
+    assert ran == ["bon"] and Study(cfg).result("bon") == good
+
+
+@pytest.mark.slow
+def test_a_truncated_pool_chunk_is_found_and_drawn_again(tiny_study, tmp_path):
+    from textnorm_t2i.study.run import Study, run_study
+
+    cfg = _copy_of(tiny_study, tmp_path)
+    chunk = sorted((tmp_path / "work" / "pool").glob("chunk-*.safetensors"))[0]
+    whole = chunk.read_bytes()
+    with open(chunk, "r+b") as f:
+        f.truncate(100)
+    scores = tmp_path / "work" / "stages" / "pool_scores.safetensors"
+    scores.write_bytes(scores.read_bytes()[:-10])
+    study = Study(cfg)
+    assert study.result("pool") is None and study.result("scores") is None  # their artefacts changed
+    run_study(cfg, resume=True, progress=False, only=["pool", "scores"])
+    assert chunk.read_bytes() == whole  # the chunk's own seed draws the same images again
+    assert Study(cfg).result("scores") is not None
+
+
+@pytest.mark.slow
+def test_two_studies_cannot_write_one_report_folder(tiny_study, tmp_path):
+    from textnorm_t2i.errors import InputError
+    from textnorm_t2i.rundir import RunLock
+    from textnorm_t2i.study.run import run_study
+
+    cfg = _copy_of(tiny_study, tmp_path)
+    with RunLock(tmp_path / "out"):  # another study writing its report there
+        with pytest.raises(InputError, match="another run"):
+            run_study(cfg, resume=True, progress=False, only=["report"])
+
+
+def test_only_a_stage_whose_inputs_are_missing_or_a_redo_it_ignores_is_refused(tmp_path):
+    from textnorm_t2i.errors import InputError
+    from textnorm_t2i.study.config import load_study_config
+    from textnorm_t2i.study.run import run_study
+
+    (tmp_path / "s.yaml").write_text(TINY)
+    cfg = load_study_config(str(tmp_path / "s.yaml"), [f"work={tmp_path / 'w'}", f"out={tmp_path / 'o'}"])
+    with pytest.raises(InputError, match="stage bon needs scores, not done yet"):
+        run_study(cfg, progress=False, only=["bon"])
+    with pytest.raises(InputError, match="--redo pool: not among the --only stages"):
+        run_study(cfg, progress=False, only=["bon"], redo=["pool"])
+    assert not (tmp_path / "w").exists() and not (tmp_path / "o").exists()  # a plain rerun is not blocked

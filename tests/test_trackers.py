@@ -41,6 +41,7 @@ def test_csv_and_tensorboard_get_the_same_values(tmp_path):
     assert [e.step for e in events.Scalars("gold_alignment")] == [0]  # NaN is not logged
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_is_written(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")

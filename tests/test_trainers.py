@@ -35,15 +35,31 @@ def test_prompts_and_a_callable_reward_replace_the_config(tmp_path):
         RLTrainer({"out": str(tmp_path / "r")}, reward=42)
 
 
-def test_best_of_n_with_a_callable_reward_runs(tmp_path):
-    def redness(images, prompts):
-        return images[:, 0].mean(dim=(1, 2)) - images[:, 1:].mean(dim=(1, 2, 3))
+def test_best_of_n_with_a_callable_reward_ranks_by_it(tmp_path):
+    """Every score the callable returns is recorded: best-of-1 is their mean, best-of-4 the mean over prompts of
+    each prompt's best (4 samples each), so the curve is made from the callable's own numbers."""
+    seen: list[tuple[str, float]] = []
 
+    def redness(images, prompts):
+        scores = images[:, 0].mean(dim=(1, 2)) - images[:, 1:].mean(dim=(1, 2, 3))
+        seen.extend(zip(prompts, scores.tolist()))
+        return scores
+
+    prompts = ["a red circle", "a blue square"]
     out = BestOfN({"out": str(tmp_path / "b"), "n_max": 4, "ns": [1, 4], "sampling": {"steps": 2}},
-                  reward=redness, prompts=["a red circle", "a blue square"], progress=False).train()
+                  reward=redness, prompts=prompts, progress=False).train()
     import csv
 
     rows = list(csv.DictReader((out / "bon.csv").open()))
     assert [int(r["n"]) for r in rows] == [1, 4]
-    assert float(rows[1]["objective"]) >= float(rows[0]["objective"])  # the best of 4 by the reward scores higher
+    per_prompt = {p: [v for q, v in seen if q == p] for p in prompts}
+    assert all(len(v) == 4 for v in per_prompt.values()), seen
+    assert float(rows[0]["objective"]) == pytest.approx(sum(v for _, v in seen) / len(seen), abs=1e-6)
+    assert float(rows[1]["objective"]) == pytest.approx(sum(max(v) for v in per_prompt.values()) / 2, abs=1e-6)
     assert (out / "report.html").is_file() and (out / "bon_samples.jsonl").is_file()
+
+
+def test_a_bare_string_is_not_a_list_of_prompts(tmp_path):
+    with pytest.raises(InputError, match="not a single string"):
+        RLTrainer({"out": str(tmp_path / "r")}, prompts="redcircle")
+    assert not (tmp_path / "r").exists()

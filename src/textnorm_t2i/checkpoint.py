@@ -82,6 +82,19 @@ def save_checkpoint(folder: str | os.PathLike, modules: dict[str, torch.nn.Modul
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    try:
+        _write_checkpoint(tmp, modules, optimizer, scheduler, state)
+    except BaseException:  # a full disk or Ctrl-C: no half-written checkpoint is left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return folder
+
+
+def _write_checkpoint(tmp: Path, modules: dict, optimizer: torch.optim.Optimizer | None, scheduler: Any,
+                      state: dict | None) -> None:
     weights = {}
     for name, module in modules.items():
         sd = module.state_dict() if isinstance(module, torch.nn.Module) else module
@@ -98,10 +111,6 @@ def save_checkpoint(folder: str | os.PathLike, modules: dict[str, torch.nn.Modul
     extra.update(rng_tensors)
     save_file(extra, tmp / "optimizer.safetensors")
     (tmp / "state.json").write_text(json.dumps(meta, indent=1, default=str))
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
-    return folder
 
 
 class Checkpoint:

@@ -70,12 +70,16 @@ def float_in(lo: float, hi: float | None = None, lo_exclusive: bool = False):
     return parse
 
 
-def _check_output(output: str | None) -> None:
-    """Fail before any work when ``-o`` cannot be written."""
+def _check_output(output: str | None, *inputs: str | None) -> None:
+    """Fail before any work when ``-o`` cannot be written, or is one of the command's input files (the output
+    would replace what the command reads)."""
     if output:
         from textnorm_t2i.io import check_writable
 
-        check_writable(output)
+        target = check_writable(output)
+        for given in inputs:
+            if given and target.exists() and Path(given).exists() and target.samefile(given):
+                raise InputError(f"{output}: is also the input; write the output to another file")
 
 
 def _emit(text: str, output: str | None) -> None:
@@ -130,7 +134,7 @@ def cmd_tia2_eval(args: argparse.Namespace) -> int:
     from textnorm_t2i.bench.report import render
     from textnorm_t2i.bench.scores_file import read_scores
 
-    _check_output(args.output)
+    _check_output(args.output, args.scores)
     scores, subsets = read_scores(args.scores, args.benchmark)
     results: dict = {}
     notes = []
@@ -180,7 +184,7 @@ def _write_jsonl(path: str, rows: list[dict]) -> None:
 def cmd_score(args: argparse.Namespace) -> int:
     from textnorm_t2i.scoring import is_main_process, read_manifest, score_files
 
-    _check_output(args.output)
+    _check_output(args.output, args.manifest)
     pairs = read_manifest(args.manifest)
     reward = _reward_from_args(args)
     scores, skipped = score_files(reward, [p for p, _ in pairs], [q for _, q in pairs],
@@ -316,6 +320,7 @@ def cmd_prompts_generate(args: argparse.Namespace) -> int:
     from textnorm_t2i.io import write_json_atomic
     from textnorm_t2i.prompts.files import read_prompt_list
 
+    _check_output(args.output, args.input)
     prompts = read_prompt_list(args.input)
     if args.method == "rules":
         from textnorm_t2i.prompts.rules import rule_sets
@@ -456,7 +461,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
         load_lora_folder(pipe.unet, args.lora)
     images = pipe([args.prompt] * args.n, seed=args.seed, num_inference_steps=args.steps,
-                  guidance_scale=args.guidance).images
+                  guidance_scale=args.guidance, progress=args.n >= 64).images  # many samples: show the steps
     if suffix:
         with atomic_write(out, "wb") as f:
             image_grid(images, rows=max(1, round(len(images) ** 0.5)), scale=4).save(f, format=IMAGE_SUFFIXES[suffix])
@@ -472,7 +477,7 @@ def cmd_world_benchmark_build(args: argparse.Namespace) -> int:
     from textnorm_t2i.study.benchmark import build_shapes_benchmark
 
     out = build_shapes_benchmark(args.output, args.prompts_per_subset, args.samples, args.seed, args.model,
-                                 args.steps)
+                                 args.steps, overwrite=args.overwrite)
     print(f"TIA2-Shapes written to {out}", file=sys.stderr)
     return 0
 
@@ -591,7 +596,15 @@ def cmd_study_summary(args: argparse.Namespace) -> int:
     path = Path(args.results)
     if not path.is_file():
         raise InputError(f"{path}: no such file (a study's results.json; run textnorm study run first)")
-    print(summary_markdown(read_json(path)), end="")
+    results = read_json(path)
+    expected = ("config", "prompts", "bon")
+    if not isinstance(results, dict) or any(k not in results for k in expected):
+        raise InputError(f"{path}: not a study's results.json (expected an object with {', '.join(expected)}, ...)")
+    try:
+        text = summary_markdown(results)
+    except (KeyError, TypeError, IndexError, ValueError, AttributeError) as e:  # a file the study did not write
+        raise InputError(f"{path}: not a complete study's results.json ({type(e).__name__}: {e})") from None
+    print(text, end="")
     return 0
 
 
@@ -815,6 +828,7 @@ def build_parser() -> argparse.ArgumentParser:
     wbb.add_argument("--seed", type=int, default=0, help="seed of prompts, images and annotators")
     wbb.add_argument("--steps", type=int_in(1, 1000), default=20, help="DDIM steps")
     wbb.add_argument("--model", default="shapes", help="generator: 'shapes' (shipped) or a pipeline folder")
+    wbb.add_argument("--overwrite", action="store_true", help="replace an earlier benchmark build in DIR")
     wbb.set_defaults(func=cmd_world_benchmark_build)
     wbt = wbsub.add_parser("table", help="proxy rewards, TextNorm (CV) and ensembles on a benchmark")
     wbt.add_argument("--benchmark", default="shapes")
@@ -928,6 +942,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         print(f"textnorm: error: {where}{e.strerror or type(e).__name__}", file=sys.stderr)
         return 2
+    finally:
+        _close_process_group()
+
+
+def _close_process_group() -> None:
+    """Under ``accelerate launch``, leave the process group before exit: torn down by the interpreter's exit
+    instead, gloo's threads can abort the process ("terminate called without an active exception")."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -118,6 +118,44 @@ def type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases (``*name``): a config never needs them, and nested aliases
+    expand exponentially (a 700-byte "billion laughs" file would take gigabytes and minutes)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"aliases (*{event.anchor}) are not allowed in a config; "
+                                              "write the value out", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def load_yaml_text(text: str) -> Any:
+    """YAML text parsed safely and without aliases (raises ``yaml.YAMLError``).
+
+    Example:
+        >>> load_yaml_text("a: 1")
+        {'a': 1}
+        >>> load_yaml_text("a: &x [1]\\nb: *x")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        yaml.composer.ComposerError: aliases (*x) are not allowed in a config; write the value out
+        ...
+    """
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages about values of any size.
+
+    Example:
+        >>> shown(list(range(100)), 40)
+        '[0, 1, 2, 3, 4, 5, 6… (390 characters)'
+    """
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:max(limit - 20, 10)]}… ({len(text)} characters)"
+
+
 class _Reject(Exception):
     """A value that does not fit a type (internal; turned into an InputError with its location)."""
 
@@ -138,45 +176,45 @@ def _convert(value: Any, tp: Any, meta: dict | None = None) -> Any:
                 errors.append(str(e))
         if len(errors) == 1 or numeric:  # one candidate, or a number: its own message is the clearest
             raise _Reject(errors[-1])
-        raise _Reject(f"expected {type_name(tp)}, got {value!r}")
+        raise _Reject(f"expected {type_name(tp)}, got {shown(value)}")
     if origin is Literal:
         if value not in args:
-            raise _Reject(f"expected one of {', '.join(map(str, args))}, got {value!r}")
+            raise _Reject(f"expected one of {', '.join(map(str, args))}, got {shown(value)}")
         return value
     if origin is list:
         if isinstance(value, (str, dict)) or not isinstance(value, (list, tuple)):
-            raise _Reject(f"expected a list, got {value!r}")
+            raise _Reject(f"expected a list, got {shown(value)}")
         return [_convert(v, args[0], meta) for v in value]
     if origin is dict:
         if not isinstance(value, dict):
-            raise _Reject(f"expected a mapping, got {value!r}")
+            raise _Reject(f"expected a mapping, got {shown(value)}")
         return {_convert(k, args[0]): _convert(v, args[1], meta) for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
-            raise _Reject(f"expected true or false, got {value!r}")
+            raise _Reject(f"expected true or false, got {shown(value)}")
         return value
     if tp is int:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise _Reject(f"expected an integer, got {value!r}")
+            raise _Reject(f"expected an integer, got {shown(value)}")
         return _in_range(value, meta)
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
             try:
                 value = float(value)
             except ValueError:
-                raise _Reject(f"expected a number, got {value!r}") from None
+                raise _Reject(f"expected a number, got {shown(value)}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _Reject(f"expected a number, got {value!r}")
+            raise _Reject(f"expected a number, got {shown(value)}")
         if not math.isfinite(value):
-            raise _Reject(f"expected a finite number, got {value!r}")
+            raise _Reject(f"expected a finite number, got {shown(value)}")
         return _in_range(float(value), meta)
     if tp is str:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
         if not isinstance(value, str):
-            raise _Reject(f"expected a string, got {value!r}")
+            raise _Reject(f"expected a string, got {shown(value)}")
         return value
     raise TypeError(f"unsupported config type {tp!r}")  # a programming error, not bad input
 
@@ -263,7 +301,9 @@ def _override(cls: type, data: dict, item: str) -> dict:
     if not sep or not dotted:
         raise InputError(f"{where}: expected KEY=VALUE (e.g. --set lr=1e-4)")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = load_yaml_text(text) if text.strip() else None
+    except yaml.composer.ComposerError as e:
+        raise InputError(f"{where}: {e.problem}") from None
     except yaml.YAMLError:
         value = text
     parts = dotted.split(".")
@@ -302,7 +342,7 @@ def read_yaml(path: str | os.PathLike) -> dict:
     """
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = load_yaml_text(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"{p}: config file not found") from None
     except IsADirectoryError:
@@ -450,5 +490,5 @@ def config_differences(cls: type, saved: dict, current: dict) -> list[str]:
         if key not in a and key in defaults and b.get(key) == defaults[key]:
             continue  # a key added to the config since the run started, at its default: same run
         if a.get(key) != b.get(key):
-            out.append(f"{key}: {a.get(key)!r} -> {b.get(key)!r}")
+            out.append(f"{key}: {shown(a.get(key))} -> {shown(b.get(key))}")
     return out

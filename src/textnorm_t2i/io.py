@@ -171,6 +171,32 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         f.write(text)
 
 
+def file_digest(path: str | os.PathLike, missing_ok: bool = False) -> dict | None:
+    """``{"bytes": size, "sha256": hex}`` of a file, to tell later that it is the file that was written (None
+    for a missing file with ``missing_ok``).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.bin"
+        >>> _ = p.write_bytes(b"abc")
+        >>> file_digest(p)["bytes"], file_digest(p)["sha256"][:8]
+        (3, 'ba7816bf')
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+            size = f.tell()
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise
+    return {"bytes": size, "sha256": h.hexdigest()}
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
     """Write ``obj`` as JSON to ``path`` atomically.
 

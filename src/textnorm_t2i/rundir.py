@@ -1,7 +1,10 @@
 """Run folders that cannot be corrupted: one run per folder, resumed only into the run it belongs to.
 
-- A run refuses a non-empty folder unless told to ``resume`` (continue) or ``overwrite`` (start clean;
-  only a folder that holds a textnorm run's ``config.yaml`` is ever cleared).
+- A run refuses a non-empty folder unless told to ``resume`` (continue) or ``overwrite`` (start clean).
+  Every run marks its folder with ``.textnorm-run`` (its kind); ``overwrite`` clears only a folder marked
+  with the same kind, only the files that kind of run writes (:data:`RUN_OUTPUTS`), refuses a folder that
+  holds anything else, and clears nothing until the new run has checked its config, models and rewards
+  (:meth:`RunFolder.start`).
 - A lock (``.lock``, held with ``flock`` for the life of the process, so a killed run never leaves a
   stale lock) stops a second run into the same folder.
 - The resolved config is written to ``config.yaml``; checkpoints record it, and a resumed run must
@@ -10,6 +13,8 @@
   ``resume_from`` picks one explicitly.
 - SIGINT/SIGTERM ask the loop to stop at its next safe point (:class:`GracefulStop`); the loop writes a
   checkpoint and raises :class:`RunInterrupted`, which the CLI prints as one line saying how to resume.
+- :func:`hold_point` marks the places where tests interrupt a run: a test names one in ``TEXTNORM_HOLD_AT``
+  and the run waits there for a signal, so the test never races the process it interrupts.
 """
 
 from __future__ import annotations
@@ -23,9 +28,24 @@ from typing import Any
 
 import yaml
 
+from textnorm_t2i.config import load_yaml_text
 from textnorm_t2i.errors import InputError
 
 LOCK_NAME = ".lock"
+MARKER_NAME = ".textnorm-run"
+# What each kind of run writes at the top of its folder (glob patterns). ``--overwrite`` clears these and
+# nothing else; tests check every kind's outputs against its list.
+RUN_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "finetune": ("config.yaml", "checkpoint-*", "lora", "eval.csv", "samples.jsonl", "base_eval.safetensors",
+                 "grids", "ranks", "report.html", "data.json", "bon.csv", "bon.png", "bon_samples.jsonl", "grid.png",
+                 "tensorboard", "wandb"),
+    "generator": ("config.yaml", "checkpoint-*", "pipeline", "train_log.csv"),
+    "reward": ("config.json", "model.safetensors", "train_log.csv", "data.json"),
+    "study": ("config.yaml", "stages", "pool", "eval", "sft", "rl"),
+    "benchmark": ("README.md", "benchmark.json", "human_annotations", "images", "prompts", "alignment_scores"),
+}
+# Files every run may hold besides its outputs: the lock, the marker, temporaries of atomic writes.
+HOUSEKEEPING = (LOCK_NAME, MARKER_NAME, ".*.tmp")
 
 
 class RunInterrupted(Exception):
@@ -35,6 +55,42 @@ class RunInterrupted(Exception):
 def note(message: str) -> None:
     """A one-line note on stderr."""
     print(f"textnorm: note: {message}", file=sys.stderr, flush=True)
+
+
+HOLD_ENV = "TEXTNORM_HOLD_AT"
+
+
+def hold_point(name: str) -> None:
+    """Wait here for a signal when the environment variable ``TEXTNORM_HOLD_AT`` equals ``name`` (a test hook).
+
+    The run says ``textnorm: holding at NAME`` on stderr and waits until a signal arrives (SIGINT, SIGTERM,
+    SIGKILL); then it carries on, so a graceful stop is taken at the next safe point exactly as it would be
+    without the hook. Unset (always, outside tests) it does nothing.
+
+    Example:
+        >>> hold_point("pool:0")  # TEXTNORM_HOLD_AT is not set: returns at once
+    """
+    if os.environ.get(HOLD_ENV) != name:
+        return
+    import time
+
+    received: list[int] = []
+    # Our handler is in place before we announce the hold, so a signal sent the moment the test reads the
+    # line is never lost; it is then handed to the handler that was there before (graceful stop or Ctrl-C).
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum))
+                for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        print(f"textnorm: holding at {name}", file=sys.stderr, flush=True)
+        while not received:
+            time.sleep(0.01)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    handler = previous[received[0]]
+    if callable(handler):
+        handler(received[0], None)
+    elif handler == signal.SIG_DFL:
+        os.kill(os.getpid(), received[0])
 
 
 class RunLock:
@@ -53,12 +109,14 @@ class RunLock:
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
         self._file: Any = None
+        self.created = False  # the lock file did not exist before (so a refused run removes it again)
 
     def acquire(self) -> RunLock:
         import fcntl
 
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
+            self.created = not (self.folder / LOCK_NAME).exists()
             f = open(self.folder / LOCK_NAME, "a+")  # noqa: SIM115 - held for the life of the run
         except OSError as e:
             problem = e.strerror or type(e).__name__
@@ -98,17 +156,85 @@ def _contents(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.name != LOCK_NAME] if folder.is_dir() else []
 
 
-def prepare_run_dir(folder: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
-                    marker: str = "config.yaml") -> RunLock:
-    """Lock the run folder, check it may be used, and clear it for ``overwrite``.
+def run_kind(folder: str | os.PathLike) -> str | None:
+    """The kind of run that marked ``folder`` (``.textnorm-run``), or None when no textnorm run did.
 
-    Returns the held lock (release it when the run ends; a process exit releases it too).
+    Example:
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> run_kind(folder) is None
+        True
+        >>> mark_run_dir(folder, "finetune"); run_kind(folder)
+        'finetune'
+    """
+    import json
+
+    try:
+        data = json.loads((Path(folder) / MARKER_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return data.get("kind") if isinstance(data, dict) and isinstance(data.get("kind"), str) else None
+
+
+def mark_run_dir(folder: str | os.PathLike, kind: str) -> None:
+    """Write the marker that says a textnorm run of ``kind`` made ``folder`` (so ``--overwrite`` may clear it)."""
+    import json
+
+    from textnorm_t2i import __version__
+    from textnorm_t2i.io import write_text_atomic
+
+    write_text_atomic(Path(folder) / MARKER_NAME, json.dumps({"kind": kind, "textnorm": __version__}) + "\n")
+
+
+def clearable_entries(folder: str | os.PathLike, kind: str) -> list[Path]:
+    """What ``--overwrite`` would remove from ``folder`` for a new run of ``kind``: every entry, when the folder
+    is marked as a run of that kind and holds only what such a run writes; otherwise an error naming why."""
+    import fnmatch
+
+    folder = Path(folder)
+    existing = _contents(folder)
+    if not existing:
+        return []
+    found = run_kind(folder)
+    if found is None:
+        raise InputError(f"{folder}: not a folder made by a textnorm run (no {MARKER_NAME}); refusing to clear it "
+                         "for --overwrite (delete it yourself, or choose another folder)")
+    if found != kind:
+        raise InputError(f"{folder}: holds a textnorm {found} run, not a {kind} run; refusing to clear it for "
+                         "--overwrite (choose another folder)")
+    patterns = RUN_OUTPUTS[kind] + HOUSEKEEPING
+    foreign = sorted(p.name for p in existing if not any(fnmatch.fnmatchcase(p.name, pat) for pat in patterns))
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise InputError(f"{folder}: holds files a {kind} run does not write ({', '.join(foreign[:3])}{more}); "
+                         "refusing to clear it for --overwrite (move them, or choose another folder)")
+    return existing
+
+
+def remove_entries(entries: list[Path]) -> None:
+    """Delete files and folders (a link is removed, never followed); the marker goes last, so a folder cleared
+    only in part can still be cleared again."""
+    for p in sorted(entries, key=lambda p: p.name == MARKER_NAME):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def prepare_run_dir(folder: str | os.PathLike, *, kind: str, resume: bool = False, overwrite: bool = False,
+                    marker: str = "config.yaml", clear: bool = True, resumable: bool = True
+                    ) -> tuple[RunLock, list[Path]]:
+    """Lock the run folder and check it may be used; for ``overwrite``, clear it (or, with ``clear=False``, return
+    what to clear once the new run is known to be valid).
+
+    Returns the held lock (release it when the run ends; a process exit releases it too) and the entries still
+    to clear.
 
     Example:
         >>> import tempfile, pathlib
         >>> folder = pathlib.Path(tempfile.mkdtemp())
         >>> _ = (folder / "notes.txt").write_text("mine")
-        >>> prepare_run_dir(folder)  # doctest: +ELLIPSIS
+        >>> prepare_run_dir(folder, kind="finetune")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         textnorm_t2i.errors.InputError: ...: folder is not empty (an earlier run?); pass --resume to continue it or ...
@@ -119,26 +245,26 @@ def prepare_run_dir(folder: str | os.PathLike, *, resume: bool = False, overwrit
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{folder}: exists and is not a folder")
     lock = RunLock(folder).acquire()
+    stale: list[Path] = []
     try:
         existing = _contents(folder)
         if existing and not resume:
             if not overwrite:
-                raise InputError(f"{folder}: folder is not empty (an earlier run?); pass --resume to continue it "
-                                 "or --overwrite to start clean")
-            if not (folder / marker).is_file():
-                raise InputError(f"{folder}: not a textnorm run folder (no {marker}); refusing to clear it "
-                                 "for --overwrite")
-            for p in existing:
-                if p.is_dir() and not p.is_symlink():
-                    shutil.rmtree(p)
-                else:
-                    p.unlink()
+                how = "pass --resume to continue it or --overwrite to start clean" if resumable else \
+                    "pass --overwrite to replace it, or choose another folder"
+                raise InputError(f"{folder}: folder is not empty (an earlier run?); {how}")
+            stale = clearable_entries(folder, kind)
+            if clear:
+                remove_entries(stale)
+                stale = []
         if resume and existing and not (folder / marker).is_file():
             raise InputError(f"{folder}: not a textnorm run folder (no {marker}); nothing to resume")
+        if resume and existing and run_kind(folder) not in (None, kind):
+            raise InputError(f"{folder}: holds a textnorm {run_kind(folder)} run, not a {kind} run; nothing to resume")
     except BaseException:
-        lock.release()
+        lock.release(remove=lock.created)  # a refused folder is left as it was
         raise
-    return lock
+    return lock, stale
 
 
 def write_run_config(folder: str | os.PathLike, config: dict, name: str = "config.yaml") -> None:
@@ -191,7 +317,7 @@ def select_checkpoint(folder: str | os.PathLike, config_cls: type | None, config
         recorded = Path(folder) / "config.yaml"
         if config_cls is not None and recorded.is_file():
             try:
-                saved_yaml = yaml.safe_load(recorded.read_text())
+                saved_yaml = load_yaml_text(recorded.read_text())
             except (OSError, yaml.YAMLError):
                 saved_yaml = None
             if isinstance(saved_yaml, dict):
@@ -251,13 +377,17 @@ class RunFolder:
     """The lifecycle of one run folder, for a training loop (see the module docstring).
 
     ``open()`` (main process only) locks and checks the folder; :meth:`select` picks the checkpoint to
-    resume (every process, same answer); :meth:`start` writes ``config.yaml``; :meth:`checkpoint` saves
+    resume (every process, same answer); :meth:`start` clears an earlier run (``overwrite``), marks the folder
+    and writes ``config.yaml``; :meth:`checkpoint` saves
     a checkpoint that records the config and prunes old ones; :meth:`close` releases the lock.
     """
 
-    def __init__(self, folder: str | os.PathLike, config: Any, *, resume: bool = False, overwrite: bool = False,
-                 resume_from: str | os.PathLike | None = None, keep: int | None = None, main: bool = True):
+    def __init__(self, folder: str | os.PathLike, config: Any, *, kind: str = "finetune", resume: bool = False,
+                 overwrite: bool = False, resume_from: str | os.PathLike | None = None, keep: int | None = None,
+                 main: bool = True):
         self.folder = Path(folder)
+        self.kind = kind
+        self._stale: list[Path] = []
         self.config = config
         self.config_dict = config.to_dict()
         self.resume = resume or resume_from is not None
@@ -268,7 +398,8 @@ class RunFolder:
     def open(self) -> RunFolder:
         if self.main:
             self.created = not self.folder.exists()
-            self.lock = prepare_run_dir(self.folder, resume=self.resume, overwrite=self.overwrite)
+            self.lock, self._stale = prepare_run_dir(self.folder, kind=self.kind, resume=self.resume,
+                                                     overwrite=self.overwrite, clear=False)
         return self
 
     def select(self) -> Any:
@@ -278,7 +409,12 @@ class RunFolder:
         return select_checkpoint(self.folder, type(self.config), self.config_dict, self.resume_from)
 
     def start(self) -> None:
+        """The run is valid (config, models, rewards checked): clear an earlier run (``overwrite``), then mark the
+        folder and write ``config.yaml``."""
         if self.main:
+            remove_entries(self._stale)
+            self._stale = []
+            mark_run_dir(self.folder, self.kind)
             write_run_config(self.folder, self.config_dict)
 
     def checkpoint(self, name: str, modules: dict, optimizer: Any = None, scheduler: Any = None,
@@ -293,6 +429,14 @@ class RunFolder:
     def interrupted(self, stop: GracefulStop, where: str, checkpoint: Path | None) -> RunInterrupted:
         saved = f"checkpoint written to {checkpoint}" if checkpoint else "no checkpoint yet"
         return RunInterrupted(f"stopped by {stop.name} {where}; {saved}; resume with the same command plus --resume")
+
+    def diverged(self, where: str, checkpoint: Path | None) -> InputError:
+        """The error for a non-finite loss or gradient: no update was applied, so the newest checkpoint (if any)
+        holds the last finite state."""
+        last = (f"the last finite state is {checkpoint}" if checkpoint else
+                "no checkpoint was written yet")
+        return InputError(f"training diverged {where} (non-finite loss or gradient; the update was not applied); "
+                          f"{last}; try a smaller lr or grad_clip")
 
     def close(self) -> None:
         """Release the lock; a folder this run created and left empty (it failed early) is removed."""

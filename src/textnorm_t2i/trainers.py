@@ -52,6 +52,9 @@ class _Trainer:
             data = dict(config)
         data.setdefault("method", self.METHOD)
         if prompts is not None:
+            from textnorm_t2i.rewards.base import check_prompts
+
+            check_prompts(prompts)  # a bare string is one prompt, not a list of characters: refused
             data["prompts"] = {**data.get("prompts", {}), "list": list(prompts)}
         self.config = as_config(self.METHOD, data)  # checked here: a bad key fails before any model loads
         if reward is not None:

@@ -27,6 +27,12 @@ from textnorm_t2i.errors import InputError
 
 DEFAULT_TEMPERATURES = tuple(float(t) for t in np.round(10.0 ** np.linspace(-2, 2, 17), 6))
 DEFAULT_LAMS = (0.0, 0.25, 0.5, 1.0, 2.0)
+# Benchmark set rewards are rounded to this many decimals (in float64) before anything ranks them. Another
+# CPU's kernels move the last bits of a float32 score; a ranking over near-ties (an AUROC, TextNorm's softmax
+# near saturation, the cross-validated choice of a temperature) would follow those bits. Rounded, the scores
+# are the same numbers on every machine unless one lies within ~1e-7 of a rounding midpoint, and then it
+# moves by 1e-4, far below any difference between rewards that a table shows.
+SCORE_DECIMALS = 4
 
 
 def subset_set_rewards(subset: Subset, rewards: Sequence, batch: int = 128, progress: bool = False) -> list[list]:
@@ -34,7 +40,8 @@ def subset_set_rewards(subset: Subset, rewards: Sequence, batch: int = 128, prog
     (None for the others), in batches of ``batch`` images.
 
     The one way set rewards of a benchmark are computed: ``calibrate``, the misalignment table and the
-    demo all call it, so the same batches give the same floating-point numbers and the same tables.
+    demo all call it, so the same batches give the same floating-point numbers and the same tables. Each
+    reward is rounded to :data:`SCORE_DECIMALS` decimals in float64, so tables do not depend on the CPU.
     """
     from tqdm.auto import tqdm
 
@@ -48,7 +55,7 @@ def subset_set_rewards(subset: Subset, rewards: Sequence, batch: int = 128, prog
         prompts = [subset.captions[i] for i in idx]
         for m, reward in enumerate(rewards):
             for i, r in zip(idx, reward.set_rewards(images, prompts)):
-                out[m][i] = r
+                out[m][i] = torch.round(r.detach().double(), decimals=SCORE_DECIMALS)
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -86,22 +87,38 @@ class RunLog:
 
         from textnorm_t2i.io import atomic_write
 
+        def kept_sample(line: str) -> bool:  # a line cut short by a killed run is dropped, not a crash
+            try:
+                record = json.loads(line)
+            except ValueError:
+                return False
+            return isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step
+
         if self.samples_path.exists():
-            lines = self.samples_path.read_text().splitlines()
+            lines = self.samples_path.read_text(errors="replace").splitlines()
             with atomic_write(self.samples_path) as f:
-                f.writelines(line + "\n" for line in lines if line.strip() and json.loads(line)["step"] <= step)
+                f.writelines(line + "\n" for line in lines if kept_sample(line))
         if not self.path.exists():
             return
-        with self.path.open() as f:
-            rows = list(csv.DictReader(f))
-        if not rows:
+        with self.path.open(newline="", errors="replace") as f:
+            reader = csv.DictReader(f)
+            fields, rows = reader.fieldnames, list(reader)
+        seen: set[int] = set()
+        kept = []
+        for r in rows:  # whole rows up to the checkpoint, each step once (a partial last row is dropped)
+            if None in r.values() or None in r or not str(r.get("step", "")).isdigit():
+                continue
+            if int(r["step"]) <= step and int(r["step"]) not in seen:
+                seen.add(int(r["step"]))
+                kept.append(r)
+        if not fields or not kept:
             self.path.unlink()
             return
-        self.fields = list(rows[0])
+        self.fields = list(fields)
         with atomic_write(self.path, newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self.fields)
             writer.writeheader()
-            writer.writerows(r for r in rows if int(r["step"]) <= step)
+            writer.writerows(kept)
 
     def write(self, row: dict) -> None:
         """Append one evaluation row (its ``per_image`` records, when given, go to ``samples.jsonl``)."""
@@ -110,17 +127,21 @@ class RunLog:
         samples = row.pop("per_image", None)
         if not self.enabled:
             return
+        # Each append is one write of whole lines; a run killed in the middle leaves at most a partial last line,
+        # which a resume drops (:meth:`_truncate_after`).
         if samples:
             with self.samples_path.open("a") as f:
-                f.writelines(json.dumps({"step": row["step"], **s}) + "\n" for s in samples)
+                f.write("".join(json.dumps({"step": row["step"], **s}) + "\n" for s in samples))
         new = self.fields is None
         if new:
             self.fields = list(row)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=self.fields)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
         with self.path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.fields)
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+            f.write(text.getvalue())
         values = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step" and v == v}
         for tracker in self.trackers:
             tracker.log(values, step=int(row["step"]))

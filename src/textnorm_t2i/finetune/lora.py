@@ -111,6 +111,10 @@ def load_lora_folder(unet: Any, folder: str | os.PathLike, prefix: str = "unet")
         state = {k.removeprefix(f"{prefix}."): v for k, v in state.items() if k.startswith(f"{prefix}.")}
     if not state:
         raise InputError(f"{folder}: no LoRA weights for the {prefix or 'model'} in {ADAPTER_WEIGHTS}")
+    broken = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if broken is not None:
+        raise InputError(f"{folder}: the adapter has non-finite weights (e.g. {broken}); it came from a run that "
+                         "diverged and would turn every image into NaN")
     unet.add_adapter(config)
     result = set_peft_model_state_dict(unet, state)
     unexpected = getattr(result, "unexpected_keys", None) or []

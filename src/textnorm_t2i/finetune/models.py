@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from textnorm_t2i.errors import InputError
+from textnorm_t2i.io import read_json
 
 
 def load_pipeline(name_or_path: str | os.PathLike) -> Any:
@@ -28,7 +28,10 @@ def load_pipeline(name_or_path: str | os.PathLike) -> Any:
     index = path / "model_index.json"
     if not index.exists():
         raise InputError(f"{path}: not a pipeline folder (no model_index.json)")
-    if json.loads(index.read_text()).get("_class_name") == "ShapesPipeline":
+    described = read_json(index)
+    if not isinstance(described, dict):
+        raise InputError(f"{index}: expected a JSON object describing the pipeline")
+    if described.get("_class_name") == "ShapesPipeline":
         return load_generator(path)
     from diffusers import DiffusionPipeline
 
@@ -52,4 +55,7 @@ def load_scheduler_config(name_or_path: str | os.PathLike) -> dict:
     config = path / "scheduler" / "scheduler_config.json"
     if not config.is_file():
         raise InputError(f"{path}: not a pipeline folder (no scheduler/scheduler_config.json)")
-    return json.loads(config.read_text())
+    scheduler = read_json(config)
+    if not isinstance(scheduler, dict):
+        raise InputError(f"{config}: expected a JSON object (the scheduler's configuration)")
+    return scheduler

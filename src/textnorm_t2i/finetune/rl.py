@@ -42,7 +42,7 @@ from textnorm_t2i.finetune.models import load_scheduler_config
 from textnorm_t2i.finetune.setup import setup_training
 from textnorm_t2i.finetune.stat_tracking import PromptStatTracker
 from textnorm_t2i.io import write_json_atomic
-from textnorm_t2i.rundir import GracefulStop, RunFolder
+from textnorm_t2i.rundir import GracefulStop, RunFolder, hold_point
 
 
 @dataclass
@@ -249,7 +249,9 @@ def run_rl(config: RLConfig | dict, resume: bool = False, progress: bool = True,
                                 accelerator.backward(loss * len(steps) / len(train_steps) / accumulate)
                             epoch_stats.append({**stats, "loss": float(loss.detach())})
                         if stepping:
-                            accelerator.clip_grad_norm_(params, cfg.grad_clip)
+                            norm = accelerator.clip_grad_norm_(params, cfg.grad_clip)
+                            if not bool(torch.isfinite(torch.as_tensor(norm))):
+                                raise run.diverged(f"in epoch {epoch + 1}", last_checkpoint)
                             optimizer.step()
                             optimizer.zero_grad(set_to_none=True)
                 samples_seen += batch * world
@@ -261,6 +263,7 @@ def run_rl(config: RLConfig | dict, resume: bool = False, progress: bool = True,
                     log.write(evaluator(epoch + 1, {"samples": samples_seen, "train_reward": float(gathered.mean()),
                                                     "seconds": round(time.time() - t0, 2),
                                                     "clipfrac": stats["clipfrac"], "kl": stats["kl"]}, unet=unet))
+                hold_point(f"rl:epoch:{epoch + 1}")
                 stopping = _any_process(accelerator, stop.requested)
                 if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs or stopping:
                     accelerator.wait_for_everyone()

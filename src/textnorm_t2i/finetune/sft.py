@@ -28,7 +28,7 @@ from textnorm_t2i.finetune.evaluation import Evaluator, RunLog
 from textnorm_t2i.finetune.lora import save_lora_folder, trainable_state
 from textnorm_t2i.finetune.setup import setup_training
 from textnorm_t2i.io import write_json_atomic
-from textnorm_t2i.rundir import GracefulStop, RunFolder
+from textnorm_t2i.rundir import GracefulStop, RunFolder, hold_point
 
 
 def select_top(prompts: list[str], rewards: np.ndarray, fraction: float) -> np.ndarray:
@@ -140,13 +140,19 @@ def run_sft(config: SFTConfig | dict, resume: bool = False, progress: bool = Tru
                                          streams.sft_step(step), cfg.reg_coef, base_off)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.params, cfg.grad_clip)
+                norm = torch.nn.utils.clip_grad_norm_(model.params, cfg.grad_clip)
+                if not bool(torch.isfinite(norm)):
+                    # The weights are still those after `step` finite steps: keep them as a checkpoint.
+                    last_checkpoint = run.checkpoint(f"checkpoint-{step}", {"lora": trainable_state(unet)},
+                                                     optimizer, state={"step": step}) if step else last_checkpoint
+                    raise run.diverged(f"at step {step + 1}", last_checkpoint)
                 optimizer.step()
                 if (step + 1) % cfg.eval.every == 0 or step + 1 == cfg.steps:
                     unet.eval()
                     with torch.no_grad():
                         log.write(evaluator(step + 1, {"loss": float(loss.detach()),
                                                        "seconds": round(time.time() - t0, 2)}, unet=unet))
+                hold_point(f"sft:step:{step + 1}")
                 if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps or stop.requested:
                     last_checkpoint = run.checkpoint(f"checkpoint-{step + 1}", {"lora": trainable_state(unet)},
                                                      optimizer, state={"step": step + 1})

@@ -90,7 +90,7 @@ def train_generator(config: GeneratorTrainConfig | dict, out_dir: str | Path, re
     from textnorm_t2i.rundir import GracefulStop, RunFolder
 
     cfg = config if isinstance(config, GeneratorTrainConfig) else from_dict(GeneratorTrainConfig, dict(config))
-    run = RunFolder(out_dir, cfg, resume=resume, overwrite=overwrite).open()
+    run = RunFolder(out_dir, cfg, kind="generator", resume=resume, overwrite=overwrite).open()
     try:
         checkpoint = run.select()
         out = run.folder

@@ -36,10 +36,8 @@ def to_tensor(images: Images, size: int | None = None) -> torch.Tensor:
         >>> tuple(x.shape), float(x[0, 0].mean())
         ((1, 3, 16, 16), 1.0)
     """
-    if isinstance(images, torch.Tensor):
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise InputError(f"image tensor must be N x 3 x H x W, got shape {tuple(images.shape)}")
-        batch = images.float() if not images.is_floating_point() else images
+    if isinstance(images, (torch.Tensor, np.ndarray)):
+        batch = _prepare(images)
         return _square_resize(batch, size) if size else batch
     out = []
     for i, img in enumerate(images):
@@ -65,15 +63,56 @@ def _square_resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
 
 
-def _prepare(images: Images | Sequence[str | os.PathLike]) -> Images:
-    """Image paths opened as RGB PIL images; tensors and PIL images as they are."""
+def _prepare(images: Images | Sequence[str | os.PathLike] | np.ndarray) -> Images:
+    """Every image form a reward accepts, converted here (the one place) or refused with one line:
+
+    - a list of PIL images (at most :data:`~textnorm_t2i.io.MAX_IMAGE_PIXELS` each) or image paths (opened as RGB);
+    - a float tensor or array ``N x 3 x H x W`` or ``N x H x W x 3`` with values in [0, 1] (NaN, infinities and
+      values outside are refused: a 0-255 float image is a mistake, not a brighter image);
+    - a ``uint8`` tensor or array in either layout, read as 0-255 and divided by 255.
+
+    Tensors come back as ``N x 3 x H x W`` floats (channels first; a tensor that carries gradients keeps them).
+
+    Example:
+        >>> x = torch.full((1, 2, 2, 3), 255, dtype=torch.uint8)  # N x H x W x 3, 0-255
+        >>> _prepare(x).shape, float(_prepare(x).max())
+        (torch.Size([1, 3, 2, 2]), 1.0)
+        >>> _prepare(torch.full((1, 3, 2, 2), 255.0))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        textnorm_t2i.errors.InputError: float images must have values in [0, 1], got values up to 255.0; ...
+    """
+    from textnorm_t2i.io import MAX_IMAGE_PIXELS
+
+    if isinstance(images, np.ndarray):
+        if images.dtype != np.uint8 and not np.issubdtype(images.dtype, np.floating):
+            raise InputError(f"image array must be uint8 (0-255) or float (0-1), got {images.dtype}")
+        images = torch.from_numpy(np.ascontiguousarray(images))
     if isinstance(images, torch.Tensor):
+        if images.ndim == 4 and images.shape[1] != 3 and images.shape[-1] == 3:
+            images = images.permute(0, 3, 1, 2)  # N x H x W x 3 -> N x 3 x H x W
         if images.ndim != 4 or images.shape[1] != 3:
-            raise InputError(f"image tensor must be N x 3 x H x W, got shape {tuple(images.shape)}")
+            raise InputError(f"image tensor must be N x 3 x H x W or N x H x W x 3, got shape {tuple(images.shape)}")
+        if images.dtype == torch.uint8:
+            return images.float() / 255.0
+        if not images.is_floating_point():
+            raise InputError(f"image tensor must be uint8 (0-255) or float (0-1), got {images.dtype}")
+        if images.numel():
+            values = images.detach()
+            if not bool(torch.isfinite(values).all()):
+                raise InputError("image tensor holds NaN or infinite pixels")
+            lo, hi = float(values.min()), float(values.max())
+            if lo < -1e-4 or hi > 1 + 1e-4:
+                raise InputError(f"float images must have values in [0, 1], got values up to {hi if hi > 1 else lo}; "
+                                 "pass uint8 for 0-255 images")
         return images
     if isinstance(images, (str, os.PathLike, Image.Image)):
         raise InputError("images must be a list (of PIL images or paths) or an N x 3 x H x W tensor, "
                          "not a single image")
+    for i, img in enumerate(images):
+        if isinstance(img, Image.Image) and img.width * img.height > MAX_IMAGE_PIXELS:
+            raise InputError(f"image {i}: {img.width}x{img.height} is larger than the {MAX_IMAGE_PIXELS:,} pixels "
+                             "a reward accepts; resize it first")
     if any(isinstance(i, (str, os.PathLike)) for i in images):
         from textnorm_t2i.io import open_image
 
@@ -81,7 +120,24 @@ def _prepare(images: Images | Sequence[str | os.PathLike]) -> Images:
     return images
 
 
-def _check_prompts(prompts: Sequence[str], what: str = "prompts") -> None:
+def check_finite(scores: torch.Tensor, reward: str, prompts: Sequence[str]) -> None:
+    """Refuse a non-finite score, naming the reward, the prompt and the value (a NaN reward would otherwise
+    silently poison an update, a best-of-n pick or a results file).
+
+    Example:
+        >>> check_finite(torch.tensor([1.0, float("nan")]), "mine", ["a", "b"])
+        Traceback (most recent call last):
+        ...
+        textnorm_t2i.errors.InputError: reward 'mine' gave nan for prompt 'b' (pair 1); rewards must be finite numbers
+    """
+    finite = torch.isfinite(scores.detach())
+    if not bool(finite.all()):
+        i = int((~finite).nonzero()[0, 0])
+        raise InputError(f"reward {reward!r} gave {float(scores[i])} for prompt {prompts[i]!r} (pair {i}); rewards "
+                         "must be finite numbers")
+
+
+def check_prompts(prompts: Sequence[str], what: str = "prompts") -> None:
     if isinstance(prompts, str) or not isinstance(prompts, Sequence):
         raise InputError(f"{what} must be a list of strings, not a single string")
     for i, p in enumerate(prompts):
@@ -91,7 +147,7 @@ def _check_prompts(prompts: Sequence[str], what: str = "prompts") -> None:
 
 def _check_pairs(images: Images, prompts: Sequence[str]) -> int:
     n = len(images)
-    _check_prompts(prompts)
+    check_prompts(prompts)
     if len(prompts) != n:
         raise InputError(f"got {n} images but {len(prompts)} prompts; pass one prompt per image")
     return n
@@ -143,6 +199,7 @@ class Reward:
             out = self._score(images, list(prompts), grad).reshape(-1).float()
         if out.numel() != n:
             raise InputError(f"reward {self.name!r} returned {out.numel()} scores for {n} pairs")
+        check_finite(out, self.name, prompts)
         return out if grad else out.detach().cpu()
 
     def __call__(self, images: Images | Sequence[str | os.PathLike], prompts: Sequence[str],
@@ -160,7 +217,7 @@ class Reward:
             [[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]
         """
         images = _prepare(images)
-        _check_prompts(prompts)
+        check_prompts(prompts)
         m, n = len(images), len(prompts)
         if isinstance(images, torch.Tensor):
             tiled = images.repeat_interleave(n, dim=0)
@@ -175,10 +232,12 @@ class Reward:
         if len(prompt_sets) != len(images):
             raise InputError(f"got {len(images)} images but {len(prompt_sets)} prompt sets")
         for i, ps in enumerate(prompt_sets):
-            _check_prompts(ps, f"prompt set {i}")
+            check_prompts(ps, f"prompt set {i}")
         sets = [list(ps) for ps in prompt_sets]
         with torch.set_grad_enabled(grad):
             out = self._score_sets(images, sets, grad)
+        for o, ps in zip(out, sets):
+            check_finite(o.reshape(-1), self.name, ps)
         return out if grad else [o.detach().float().cpu() for o in out]
 
     # -- the hooks
@@ -217,10 +276,14 @@ class CallableReward(Reward):
         self.name = name or getattr(fn, "__name__", "callable")
 
     def _score_batch(self, images: Images, prompts: list[str]) -> torch.Tensor:
-        out = torch.as_tensor(self.fn(images, prompts), dtype=torch.float32)
+        given = self.fn(images, prompts)
+        try:  # a tensor keeps its autograd graph; lists and arrays become float32
+            out = given.float() if isinstance(given, torch.Tensor) else torch.as_tensor(given, dtype=torch.float32)
+        except (TypeError, ValueError, RuntimeError):
+            raise InputError(f"reward {self.name!r} returned {type(given).__name__}, not one number per pair") from None
         if out.numel() != len(prompts):
             raise InputError(f"reward {self.name!r} returned {out.numel()} scores for {len(prompts)} pairs")
-        return out
+        return out.reshape(-1)
 
 
 def as_reward(obj: Reward | Callable) -> Reward:
@@ -290,7 +353,9 @@ class DualEncoderReward(Reward):
     def score_matrix(self, images: Images | Sequence[str | os.PathLike], prompts: Sequence[str]) -> torch.Tensor:
         """``M x N`` scores from M image and N text embeddings (each computed once, texts cached)."""
         images = _prepare(images)
-        _check_prompts(prompts)
+        check_prompts(prompts)
+        if len(images) == 0 or len(prompts) == 0:
+            return torch.zeros(len(images), len(prompts))
         with torch.no_grad():
             img = self.image_embeddings(images)
             txt = self.text_embeddings(list(prompts)).to(img.device)

@@ -31,11 +31,20 @@ class RewardEntry:
     vocabulary: Literal["world", "open"] = "open"
 
     def build(self, path_or_id: str | None, **kwargs: Any) -> Any:
+        import inspect
+
         fn = self.builder
         if isinstance(fn, str):
             module, _, attr = fn.partition(":")
             fn = getattr(import_module(module), attr)
-        return fn(path_or_id, **kwargs)
+        try:
+            return fn(path_or_id, **kwargs)
+        except TypeError as e:  # an argument the builder (or the reward it builds) does not take: the user's typo
+            if not kwargs or "keyword argument" not in str(e):
+                raise
+            params = [n for n in list(inspect.signature(fn).parameters)[1:] if n not in ("args", "kwargs")]
+            raise InputError(f"reward {self.name!r}: {str(e).split(': ', 1)[-1].split('() ', 1)[-1]} (its "
+                             f"arguments: {', '.join(params) or 'none'})") from None
 
 
 SHIPPED = "shipped:"  # default_path prefix: a model folder inside the package's data/models/

@@ -86,10 +86,12 @@ def train_pref_reward(cfg: PrefTrainConfig, out_dir: str | Path, progress: bool 
 
     from textnorm_t2i.io import write_text_atomic
     from textnorm_t2i.rewards.registry import load_reward
-    from textnorm_t2i.rundir import prepare_run_dir
+    from textnorm_t2i.rundir import mark_run_dir, prepare_run_dir
 
-    lock = prepare_run_dir(out_dir, overwrite=overwrite, marker="config.json")
+    lock, _ = prepare_run_dir(out_dir, kind="reward", overwrite=overwrite, marker="config.json",
+                              resumable=False)
     try:
+        mark_run_dir(out_dir, "reward")
         t0 = time.time()
         data = preference_data(cfg, progress)
         seconds_data = time.time() - t0

@@ -86,12 +86,14 @@ def train_reward(config: RewardTrainConfig | dict, out_dir: str | Path, progress
     from tqdm.auto import tqdm
 
     from textnorm_t2i.config import from_dict
-    from textnorm_t2i.rundir import prepare_run_dir
+    from textnorm_t2i.rundir import mark_run_dir, prepare_run_dir
 
     typed = config if isinstance(config, RewardTrainConfig) else from_dict(RewardTrainConfig, dict(config))
     cfg = typed.to_dict()
-    lock = prepare_run_dir(out_dir, overwrite=overwrite, marker="config.json")
+    lock, _ = prepare_run_dir(out_dir, kind="reward", overwrite=overwrite, marker="config.json",
+                              resumable=False)
     try:
+        mark_run_dir(out_dir, "reward")
         torch.manual_seed(cfg["seed"])
         tokenizer = reward_tokenizer()
         model = ShapesDualEncoder(cfg["model"], len(tokenizer))

@@ -24,20 +24,44 @@ from textnorm_t2i.world.vocab import COLORS
 def build_shapes_benchmark(out_dir: str | os.PathLike, prompts_per_subset: int = 40, samples: int = 50,
                            seed: int = 0, model: str = "shapes", num_inference_steps: int = 20,
                            guidance_scale: float = 3.0, flip: float = 0.1, unsure: float = 0.03,
-                           subsets: tuple[str, ...] = SUBSETS, progress: bool = True) -> Path:
+                           subsets: tuple[str, ...] = SUBSETS, progress: bool = True, overwrite: bool = False) -> Path:
     """Build TIA2-Shapes in ``out_dir`` (deterministic from ``seed``); returns the folder.
+
+    The folder follows the rules of run folders: it must be empty, or (``overwrite``) hold an earlier
+    benchmark build and nothing else. The benchmark is built in a hidden staging folder inside it and moved
+    into place only when complete, so an interrupted build leaves no partial benchmark.
 
     Example:
         >>> build_shapes_benchmark("/tmp/tia2-shapes", prompts_per_subset=2, samples=4)  # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
-
     from textnorm_t2i.generate.load import load_generator
+    from textnorm_t2i.rundir import MARKER_NAME, mark_run_dir, prepare_run_dir, remove_entries
 
     if samples < 2 or prompts_per_subset < 1:
         raise InputError("need at least 1 prompt per subset and 2 samples per prompt")
-    out = Path(out_dir)
-    pipe = load_generator(model)
+    final = Path(out_dir)
+    lock, stale = prepare_run_dir(final, kind="benchmark", overwrite=overwrite, clear=False, resumable=False)
+    try:
+        pipe = load_generator(model)
+        mark_run_dir(final, "benchmark")
+        staging = final / ".build.tmp"
+        remove_entries([staging])
+        _build(staging, pipe, prompts_per_subset, samples, seed, model, num_inference_steps, guidance_scale, flip,
+               unsure, subsets, progress)
+        remove_entries([p for p in stale if p.name not in (staging.name, MARKER_NAME)])  # the earlier build
+        for entry in sorted(staging.iterdir()):
+            os.replace(entry, final / entry.name)
+        staging.rmdir()
+    finally:
+        lock.release(remove=True)
+    return final
+
+
+def _build(out: Path, pipe: object, prompts_per_subset: int, samples: int, seed: int, model: str,
+           num_inference_steps: int, guidance_scale: float, flip: float, unsure: float, subsets: tuple[str, ...],
+           progress: bool) -> None:
+    from tqdm.auto import tqdm
+
     t0 = time.time()
     info = {"seed": seed, "prompts_per_subset": prompts_per_subset, "samples": samples, "model": str(model),
             "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale, "flip": flip,
@@ -61,4 +85,3 @@ def build_shapes_benchmark(out_dir: str | os.PathLike, prompts_per_subset: int =
         out / "README.md",
         "# TIA2-Shapes\n\nBuilt by `textnorm world benchmark build` from the embedded generator; votes are "
         f"simulated annotators over the oracle judge (flip {flip}, unsure {unsure}). See benchmark.json.\n")
-    return out

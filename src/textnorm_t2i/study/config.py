@@ -163,27 +163,31 @@ class StudyConfig(Config):
         if len(self.objectives.ensemble) == 1:
             raise InputError("objectives.ensemble: give at least two members, or none")
         known = self.objective_names()
-        for section in ("sft", "rl"):
+        # A section switched off (enabled: false) is not checked: its settings are not used.
+        for section in [s for s in ("sft", "rl") if getattr(self, s).enabled]:
             for name in getattr(self, section).objectives:
                 if name not in known:
                     raise InputError(f"{section}.objectives: unknown objective {name!r} (known: {', '.join(known)})")
         bad = [n for n in self.pool.ns if n < 1 or self.pool.n_max % n]
         if not self.pool.ns or bad:
             raise InputError(f"pool.ns: {bad or 'none given'}: each n must divide pool.n_max={self.pool.n_max}")
-        for key, n in (("map.n", self.map.n), ("side_by_side.best_of", self.side_by_side.best_of)):
+        for key, n in (("side_by_side.best_of", self.side_by_side.best_of),):
             if self.pool.n_max % n:
                 raise InputError(f"{key}={n} does not divide pool.n_max={self.pool.n_max}")
-        for key in ("train_batch_size", "images_per_prompt"):
+        for key in ("train_batch_size", "images_per_prompt") if self.rl.enabled else ():
             if self.rl.batch_size % getattr(self.rl, key):
                 raise InputError(f"rl.{key}={getattr(self.rl, key)} does not divide rl.batch_size={self.rl.batch_size}")
         if self.side_by_side.flip + self.side_by_side.unsure > 1:
             raise InputError("side_by_side: flip + unsure must be <= 1")
-        if any(w < 0 for w in self.map.look_weights) or any(s < 0 for s in self.map.noise_scales):
-            raise InputError("map: look weights and noise scales must be >= 0")
-        if self.map.enabled and (not self.map.look_weights or not self.map.noise_scales):
-            raise InputError("map: give at least one look weight and one noise scale (or map.enabled=false)")
-        if max(self.map.noise_scales, default=0) * 0.15 > 1:
-            raise InputError("map.noise_scales: the largest scale makes a noise probability exceed 1 (max 6.6)")
+        if self.map.enabled:
+            if any(w < 0 for w in self.map.look_weights) or any(s < 0 for s in self.map.noise_scales):
+                raise InputError("map: look weights and noise scales must be >= 0")
+            if not self.map.look_weights or not self.map.noise_scales:
+                raise InputError("map: give at least one look weight and one noise scale (or map.enabled=false)")
+            if max(self.map.noise_scales, default=0) * 0.15 > 1:
+                raise InputError("map.noise_scales: the largest scale makes a noise probability exceed 1 (max 6.6)")
+            if self.pool.n_max % self.map.n:
+                raise InputError(f"map.n={self.map.n} does not divide pool.n_max={self.pool.n_max}")
         if not self.work.strip() or not self.out.strip():
             raise InputError("work and out: give folders")
 

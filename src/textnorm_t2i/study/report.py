@@ -39,6 +39,11 @@ def _ci(m: dict | None, digits: int = 3) -> str:
     return f"{m['mean']:.{digits}f} <span class=ci>[{lo:.{digits}f}, {hi:.{digits}f}]</span>"
 
 
+def html_label(objective: str) -> str:
+    """An objective's name for the page, escaped (a reward registered from Python may be named anything)."""
+    return html.escape(label(objective))
+
+
 def _table(header: list[str], rows: list[list[str]], caption: str = "") -> str:
     head = "".join(f"<th>{h}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
@@ -164,7 +169,7 @@ def _image_cell(img: np.ndarray, rec: dict, objective: str | None) -> str:
     uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
     verdict = "ALIGNED" if rec["aligned"] else "NOT ALIGNED"
     why = "; ".join(rec["reasons"]) if rec["reasons"] else "matches the prompt"
-    score = f"{label(objective)} = {rec['scores'][objective]:.3f}<br>" if objective else ""
+    score = f"{html_label(objective)} = {rec['scores'][objective]:.3f}<br>" if objective else ""
     cls = "ok" if rec["aligned"] else "bad"
     return (f"<figure>{_img(uri, rec['prompt'])}<figcaption>{score}<b class={cls}>{verdict}</b>"
             f"<br><small>{html.escape(why)}</small></figcaption></figure>")
@@ -211,8 +216,8 @@ def _answer(results: dict) -> str:
         better = "higher" if gt["ci"][0] > gr["ci"][1] else "lower" if gt["ci"][1] < gr["ci"][0] else \
             "not clearly different"
         parts.append(
-            f"<li><b>{name}</b>: best TextNorm-family objective <i>{label(c['textnorm_model'])}</i> vs best raw "
-            f"<i>{label(c['raw_model'])}</i> (each chosen on {c['validation_prompts']} validation prompts), on "
+            f"<li><b>{name}</b>: best TextNorm-family objective <i>{html_label(c['textnorm_model'])}</i> vs best raw "
+            f"<i>{html_label(c['raw_model'])}</i> (each chosen on {c['validation_prompts']} validation prompts), on "
             f"{c['test_prompts']} test prompts: gold {_ci(gt)} vs {_ci(gr)} ({better}); side-by-side "
             f"win / tie / loss {c['win']['mean']:.2f} / {c['tie']['mean']:.2f} / {c['loss']['mean']:.2f} "
             f"(wins : losses = {c['win_to_loss']:.2f} : 1; the paper reports about 2 : 1).</li>")
@@ -224,7 +229,7 @@ def _temperature_table(t: dict) -> str:
              _ci({"mean": v["textnorm"]["auroc"], "ci": v["textnorm"]["ci"]["auroc"]})]
             for r, v in t["rewards"].items()]
     for name, s in (t.get("ensembles") or {}).items():
-        rows.append([label(name) + (f" (λ = {t['ur_lam']:g}, CV)" if name == "ens-ur-tn" else ""), "",
+        rows.append([html_label(name) + (f" (λ = {t['ur_lam']:g}, CV)" if name == "ens-ur-tn" else ""), "",
                      "", _ci({"mean": s["auroc"], "ci": s["ci"]["auroc"]})])
     return _table(["reward", "T (CV)", "raw AUROC", "TextNorm AUROC (held-out folds)"], rows,
                   f"TextNorm temperatures chosen by {t['k']}-fold cross-validation over the prompts of TIA2-Shapes "
@@ -236,7 +241,7 @@ def _bon_table(bon: dict) -> str:
     show = [i for i, n in enumerate(ns) if n in (1, 4, 16, ns[-1])]
     rows = []
     for o, v in bon["objectives"].items():
-        rows.append([label(o) if o != "ORACLE gold" else "ORACLE: best by gold itself"] +
+        rows.append([html_label(o) if o != "ORACLE gold" else "ORACLE: best by gold itself"] +
                     [_ci(v["gold"][i]) for i in show] + [_ci(v["fidelity"][show[-1]])])
     return _table(["objective"] + [f"gold, n = {ns[i]}" for i in show] + [f"fidelity, n = {ns[show[-1]]}"], rows,
                   "Gold alignment of the best of n (mean over prompts and disjoint groups; 95% bootstrap CI over "
@@ -260,7 +265,7 @@ def _sbs_table(comp: dict) -> str:
         c = comp.get(method)
         if not c or "win" not in c:
             continue
-        rows.append([method, label(c["textnorm_model"]), label(c["raw_model"]), str(c["pairs"]),
+        rows.append([method, html_label(c["textnorm_model"]), html_label(c["raw_model"]), str(c["pairs"]),
                      _ci(c["win"]), _ci(c["tie"]), _ci(c["loss"]), f"{c['win_to_loss']:.2f}"])
     return _table(["method", "TextNorm-family model", "best raw model", "pairs", "win", "tie", "loss",
                    "wins : losses"], rows,
@@ -272,7 +277,7 @@ def _selection_table(sel: dict) -> str:
     rows = []
     for o, rules in sel.items():
         for rule, v in rules.items():
-            rows.append([label(o), rule, v["checkpoint"], _ci(v["gold"])])
+            rows.append([html_label(o), rule, v["checkpoint"], _ci(v["gold"])])
     return _table(["run", "checkpoint chosen by", "checkpoint", "test gold"], rows,
                   "Choosing the RL checkpoint without gold (on validation prompts), gold on the test prompts; "
                   "the ORACLE row uses gold on the validation prompts")
@@ -301,13 +306,32 @@ def _not_run(result: dict | None, section: str) -> str:
     return "<p class=note>Not run yet.</p>"
 
 
+REPORT_FILES = ("results.json", "samples.jsonl", "report.html")
+
+
 def write_report(study: Any) -> None:
-    """Write ``report.html``, ``results.json`` and ``samples.jsonl`` into ``study.cfg.out``."""
+    """Write ``report.html``, ``results.json`` and ``samples.jsonl`` into ``study.cfg.out`` as one unit: they are
+    made in a staging folder and moved into place together only when all three are complete, so a failed report
+    never leaves new results beside an old report."""
+    import os
+    import shutil
+
+    final = Path(study.cfg.out)
+    out = final / ".report.tmp"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    try:
+        _write_report_files(study, out)
+        for name in REPORT_FILES:
+            os.replace(out / name, final / name)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _write_report_files(study: Any, out: Path) -> None:
     from textnorm_t2i.io import read_json
 
     cfg = study.cfg
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     names = ("prompts", "temperatures", "bon", "map", "base", "sft", "rl", "compare", "timings")
     results = {n: study.result(n) for n in names}
     if results["rl"] and not results["rl"].get("skipped"):

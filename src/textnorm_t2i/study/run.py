@@ -20,6 +20,7 @@ Python API: :func:`run_study` (``run_study(cfg, resume=True)``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ import torch
 
 from textnorm_t2i.errors import InputError
 from textnorm_t2i.io import write_json_atomic
+from textnorm_t2i.rundir import hold_point
 from textnorm_t2i.study.config import StudyConfig
 
 STAGES = ("prompts", "temperatures", "pool", "scores", "bon", "map", "base", "sft", "rl", "compare", "report")
@@ -38,6 +40,40 @@ STAGES = ("prompts", "temperatures", "pool", "scores", "bon", "map", "base", "sf
 SHARDED = ("pool", "scores")
 # Cheap stages the sharded ones need; under `accelerate launch` the main process runs them alone.
 PREREQUISITES = ("prompts", "temperatures")
+# The stages whose results each stage reads (a stage may run only when they are done).
+NEEDS: dict[str, tuple[str, ...]] = {
+    "prompts": (), "temperatures": (), "pool": ("prompts",), "scores": ("pool", "temperatures"),
+    "bon": ("scores",), "map": ("scores",), "base": ("prompts", "temperatures"), "sft": ("scores", "base"),
+    "rl": ("base",), "compare": ("bon", "sft", "rl"), "report": (),
+}
+# The config keys (or sections) each stage reads itself; a stage's recorded settings are these and those of every
+# stage it needs, so a changed key is caught in every stage whose result depends on it.
+OWN_SETTINGS: dict[str, tuple[str, ...]] = {
+    "prompts": ("seed", "prompts"), "temperatures": ("objectives", "bootstrap"), "pool": ("seed", "generator", "pool"),
+    "scores": (), "bon": ("bootstrap",), "map": ("map",),
+    "base": ("generator", "eval", "rl.steps", "pool.guidance_scale", "bootstrap"), "sft": ("sft",), "rl": ("rl",),
+    "compare": ("side_by_side",), "report": (),
+}
+# Stage records are ``{"schema", "stage", "settings", "files", "result"}``; another schema is not read.
+STAGE_SCHEMA = 1
+
+
+def stage_settings(cfg: StudyConfig, stage: str) -> dict[str, Any]:
+    """The flattened config keys that ``stage``'s result depends on (its own and its inputs').
+
+    Example:
+        >>> sorted(stage_settings(StudyConfig(), "pool"))[:3]
+        ['generator', 'pool.chunk', 'pool.eta']
+    """
+    from textnorm_t2i.config import flatten
+
+    wanted, todo = set(), [stage]
+    while todo:
+        name = todo.pop()
+        wanted.update(OWN_SETTINGS.get(name, ()))
+        todo.extend(NEEDS.get(name, ()))
+    flat = flatten(cfg.to_dict())
+    return {k: v for k, v in sorted(flat.items()) if any(k == w or k.startswith(w + ".") for w in wanted)}
 
 
 def _log(message: str) -> None:
@@ -53,6 +89,8 @@ class Study:
         self.stages = self.work / "stages"
         self._backend: Any = None
         self._scorer: Any = None
+        self._results: dict[str, Any] = {}   # stage records read and verified once per process
+        self.written: list[Path] = []         # artefacts the running stage wrote (their digests go in its record)
         self.timings: dict[str, float] = {}
         from textnorm_t2i.scoring import process_rank_world
 
@@ -102,13 +140,53 @@ class Study:
             self._backend = self.fresh_pipeline()
         return self._backend
 
-    def result(self, name: str) -> Any:
+    def record(self, name: str) -> dict | None:
+        """The stage's record, or None when it is missing or cannot be trusted: not valid JSON, another schema,
+        or an artefact it lists that is missing or changed (then the stage runs again, with a note)."""
+        if name in self._results:
+            return self._results[name]
+        from textnorm_t2i.io import file_digest
+
         path = self.stages / f"{name}.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        if not path.is_file():
+            return None
+        problem = None
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            rec, problem = None, f"unreadable ({type(e).__name__})"
+        if problem is None and not (isinstance(rec, dict) and rec.get("schema") == STAGE_SCHEMA
+                                    and rec.get("stage") == name and "result" in rec
+                                    and isinstance(rec.get("files", {}), dict)):
+            problem = f"not a stage record of schema {STAGE_SCHEMA}"
+        if problem is None:
+            for rel, digest in rec.get("files", {}).items():
+                if file_digest(self.work / rel, missing_ok=True) != digest:
+                    problem = f"its artefact {rel} is missing or changed"
+                    break
+        if problem is not None:
+            if self.main:
+                _log(f"note: {path}: {problem}; the stage runs again")
+            return None
+        self._results[name] = rec
+        return rec
+
+    def result(self, name: str) -> Any:
+        """What stage ``name`` found (None when not done, or its record cannot be trusted)."""
+        rec = self.record(name)
+        return None if rec is None else rec["result"]
 
     def save(self, name: str, obj: Any) -> None:
+        """Record a stage's result with the settings it ran with and the digests of the artefacts it wrote."""
+        from textnorm_t2i.io import file_digest
+
+        rec = {"schema": STAGE_SCHEMA, "stage": name,
+               "settings": stage_settings(self.cfg, name) if name in STAGES else {},
+               "files": {str(p.relative_to(self.work)): file_digest(p) for p in self.written},
+               "result": obj}
         if self.main:
-            write_json_atomic(self.stages / f"{name}.json", obj)
+            write_json_atomic(self.stages / f"{name}.json", rec)
+        self._results[name] = json.loads(json.dumps(rec))  # as a later read would see it
 
     @property
     def prompts(self) -> dict:
@@ -177,7 +255,7 @@ class Study:
         from textnorm_t2i.finetune.common import derived_seed
         from textnorm_t2i.finetune.ddim import DDIMPolicy, sample_trajectories
         from textnorm_t2i.generate.grid import to_uint8
-        from textnorm_t2i.io import atomic_write
+        from textnorm_t2i.io import atomic_write, file_digest
 
         pc = self.cfg.pool
         folder = self.work / "pool"
@@ -187,14 +265,19 @@ class Study:
         # Each chunk has its own seed, so a chunk's images do not depend on which process draws it.
         for lo, prompts in tqdm(self.shard(chunks), desc="pool", disable=not (self.progress and self.main)):
             path = folder / f"chunk-{lo:07d}.safetensors"
-            if path.is_file():
+            # A chunk counts as done when its digest (written after it) matches: a truncated or changed chunk
+            # is drawn again (its seed makes it the same images).
+            if path.is_file() and file_digest(path) == _read_digest(path):
                 continue
             g = torch.Generator().manual_seed(derived_seed(self.cfg.seed, 9_001, lo))
             traj = sample_trajectories(self.backend, prompts, policy, pc.guidance_scale, g)
             images = torch.from_numpy(to_uint8(traj.images)).permute(0, 3, 1, 2).contiguous()
             with atomic_write(path, "wb") as f:
                 f.write(save({"latents": traj.latents[-1].float().cpu().contiguous(), "images": images}))
+            write_json_atomic(_digest_path(path), file_digest(path), indent=None)
+            hold_point(f"pool:{lo}")
         self.barrier()
+        self.written += [folder / f"chunk-{lo:07d}.safetensors" for lo, _ in chunks]
         self.save("pool", {"chunks": len(chunks), "images": sum(len(p) for _, p in chunks)})
 
     def load_pool(self, key: str) -> torch.Tensor:
@@ -230,6 +313,7 @@ class Study:
         tensors["fidelity"] = torch.tensor([float(v["fidelity"]) for v in verdicts]).reshape(shape)
         with atomic_write(self.stages / "pool_scores.safetensors", "wb") as f:
             f.write(save({k: v.contiguous() for k, v in tensors.items()}))
+        self.written.append(self.stages / "pool_scores.safetensors")
         self.save("scores", {"objectives": sorted(scores), "images": len(images)})
 
     def pool_scores(self) -> dict[str, np.ndarray]:
@@ -276,6 +360,7 @@ class Study:
         with atomic_write(folder / f"{tag}.safetensors", "wb") as f:
             f.write(save({"images": ev.images}))
         write_json_atomic(folder / f"{tag}.json", recs, indent=None)
+        self.written += [folder / f"{tag}.safetensors", folder / f"{tag}.json"]
         return summarize_records(recs, self.cfg.bootstrap)
 
     def stage_base(self) -> None:
@@ -321,6 +406,92 @@ class Study:
         write_report(self)
 
 
+def _run_stages(study: Study, only: list[str] | None, redo: list[str], timings: dict,
+                on_stage: Callable[[str, float], None] | None) -> None:
+    """Run every stage that is asked for and not done yet, in order, timing each."""
+    for stage in STAGES:
+        if only and stage not in only:
+            continue
+        if study.result(stage) is not None and stage != "report" and stage not in (redo or []):
+            continue
+        if study.main:
+            _log(f"stage {stage}")
+        t0 = time.time()
+        study.written = []
+        if stage in SHARDED or study.main:
+            getattr(study, f"stage_{stage}")()
+        # Every process reads the stage's result before the next one starts.
+        study.barrier()
+        timings[stage] = round(time.time() - t0 + (timings.get(stage, 0.0) if stage in ("sft", "rl") else 0), 1)
+        study.save("timings", timings)
+        if on_stage:
+            on_stage(stage, timings[stage])
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Any:
+    """SIGTERM stops the study as Ctrl-C does (one line, exit 130; finished chunks and stages are kept)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _check_stage_plan(study: Study, only: list[str] | None, redo: list[str], fresh: bool = False) -> None:
+    """Refuse, before any work, a plan that would leave a stale or impossible result: a finished stage whose
+    settings changed since it ran (unless it is redone), a stage whose inputs are not done, a --redo that --only
+    excludes. ``fresh``: the work folder is about to be cleared (nothing is done)."""
+    if fresh:
+        study._results = {name: None for name in STAGES}
+    if only:
+        ignored = [s for s in redo if s not in only]
+        if ignored:
+            raise InputError(f"--redo {' '.join(ignored)}: not among the --only stages ({' '.join(only)}); add them to "
+                             "--only or drop them from --redo")
+    changed = []
+    for stage in STAGES:
+        rec = study.record(stage)
+        if rec is None or stage in redo or stage == "report":
+            continue
+        now = stage_settings(study.cfg, stage)
+        diffs = [f"{k}: {rec['settings'].get(k)!r} -> {now.get(k)!r}" for k in sorted(set(now) | set(rec["settings"]))
+                 if rec["settings"].get(k) != now.get(k)]
+        if diffs:
+            changed.append((stage, diffs))
+    if changed:
+        stages = " ".join(s for s, _ in changed)
+        raise InputError(f"stage(s) {stages} ran with other settings ({changed[0][1][0]}"
+                         f"{', ...' if len(changed[0][1]) > 1 else ''}); pass --redo {stages} to run them again "
+                         "with these settings, or set them back")
+    for stage in only or []:
+        missing = [n for n in NEEDS[stage] if n not in only and study.record(n) is None]
+        if missing:
+            raise InputError(f"stage {stage} needs {', '.join(missing)}, not done yet in {study.work}; run them "
+                             f"first (e.g. without --only)")
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_suffix(".digest.json")
+
+
+def _read_digest(path: Path) -> Any:
+    try:
+        return json.loads(_digest_path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def run_study(config: StudyConfig | dict, resume: bool = False, overwrite: bool = False, progress: bool = True,
               only: list[str] | None = None, redo: list[str] | None = None,
               on_stage: Callable[[str, float], None] | None = None) -> Path:
@@ -329,7 +500,7 @@ def run_study(config: StudyConfig | dict, resume: bool = False, overwrite: bool 
     ``redo`` names stages to run again even when done (e.g. ``["report"]`` after changing the report code).
     """
     from textnorm_t2i.config import from_dict
-    from textnorm_t2i.rundir import RunFolder
+    from textnorm_t2i.rundir import RunFolder, RunLock
 
     cfg = config if isinstance(config, StudyConfig) else from_dict(StudyConfig, dict(config), "config")
     bad = [s for s in (only or []) + (redo or []) if s not in STAGES]
@@ -347,7 +518,18 @@ def run_study(config: StudyConfig | dict, resume: bool = False, overwrite: bool 
     from textnorm_t2i.io import check_writable
 
     check_writable(Path(cfg.out) / "report.html")
-    run = RunFolder(cfg.work, cfg, resume=resume, overwrite=overwrite, main=rank == 0).open()
+    from textnorm_t2i.finetune.models import load_scheduler_config
+
+    load_scheduler_config(cfg.generator)  # a missing or broken generator is found before any work or clearing
+    run = RunFolder(cfg.work, cfg, kind="study", resume=resume, overwrite=overwrite, main=rank == 0).open()
+    # `out` is locked too: two studies (other work folders) writing one report folder would mix their files.
+    out_lock, made_out = None, not Path(cfg.out).exists()
+    if rank == 0 and Path(cfg.out).resolve() != Path(cfg.work).resolve():
+        try:
+            out_lock = RunLock(cfg.out).acquire()
+        except BaseException:
+            run.close()
+            raise
     try:
         saved = run.folder / "config.yaml"
         if resume and saved.is_file():
@@ -355,28 +537,19 @@ def run_study(config: StudyConfig | dict, resume: bool = False, overwrite: bool 
             from textnorm_t2i.rundir import _check_same_config
 
             _check_same_config(saved, StudyConfig, read_yaml(saved), cfg.to_dict())
-        run.start()
         study = Study(cfg, progress)
+        _check_stage_plan(study, only, redo or [], fresh=overwrite)  # before the folder is touched
+        run.start()
         if study.main:
             study.stages.mkdir(parents=True, exist_ok=True)
         study.barrier()
         timings = study.result("timings") or {}
-        for stage in STAGES:
-            if only and stage not in only:
-                continue
-            if study.result(stage) is not None and stage != "report" and stage not in (redo or []):
-                continue
-            if study.main:
-                _log(f"stage {stage}")
-            t0 = time.time()
-            if stage in SHARDED or study.main:
-                getattr(study, f"stage_{stage}")()
-            # Every process reads the stage's result before the next one starts.
-            study.barrier()
-            timings[stage] = round(time.time() - t0 + (timings.get(stage, 0.0) if stage in ("sft", "rl") else 0), 1)
-            study.save("timings", timings)
-            if on_stage:
-                on_stage(stage, timings[stage])
+        with _sigterm_as_interrupt():
+            _run_stages(study, only, redo or [], timings, on_stage)
     finally:
+        if out_lock is not None:
+            out_lock.release(remove=True)
+            if made_out and not any(Path(cfg.out).iterdir()):
+                Path(cfg.out).rmdir()  # the study stopped before writing a report: leave no empty folder
         run.close()
     return Path(cfg.out)

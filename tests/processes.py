@@ -1,0 +1,38 @@
+"""Interrupting a child process without racing it: the child waits at a named hold point
+(``TEXTNORM_HOLD_AT``, see :func:`textnorm_t2i.rundir.hold_point`) until the test signals it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from collections.abc import Sequence
+
+
+def start_held(cmd: Sequence[str], env: dict, point: str, timeout: float = 600) -> tuple[subprocess.Popen, str]:
+    """Start ``cmd`` and return once it says it is holding at ``point`` (with what it wrote on stderr so far).
+
+    The child stays at the point until it gets a signal, however slow the machine is; a child that ends
+    before reaching the point fails the test with its stderr.
+    """
+    proc = subprocess.Popen(list(cmd), env={**env, "TEXTNORM_HOLD_AT": point}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    seen = []
+    # Lines are read until the hold line (it always ends with a newline); a child stuck elsewhere is killed.
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    try:
+        for line in proc.stderr:
+            if line.rstrip("\n").endswith(f"textnorm: holding at {point}"):
+                return proc, "".join(seen)
+            seen.append(line)
+    finally:
+        timer.cancel()
+    proc.wait()
+    raise AssertionError(f"{cmd} ended (exit {proc.returncode}) before holding at {point}:\n{''.join(seen)[-3000:]}")
+
+
+def environment(**extra: str) -> dict:
+    """The test environment for a child: one thread each, the package from this checkout."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=os.path.join(root, "src"), **extra)

@@ -1,0 +1,47 @@
+"""Every script in benchmarks/ runs end to end at tiny settings and prints what it promises, so a broken benchmark
+is caught here rather than by the next person who runs ``make bench-*``. (The numbers themselves are measured by
+the full-size runs; these settings are too small to mean anything.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from processes import environment
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+# script, tiny arguments, a line its output must contain. rl_throughput runs our side only: trl's side needs a
+# virtual environment of its own (installed from PyPI on the first `make bench-rl`).
+SMOKE = [
+    ("generator_validity.py", ["--prompts", "2", "--samples", "2", "--steps", "2"], "counting"),
+    ("oracle_accuracy.py", ["--prompts", "2"], "worst rate"),
+    ("rl_gradient_snr.py", ["--batches", "2", "--prompts", "2", "--per-prompt", "2"], "cosine"),
+    ("rl_throughput.py", ["--without-trl", "--epochs", "1", "--batch", "2", "--train-batch", "2", "--steps", "2",
+                          "--repeats", "1", "--also"], "samples/s"),
+    ("textnorm_overhead.py", ["--repeats", "1", "--contrastive", "2"], "ratio"),
+    ("tia2_eval.py", ["--repeats", "1"], "speed-up"),
+]
+
+
+def test_every_benchmark_has_a_smoke_test():
+    assert {s[0] for s in SMOKE} == {p.name for p in (ROOT / "benchmarks").glob("*.py")}
+
+
+@pytest.mark.parametrize("script,args,expected", SMOKE, ids=[s[0] for s in SMOKE])
+def test_benchmark_runs_at_tiny_settings(script, args, expected, tmp_path):
+    # Scripts that write a record get one (rl_throughput's record needs trl's side, so it is left out).
+    record = '"-o", "--output"' in (ROOT / "benchmarks" / script).read_text() and "--without-trl" not in args
+    out = tmp_path / "record.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / script), *args, *(["-o", str(out)] if record else [])]
+    result = subprocess.run(cmd, cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert expected in result.stdout.lower(), result.stdout[-2000:]
+    if record:
+        assert isinstance(json.loads(out.read_text()), dict)
