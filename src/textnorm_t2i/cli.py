@@ -520,6 +520,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         from textnorm_t2i.finetune.sft import run_sft
 
         out = run_sft(config, resume=args.resume, overwrite=args.overwrite, resume_from=args.resume_from)
+    elif args.method == "draft":
+        from textnorm_t2i.finetune.draft import run_draft
+
+        out = run_draft(config, resume=args.resume, overwrite=args.overwrite, resume_from=args.resume_from)
     else:
         if args.resume or args.resume_from:
             raise InputError("finetune --method bon has no checkpoints to resume; use --overwrite to run it again")
@@ -881,7 +885,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description=_finetune_keys(),
                         formatter_class=type("KeysHelp", (argparse.RawDescriptionHelpFormatter,
                                                           argparse.ArgumentDefaultsHelpFormatter), {}))
-    ft.add_argument("--method", choices=("bon", "sft", "rl"), required=True)
+    ft.add_argument("--method", choices=("bon", "sft", "rl", "draft"), required=True)
     ft.add_argument("--config", metavar="FILE", help="YAML config (see --print-config for every key)")
     ft.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable), "
                     "e.g. --set lr=1e-4 --set reward.textnorm=true")

@@ -1,7 +1,7 @@
 """Fine-tuning from Python, in the style of trl and diffusers' training scripts.
 
-``BestOfN``, ``SFTTrainer`` and ``RLTrainer`` take a config (a typed config object, a dict of its keys or
-a YAML path), an optional ``reward`` -- any :class:`~textnorm_t2i.rewards.base.Reward`, or any callable
+``BestOfN``, ``SFTTrainer``, ``RLTrainer`` and ``DraftTrainer`` take a config (a typed config object, a dict
+of its keys or a YAML path), an optional ``reward`` -- any :class:`~textnorm_t2i.rewards.base.Reward`, or any callable
 ``fn(images, prompts) -> scores`` (images: ``N x 3 x H x W`` in [0, 1]) -- that replaces the config's
 objective, and optional ``prompts`` that replace the config's training prompts. ``train()`` runs and
 returns the run folder (``eval.csv``, ``samples.jsonl``, ``report.html``, the LoRA adapter in ``lora/``).
@@ -28,10 +28,11 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from textnorm_t2i.finetune.config import BestOfNConfig, FinetuneConfig, RLConfig, SFTConfig, as_config
+from textnorm_t2i.finetune.config import BestOfNConfig, DraftConfig, FinetuneConfig, RLConfig, SFTConfig, as_config
 from textnorm_t2i.rewards.base import Reward
 
-__all__ = ["BestOfN", "SFTTrainer", "RLTrainer", "BestOfNConfig", "SFTConfig", "RLConfig"]
+__all__ = ["BestOfN", "SFTTrainer", "RLTrainer", "DraftTrainer", "BestOfNConfig", "SFTConfig", "RLConfig",
+           "DraftConfig"]
 
 
 class _Trainer:
@@ -102,3 +103,16 @@ class RLTrainer(_Trainer):
 
         return run_rl(self.config, resume=resume, progress=self.progress, overwrite=self.overwrite,
                       reward=self.reward)
+
+
+class DraftTrainer(_Trainer):
+    """Reward-gradient fine-tuning (DRaFT-K, AlignProp's randomised truncation) with LoRA; the reward must be
+    differentiable (a callable built from torch operations on the image tensor qualifies)."""
+
+    METHOD = "draft"
+
+    def train(self, resume: bool = False) -> Path:
+        from textnorm_t2i.finetune.draft import run_draft
+
+        return run_draft(self.config, resume=resume, progress=self.progress, overwrite=self.overwrite,
+                         reward=self.reward)

@@ -33,7 +33,12 @@ def combine(scores: torch.Tensor, mode: str = "mean", lam: float = 0.5, spread: 
     if mode == "mean":
         return mean
     var = scores.var(dim=0, unbiased=False)
-    return mean - lam * (var.sqrt() if spread == "std" else var)
+    if spread == "var":
+        return mean - lam * var
+    # sqrt has an infinite derivative at 0 (members that agree exactly): there the spread's gradient is taken
+    # as 0, so reward-gradient fine-tuning gets a finite gradient; the values are the same.
+    std = torch.where(var > 0, var.clamp_min(torch.finfo(var.dtype).tiny).sqrt(), torch.zeros_like(var))
+    return mean - lam * std
 
 
 class Ensemble(Reward):
@@ -58,6 +63,12 @@ class Ensemble(Reward):
         super().__init__(device=self.members[0].device, batch_size=self.members[0].batch_size)
         self.mode, self.lam, self.spread = mode, float(lam), spread
         self.name = name or f"{mode}({', '.join(m.name for m in self.members)})"
+
+    @property
+    def differentiable(self) -> bool | None:  # type: ignore[override]
+        """Differentiable when every member is (False if one is not; None if one is unknown)."""
+        flags = [m.differentiable for m in self.members]
+        return False if False in flags else (None if None in flags else True)
 
     def _score(self, images: Images, prompts: list[str], grad: bool) -> torch.Tensor:
         scores = torch.stack([m.score(images, prompts, grad=grad).to(torch.float32) for m in self.members])

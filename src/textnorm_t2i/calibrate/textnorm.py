@@ -95,6 +95,11 @@ class TextNorm(Reward):
         self.name = name or f"textnorm({self.reward.name})"
         self._candidates: dict[str, list[str]] = {}
 
+    @property
+    def differentiable(self) -> bool | None:  # type: ignore[override]
+        """Differentiable when the base reward is (the softmax is)."""
+        return self.reward.differentiable
+
     def candidates(self, prompt: str) -> list[str]:
         """``[prompt] + contrastive set``, with duplicates (and copies of the prompt) removed."""
         if prompt not in self._candidates:

@@ -51,12 +51,14 @@ class DiffusionBackend:
         size = size if isinstance(size, int) else size[0]
         return (n, self.unet.config.in_channels, size, size)
 
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1], ``N x 3 x H x W``, on the CPU."""
-        if self.is_latent:
-            vae = self.pipe.vae
-            x = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
-        else:
-            x = latents
-        return ((x.float().clamp(-1, 1) + 1) / 2).cpu()
+    def decode(self, latents: torch.Tensor, grad: bool = False) -> torch.Tensor:
+        """Images in [0, 1], ``N x 3 x H x W``: on the CPU, or (``grad``) on the latents' device with the graph
+        kept, for a reward's gradient to reach the latents."""
+        with torch.set_grad_enabled(grad):
+            if self.is_latent:
+                vae = self.pipe.vae
+                x = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+            else:
+                x = latents
+            images = (x.float().clamp(-1, 1) + 1) / 2
+        return images if grad else images.detach().cpu()

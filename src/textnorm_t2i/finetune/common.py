@@ -116,6 +116,13 @@ def adapters_off(unet: Any):
     return off
 
 
+def any_process(accelerator: Any, flag: bool) -> bool:
+    """True when any process was asked to stop (all processes must stop at the same step or epoch)."""
+    if accelerator.num_processes == 1:
+        return flag
+    return bool(accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), "max").item())
+
+
 def warm_caches(backend: Any, rewards: list[Reward], prompts: list[str]) -> None:
     """Fill the text-embedding caches for every prompt up front, in one fixed order.
 

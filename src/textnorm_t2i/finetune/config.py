@@ -1,4 +1,4 @@
-"""The typed configs of the three fine-tuning methods (``textnorm finetune --method bon|sft|rl``).
+"""The typed configs of the fine-tuning methods (``textnorm finetune --method bon|sft|rl|draft``).
 
 :class:`FinetuneConfig` holds what every method shares (generator, prompts, reward, sampling, LoRA,
 evaluation, logging, checkpoints); :class:`BestOfNConfig`, :class:`SFTConfig` and :class:`RLConfig` add
@@ -106,7 +106,7 @@ class LogConfig(Config):
 class FinetuneConfig(Config):
     """What every fine-tuning method shares."""
 
-    method: str = option("", "the method this config is for (bon, sft or rl); checked against --method")
+    method: str = option("", "the method this config is for (bon, sft, rl or draft); checked against --method")
     seed: int = option(0, "seed of every random stream of the run")
     generator: str = option("shapes", "'shapes' (the shipped embedded model) or a diffusers pipeline folder")
     out: str = option("runs/finetune", "run folder (config, eval.csv, grids, checkpoints, LoRA weights)",
@@ -228,7 +228,32 @@ class RLConfig(FinetuneConfig):
                              f"batch_size={self.batch_size}")
 
 
-CONFIGS: dict[str, type[FinetuneConfig]] = {"bon": BestOfNConfig, "sft": SFTConfig, "rl": RLConfig}
+@dataclass
+class DraftConfig(FinetuneConfig):
+    """Reward-gradient fine-tuning (DRaFT-K; AlignProp's randomised truncation as an option)."""
+
+    sampling: SamplingConfig = option(SamplingConfig(eta=0.0), "sampling of training images (deterministic DDIM "
+                                      "by default, as DRaFT and AlignProp)")
+    steps: int = option(100, "optimiser steps", min=1, mutable_on_resume=True)
+    batch_size: int = option(8, "samples per process per micro-batch", min=1)
+    gradient_accumulation_steps: int = option(1, "micro-batches whose gradients are averaged before each step",
+                                              min=1)
+    truncation_steps: int = option(2, "K: the reward's gradient flows through the last K denoising steps "
+                                   "(1 is ReFL-like)", min=1)
+    randomized_truncation: bool = option(False, "draw K uniformly from 1..truncation_steps at every step "
+                                         "(AlignProp)")
+    gradient_checkpointing: bool = option(True, "recompute the UNet's activations in the backward pass (less "
+                                          "memory, about a third more compute)")
+    reg_coef: float = option(0.0, "> 0: MSE between the adapted and the frozen UNet's predictions on the steps "
+                             "with a gradient (keeps the model near the base)", min=0)
+    lr: float = option(2e-3, "learning rate (AdamW)", min=0, min_exclusive=True)
+    grad_clip: float = option(1.0, "gradient norm clip", min=0, min_exclusive=True)
+
+    METHOD = "draft"
+
+
+CONFIGS: dict[str, type[FinetuneConfig]] = {"bon": BestOfNConfig, "sft": SFTConfig, "rl": RLConfig,
+                                            "draft": DraftConfig}
 
 
 def _field_names(cls: type) -> set[str]:
@@ -248,7 +273,7 @@ def load_finetune_config(method: str, path: str | os.PathLike | None = None,
         textnorm_t2i.errors.InputError: --set samples_per_prompt=4: 'samples_per_prompt' is a key of the sft config, ...
     """
     if method not in CONFIGS:
-        raise InputError(f"unknown method {method!r} (bon, sft or rl)")
+        raise InputError(f"unknown method {method!r} (bon, sft, rl or draft)")
     cls = CONFIGS[method]
     own = _field_names(cls)
     data = read_yaml(path) if path is not None else {}

@@ -28,6 +28,7 @@ from textnorm_t2i.errors import InputError
 from textnorm_t2i.finetune.common import (
     RandomStreams,
     adapters_off,
+    any_process,
     eval_prompts,
     params_digest,
     print_accounting,
@@ -264,7 +265,7 @@ def run_rl(config: RLConfig | dict, resume: bool = False, progress: bool = True,
                                                     "seconds": round(time.time() - t0, 2),
                                                     "clipfrac": stats["clipfrac"], "kl": stats["kl"]}, unet=unet))
                 hold_point(f"rl:epoch:{epoch + 1}")
-                stopping = _any_process(accelerator, stop.requested)
+                stopping = any_process(accelerator, stop.requested)
                 if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs or stopping:
                     accelerator.wait_for_everyone()
                     if main:
@@ -283,13 +284,6 @@ def run_rl(config: RLConfig | dict, resume: bool = False, progress: bool = True,
     finally:
         run.close()
     return out
-
-
-def _any_process(accelerator: Any, flag: bool) -> bool:
-    """True when any process was asked to stop (all processes must stop at the same epoch)."""
-    if accelerator.num_processes == 1:
-        return flag
-    return bool(accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), "max").item())
 
 
 def _finish(out: Path, unet: Any, rank: int, main: bool, samples_seen: int, accelerator: Any) -> None:

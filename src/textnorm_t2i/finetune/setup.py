@@ -26,16 +26,17 @@ class Trainee:
     device: torch.device
 
 
-def setup_training(cfg: Any, device: torch.device, reward: Any = None) -> Trainee:
+def setup_training(cfg: Any, device: torch.device, reward: Any = None,
+                   views: tuple[Reward, Reward, Reward] | None = None) -> Trainee:
     """Load ``cfg.generator`` onto ``device``, add LoRA (seeded by ``cfg.seed``), build AdamW at ``cfg.lr``
-    and the rewards of ``cfg.reward`` (through the one reward factory); ``reward`` (a reward or a callable
-    ``fn(images, prompts) -> scores``) replaces the objective."""
+    and the rewards of ``cfg.reward`` (through the one reward factory, unless already built: ``views``);
+    ``reward`` (a reward or a callable ``fn(images, prompts) -> scores``) replaces the objective."""
     from textnorm_t2i.finetune.backend import DiffusionBackend
     from textnorm_t2i.finetune.lora import DEFAULT_TARGETS, add_lora
     from textnorm_t2i.finetune.models import load_pipeline
     from textnorm_t2i.rewards.factory import build_views
 
-    objective, raw, normed = build_views(cfg.reward)  # a bad reward fails before the pipeline loads
+    objective, raw, normed = views or build_views(cfg.reward)  # a bad reward fails before the pipeline loads
     if reward is not None:
         from textnorm_t2i.rewards.base import as_reward
 

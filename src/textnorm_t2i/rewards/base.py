@@ -179,6 +179,9 @@ class Reward:
     """
 
     name: str = "reward"
+    # True when ``score(..., grad=True)`` is a differentiable function of the pixels (reward-gradient fine-tuning
+    # needs it); None when unknown until tried (a plain callable).
+    differentiable: bool | None = False
 
     def __init__(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, batch_size: int = 32):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -270,10 +273,12 @@ class CallableReward(Reward):
         tensor([2., 3.])
     """
 
-    def __init__(self, fn: Callable[[Images, list[str]], Any], name: str | None = None, batch_size: int = 1024):
+    def __init__(self, fn: Callable[[Images, list[str]], Any], name: str | None = None, batch_size: int = 1024,
+                 differentiable: bool | None = None):
         super().__init__(batch_size=batch_size)
         self.fn = fn
         self.name = name or getattr(fn, "__name__", "callable")
+        self.differentiable = differentiable  # None: found out by trying (a tensor with a graph, or not)
 
     def _score_batch(self, images: Images, prompts: list[str]) -> torch.Tensor:
         given = self.fn(images, prompts)
@@ -303,13 +308,15 @@ def as_reward(obj: Reward | Callable) -> Reward:
 
 
 class DualEncoderReward(Reward):
-    """A reward ``scale x cosine(image embedding, text embedding)`` (CLIP-style).
+    """A reward ``scale x cosine(image embedding, text embedding)`` (CLIP-style); differentiable in the pixels.
 
     Text embeddings are cached per distinct prompt across calls, and :meth:`score_sets` embeds each
     image once; each distinct prompt is embedded once (see benchmarks/textnorm_overhead.py for the cost).
     Subclasses implement :meth:`embed_images` and :meth:`_embed_texts` (unnormalised is fine) and
     :meth:`logit_scale`.
     """
+
+    differentiable = True
 
     def __init__(self, *args: Any, cache_texts: bool = True, **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -50,6 +50,8 @@ class BLIP2Reward(Reward):
         stats = processor_stats(BlipImageProcessor, path_or_id)
         return cls(model, tokenizer, **stats, **kwargs)
 
+    differentiable = True  # torch all the way from the pixels
+
     def preprocess(self, images: Images) -> torch.Tensor:
         x = to_tensor(images, self.image_size).to(self.device, self.dtype)
         return (x - self.mean) / self.std
