@@ -118,10 +118,14 @@ def test_draft_runs_logs_and_writes_a_lora(tiny, tmp_path):
     from textnorm_t2i.finetune.draft import run_draft
     from textnorm_t2i.rundir import clearable_entries
 
-    out = run_draft(draft_config(tiny, tmp_path / "d", reg_coef=0.5, randomized_truncation=True), progress=False)
+    out = run_draft(draft_config(tiny, tmp_path / "d", reg_coef=0.5, randomized_truncation=True,
+                                 eval={"every": 1, "prompts": PROMPTS[:2], "steps": 3}), progress=False)
     rows = list(csv.DictReader((out / "eval.csv").open()))
     assert [int(r["step"]) for r in rows] == [0, 1, 2, 3]
     assert float(rows[-1]["drift"]) > 0 and float(rows[-1]["reg"]) >= 0
+    # KL of the stochastic policy from the base: 0 for the base itself, positive once the adapter moved.
+    assert float(rows[0]["kl_base"]) == 0 == float(rows[0]["kl_last_step"])
+    assert float(rows[-1]["kl_base"]) > 0 and float(rows[-1]["kl_last_step"]) >= 0
     assert (out / "lora" / "adapter_model.safetensors").is_file() and (out / "report.html").is_file()
     assert clearable_entries(out, "finetune")
 
@@ -180,3 +184,13 @@ def test_an_ensemble_whose_members_agree_has_a_finite_gradient():
     combine(scores, "ur", lam=0.5).sum().backward()
     assert bool(torch.isfinite(scores.grad).all())
     assert combine(scores.detach(), "ur", lam=1.0).tolist() == pytest.approx([0.3, 1.0])
+
+
+def test_held_out_evaluation_prompts_leave_out_the_training_prompts():
+    from textnorm_t2i.finetune.common import eval_prompts, training_prompts
+    from textnorm_t2i.finetune.config import load_finetune_config
+
+    cfg = load_finetune_config("draft", None, ["eval.held_out=true", "eval.n_prompts=5", "prompts.n=6"])
+    held_out, train = eval_prompts(cfg), training_prompts(cfg)
+    assert len(held_out) == 5 * len(cfg.prompts.subsets) and not set(held_out) & set(train)
+    assert eval_prompts(cfg) == held_out  # the same prompts every time (seeded)

@@ -154,6 +154,7 @@ def test_evaluation_kl_equals_torch_distributions_reference():
     cond, uncond = backend.encode(prompts), backend.encode(["", ""])
     x = torch.randn(backend.latent_shape(2), generator=g)
     ref = torch.zeros(2, dtype=torch.float64)
+    ref_steps = []
     with torch.no_grad():
         for t in policy.timesteps:
             mean, std = policy.step_distribution(guided_output(backend.unet, x, t, cond, uncond, 3.0), t, x)
@@ -163,8 +164,15 @@ def test_evaluation_kl_equals_torch_distributions_reference():
                 p = torch.distributions.Normal(mean.double(), float(std))
                 q = torch.distributions.Normal(base_mean.double(), float(std))
                 ref += torch.distributions.kl_divergence(p, q).flatten(1).sum(1)
+                ref_steps.append(torch.distributions.kl_divergence(p, q).flatten(1).sum(1).numpy())
+            else:
+                ref_steps.append(np.zeros(2))
             x = mean + std * torch.randn(x.shape, generator=g)
     np.testing.assert_allclose(kl, ref.numpy(), rtol=1e-4)
+    from textnorm_t2i.finetune.ddim import sample_with_step_kl
+
+    _, per_step = sample_with_step_kl(backend, prompts, policy, 3.0, torch.Generator().manual_seed(0), base=base)
+    np.testing.assert_allclose(per_step, np.stack(ref_steps, axis=1), rtol=1e-4)  # every step, not only the sum
     torch.testing.assert_close(images, x)
     assert (kl > 0).all()
     _, kl_base = sample_with_kl(backend, prompts, policy, 3.0, torch.Generator().manual_seed(0), base=None)

@@ -881,7 +881,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--token-env", default="HF_TOKEN", help="environment variable holding the token")
     push.set_defaults(func=cmd_push)
 
-    ft = sub.add_parser("finetune", help="best-of-n, reward-weighted SFT or RL (LoRA) against any reward",
+    ft = sub.add_parser("finetune", help="best-of-n, reward-weighted SFT, RL or reward-gradient (LoRA) fine-tuning",
                         description=_finetune_keys(),
                         formatter_class=type("KeysHelp", (argparse.RawDescriptionHelpFormatter,
                                                           argparse.ArgumentDefaultsHelpFormatter), {}))

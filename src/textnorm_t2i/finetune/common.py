@@ -32,10 +32,22 @@ def training_prompts(cfg: Any) -> list[str]:
 
 
 def eval_prompts(cfg: Any) -> list[str]:
-    """The evaluation prompts: explicit, or ``eval.n_prompts`` drawn from the training pool."""
+    """The evaluation prompts: explicit, ``eval.n_prompts`` drawn from the training pool, or (``eval.held_out``)
+    ``eval.n_prompts`` per subset of ``prompts.subsets`` that are not training prompts."""
     if cfg.eval.prompts:
         return list(cfg.eval.prompts)
     pool = training_prompts(cfg)
+    if cfg.eval.held_out:
+        from textnorm_t2i.world.grammar import sample_prompts
+
+        taken, out = set(pool), []
+        for subset in cfg.prompts.subsets:
+            fresh = [q for q in sample_prompts(subset, cfg.eval.n_prompts + len(pool), seed=cfg.eval.seed)
+                     if q not in taken]
+            out += fresh[: cfg.eval.n_prompts]
+        if not out:
+            raise InputError("eval.held_out: no prompts left outside the training prompts (use fewer prompts.n)")
+        return out
     rng = np.random.default_rng(cfg.eval.seed)
     return [pool[i] for i in sorted(rng.choice(len(pool), size=min(cfg.eval.n_prompts, len(pool)), replace=False))]
 

@@ -73,9 +73,15 @@ class EvalConfig(Config):
     every: int = option(1, "evaluate every this many epochs (RL) or steps (SFT); RL only: 0 = never",
                         min=0, mutable_on_resume=True)
     prompts: list[str] | None = option(None, "explicit evaluation prompts (default: n_prompts of the training pool)")
-    n_prompts: int = option(8, "evaluation prompts drawn from the training pool", min=1)
+    n_prompts: int = option(8, "evaluation prompts drawn from the training pool (or, held_out, per subset of "
+                            "prompts.subsets)", min=1)
+    held_out: bool = option(False, "draw the evaluation prompts from prompts.subsets with eval.seed, leaving out the "
+                            "training prompts (what over-optimisation is measured on)")
     seed: int = option(1234, "seed of the evaluation noise and prompt draw")
     steps: int = option(20, "DDIM steps at evaluation", min=1, max=1000)
+    kl_min_std: float = option(0.05, "kl_base sums the KL of the stochastic (eta = 1) policy from the base over the "
+                               "denoising steps with sigma >= this; the last stochastic step is logged apart "
+                               "(kl_last_step): its tiny sigma turns invisible pixel changes into many nats", min=0)
 
 
 TRACKERS = {"csv": None, "tensorboard": "tensorboard", "wandb": "wandb"}

@@ -129,3 +129,34 @@ def sample_trajectories(backend: Any, prompts: list[str], policy: DDIMPolicy, gu
         log_probs.append(policy.log_prob(x, mean, std))
     return Trajectory(torch.stack(latents), policy.timesteps.clone(), torch.stack(log_probs), cond,
                       backend.decode(x))
+
+
+@torch.no_grad()
+def sample_with_step_kl(backend: Any, prompts: list[str], policy: DDIMPolicy, guidance_scale: float,
+                        generator: torch.Generator, unet: Any = None, base: Any = None) -> tuple[torch.Tensor, Any]:
+    """Images (float ``[0, 1]``, CPU) sampled by ``unet`` with the stochastic policy, and the KL of every step from
+    the base model on the policy's own trajectory, ``(N, T)`` float64 (NumPy):
+
+        KL_t = ‖μ_θ(x_t) − μ_base(x_t)‖² / (2 σ_t²)   (summed over pixels; 0 for a deterministic step)
+
+    Their sum over steps is the exact KL between the two trajectory distributions. ``base`` is a context factory
+    that switches the adapters off (None: the model is the base, every KL is 0).
+    """
+    import numpy as np
+
+    unet = unet or backend.unet
+    cond = backend.encode(prompts)
+    uncond = backend.encode([""] * len(prompts))
+    x = torch.randn(backend.latent_shape(len(prompts)), generator=generator).to(backend.device)
+    kl = np.zeros((len(prompts), len(policy.timesteps)))
+    for j, t in enumerate(policy.timesteps):
+        out = guided_output(unet, x, t.to(backend.device), cond, uncond, guidance_scale)
+        mean, std = policy.step_distribution(out, t, x)
+        if base is not None and float(std) > 0:
+            with base():
+                base_out = guided_output(unet, x, t.to(backend.device), cond, uncond, guidance_scale)
+            base_mean, _ = policy.step_distribution(base_out, t, x)
+            kl[:, j] = (((mean - base_mean) ** 2).flatten(1).sum(1) / (2 * float(std) ** 2)).double().cpu().numpy()
+        noise = torch.randn(x.shape, generator=generator).to(x.device)
+        x = mean + std * noise
+    return backend.decode(x), kl

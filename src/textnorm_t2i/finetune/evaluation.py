@@ -162,7 +162,9 @@ class Evaluator:
     """Fixed prompts and seeds sampled deterministically (eta = 0) at every evaluation.
 
     Logs the optimised reward, the raw base reward, its TextNorm version, gold alignment (oracle, for
-    world prompts) and drift from the base model (mean squared pixel change on the same noise).
+    world prompts), drift from the base model (mean squared pixel change on the same noise) and the KL of
+    the stochastic (eta = 1) policy from the base on its own trajectories: ``kl_base`` over the steps with
+    sigma >= ``eval.kl_min_std``, ``kl_last_step`` for the last stochastic step alone (nats per image).
     """
 
     def __init__(self, cfg: Any, backend: Any, objective: Reward, raw: Reward, textnorm: Reward, out: Path,
@@ -173,6 +175,7 @@ class Evaluator:
         self.objective, self.raw, self.textnorm = objective, raw, textnorm
         self.prompts = prompts
         self.policy = DDIMPolicy(backend.pipe.scheduler.config, cfg.eval.steps, eta=0.0)
+        self.kl_policy = DDIMPolicy(backend.pipe.scheduler.config, cfg.eval.steps, eta=1.0)
         self.base_images: torch.Tensor | None = None
 
     def sample(self) -> torch.Tensor:
@@ -181,6 +184,23 @@ class Evaluator:
         g = torch.Generator().manual_seed(self.cfg.eval.seed)
         return sample_trajectories(self.backend, self.prompts, self.policy, self.cfg.sampling.guidance_scale,
                                    g).images
+
+    def kl(self, unet: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Per image: the KL from the base summed over the steps with sigma >= ``eval.kl_min_std``, and that of
+        the last stochastic step (zeros for the base model itself)."""
+        from textnorm_t2i.finetune.common import adapters_off
+        from textnorm_t2i.finetune.ddim import sample_with_step_kl
+
+        stds = self.kl_policy.stds
+        counted = [j for j, s in enumerate(stds) if s > 0 and s >= self.cfg.eval.kl_min_std]
+        last = max((j for j, s in enumerate(stds) if s > 0), default=None)
+        if unet is None or last is None:
+            zeros = np.zeros(len(self.prompts))
+            return zeros, zeros
+        g = torch.Generator().manual_seed(self.cfg.eval.seed + 1)
+        _, per_step = sample_with_step_kl(self.backend, self.prompts, self.kl_policy,
+                                          self.cfg.sampling.guidance_scale, g, unet=unet, base=adapters_off(unet))
+        return per_step[:, counted].sum(axis=1), per_step[:, last]
 
     def save_base(self) -> None:
         from safetensors.torch import save_file
@@ -218,10 +238,13 @@ class Evaluator:
         row["gold_alignment"] = float("nan") if judged is None else float(np.mean([j["aligned"] for j in judged]))
         drift = ((images - self.base_images) ** 2).flatten(1).mean(1).double().cpu().numpy()
         row["drift"] = float(drift.mean())
+        kl_base, kl_last = self.kl(unet if step > 0 else None)
+        row["kl_base"], row["kl_last_step"] = float(kl_base.mean()), float(kl_last.mean())
         row.update(extra or {})
         # One line per image in samples.jsonl: what the run report's error bands and verdicts come from.
         row["per_image"] = [{"prompt": p, **{k: round(float(v[i]), 6) for k, v in scores.items()},
-                           "drift": round(float(drift[i]), 8),
+                           "drift": round(float(drift[i]), 8), "kl_base": round(float(kl_base[i]), 6),
+                           "kl_last_step": round(float(kl_last[i]), 6),
                            **({"aligned": judged[i]["aligned"], "reasons": judged[i]["reasons"]} if judged else {})}
                           for i, p in enumerate(self.prompts)]
         grids = self.out / "grids"

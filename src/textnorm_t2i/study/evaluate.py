@@ -41,29 +41,14 @@ def fidelity(objects: list[Any]) -> bool:
     return bool(objects) and all(o.shape != "unknown" and o.color != "unknown" for o in objects)
 
 
-@torch.no_grad()
 def sample_with_kl(backend: Any, prompts: list[str], policy: Any, guidance_scale: float, generator: torch.Generator,
                    unet: Any = None, base: Any = None) -> tuple[torch.Tensor, np.ndarray]:
     """Images (float ``[0, 1]``) sampled by ``unet`` with the stochastic policy, and each trajectory's KL from
-    the base model (``base``: a context factory switching the adapters off; None = the model is the base)."""
-    from textnorm_t2i.finetune.ddim import guided_output
+    the base model summed over every step (see :func:`~textnorm_t2i.finetune.ddim.sample_with_step_kl`)."""
+    from textnorm_t2i.finetune.ddim import sample_with_step_kl
 
-    unet = unet or backend.unet
-    cond = backend.encode(prompts)
-    uncond = backend.encode([""] * len(prompts))
-    x = torch.randn(backend.latent_shape(len(prompts)), generator=generator).to(backend.device)
-    kl = torch.zeros(len(prompts), dtype=torch.float64)
-    for t in policy.timesteps:
-        out = guided_output(unet, x, t.to(backend.device), cond, uncond, guidance_scale)
-        mean, std = policy.step_distribution(out, t, x)
-        if base is not None and float(std) > 0:
-            with base():
-                base_out = guided_output(unet, x, t.to(backend.device), cond, uncond, guidance_scale)
-            base_mean, _ = policy.step_distribution(base_out, t, x)
-            kl += (((mean - base_mean) ** 2).flatten(1).sum(1) / (2 * float(std) ** 2)).double().cpu()
-        noise = torch.randn(x.shape, generator=generator).to(x.device)
-        x = mean + std * noise
-    return backend.decode(x), kl.numpy()
+    images, per_step = sample_with_step_kl(backend, prompts, policy, guidance_scale, generator, unet, base)
+    return images, per_step.sum(axis=1)
 
 
 def sample_eval(backend: Any, prompts: list[str], samples_per_prompt: int, steps: int, guidance_scale: float,
