@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench bench-tia2 bench-overhead bench-oracle bench-generator bench-rl bench-rl-snr readme-check readme-update clean
+.PHONY: install demo test test-fast lint bench bench-tia2 bench-overhead bench-oracle bench-generator bench-rl bench-rl-snr bench-draft readme-check readme-update clean
 
 install: $(STAMP)
 
@@ -45,6 +45,10 @@ bench-generator: install
 
 bench-rl: install
 	$(BIN)/python benchmarks/rl_throughput.py -o docs/benchmarks/rl_throughput.json
+
+# DRaFT vs trl 0.23.1's AlignPropTrainer: steps/s and peak memory, side by side.
+bench-draft: install
+	$(BIN)/python benchmarks/draft_throughput.py -o docs/benchmarks/draft_throughput.json
 
 # Signal in one DDPO gradient (about 7 minutes per reward).
 bench-rl-snr: install

@@ -17,14 +17,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
 
-# script, tiny arguments, a line its output must contain. rl_throughput runs our side only: trl's side needs a
-# virtual environment of its own (installed from PyPI on the first `make bench-rl`).
+# script, tiny arguments, a line its output must contain. rl_throughput and draft_throughput run our side only:
+# trl's side needs a virtual environment of its own (installed from PyPI on the first `make bench-rl`).
 SMOKE = [
     ("generator_validity.py", ["--prompts", "2", "--samples", "2", "--steps", "2"], "counting"),
     ("oracle_accuracy.py", ["--prompts", "2"], "worst rate"),
     ("rl_gradient_snr.py", ["--batches", "2", "--prompts", "2", "--per-prompt", "2"], "cosine"),
     ("rl_throughput.py", ["--without-trl", "--epochs", "1", "--batch", "2", "--train-batch", "2", "--steps", "2",
                           "--repeats", "1", "--also"], "samples/s"),
+    ("draft_throughput.py", ["--without-trl", "--steps", "1", "--batch", "1", "--denoising", "2", "--k", "1",
+                             "--repeats", "1"], "steps/s"),
     ("textnorm_overhead.py", ["--repeats", "1", "--contrastive", "2"], "ratio"),
     ("tia2_eval.py", ["--repeats", "1"], "speed-up"),
 ]
