@@ -7,6 +7,7 @@ import enum
 import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -133,6 +134,26 @@ def any_process(accelerator: Any, flag: bool) -> bool:
     if accelerator.num_processes == 1:
         return flag
     return bool(accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), "max").item())
+
+
+def checkpoint_or_stop(run: Any, accelerator: Any, stop: Any, unet: Any, optimizer: Any, *, done: int, total: int,
+                       every: int, unit: str, state: dict, last: Path | None) -> Path | None:
+    """The end of an RL epoch or a DRaFT step: a test's hold point, a stop request agreed by every process, a
+    checkpoint when one is due (or the run stops), and :class:`~textnorm_t2i.rundir.RunInterrupted` when it
+    stops early. Returns the newest checkpoint."""
+    from textnorm_t2i.finetune.lora import trainable_state
+    from textnorm_t2i.rundir import hold_point
+
+    hold_point(f"{unit}:{done}")
+    stopping = any_process(accelerator, stop.requested)
+    if done % every == 0 or done == total or stopping:
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            last = run.checkpoint(f"checkpoint-{done}", {"lora": trainable_state(unet)}, optimizer, state=state)
+        accelerator.wait_for_everyone()
+    if stopping and done < total:
+        raise run.interrupted(stop, f"after {unit.split(':')[-1]} {done} of {total}", last)
+    return last
 
 
 def warm_caches(backend: Any, rewards: list[Reward], prompts: list[str]) -> None:

@@ -31,7 +31,7 @@ from torch.utils.checkpoint import checkpoint as checkpointed
 from textnorm_t2i.errors import InputError
 from textnorm_t2i.finetune.common import (
     adapters_off,
-    any_process,
+    checkpoint_or_stop,
     derived_seed,
     eval_prompts,
     print_accounting,
@@ -45,7 +45,7 @@ from textnorm_t2i.finetune.lora import save_lora_folder, trainable_state
 from textnorm_t2i.finetune.models import load_scheduler_config
 from textnorm_t2i.finetune.setup import setup_training
 from textnorm_t2i.rewards.base import Reward
-from textnorm_t2i.rundir import GracefulStop, RunFolder, hold_point
+from textnorm_t2i.rundir import GracefulStop, RunFolder
 
 DRAFT_PROMPTS, DRAFT_NOISE, DRAFT_TRUNCATION = 11, 12, 13  # purposes of the run's random streams
 
@@ -236,16 +236,9 @@ def run_draft(config: DraftConfig | dict, resume: bool = False, progress: bool =
                             "samples": samples_seen, "train_reward": train_reward,
                             "seconds": round(time.time() - t0, 2), "loss": float(np.mean(losses)),
                             "reg": float(np.mean(regs)) if regs else float("nan")}, unet=unet))
-                hold_point(f"draft:step:{step + 1}")
-                stopping = any_process(accelerator, stop.requested)
-                if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps or stopping:
-                    accelerator.wait_for_everyone()
-                    if main:
-                        last_checkpoint = run.checkpoint(f"checkpoint-{step + 1}", {"lora": trainable_state(unet)},
-                                                         optimizer, state={"step": step + 1, "samples": samples_seen})
-                    accelerator.wait_for_everyone()
-                if stopping and step + 1 < cfg.steps:
-                    raise run.interrupted(stop, f"after step {step + 1} of {cfg.steps}", last_checkpoint)
+                last_checkpoint = checkpoint_or_stop(
+                    run, accelerator, stop, unet, optimizer, done=step + 1, total=cfg.steps, every=cfg.checkpoint_every,
+                    unit="draft:step", state={"step": step + 1, "samples": samples_seen}, last=last_checkpoint)
         log.close()
         accelerator.wait_for_everyone()
         if main:

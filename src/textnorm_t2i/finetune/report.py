@@ -1,9 +1,10 @@
 """A fine-tuning run's own report: ``report.html`` in the run folder, self-contained (plots and grids embedded).
 
-For SFT and RL: the optimised reward, the raw and TextNorm rewards, gold alignment and drift at every
-evaluation, as means with 95% bootstrap bands over the evaluation prompts (from ``samples.jsonl``, one
-line per evaluated image); the base model's and the tuned model's grids side by side, and a table of each
-prompt's verdict before and after. For best-of-n: the curve of every value against n with bands.
+For SFT, RL and DRaFT: the optimised reward, the raw and TextNorm rewards, gold alignment, drift and KL from
+the base at every evaluation, and their change from the first to the last evaluation over the same images
+(paired, mean ± standard error), as means with 95% bootstrap bands over the evaluation prompts (from
+``samples.jsonl``, one line per evaluated image); the base model's and the tuned model's grids side by side,
+and a table of each prompt's verdict before and after. For best-of-n: the curve of every value against n with bands.
 
 Example:
     >>> import tempfile, pathlib
@@ -22,7 +23,8 @@ from typing import Any
 import numpy as np
 
 VALUES = [("objective", "optimised reward"), ("raw_reward", "raw reward"), ("textnorm_reward", "TextNorm reward"),
-          ("aligned", "gold alignment (oracle)"), ("drift", "drift from base (pixel MSE)")]
+          ("aligned", "gold alignment (oracle)"), ("drift", "drift from base (pixel MSE)"),
+          ("kl_base", "KL from base (nats, steps with σ ≥ kl_min_std)")]
 CSS = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
        "img{max-width:100%}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
        "padding:3px 8px;font-size:13px;vertical-align:top}.no{color:#b00}.yes{color:#070}")
@@ -55,6 +57,24 @@ def _file_png(path: Path) -> str:
 
 def _read_samples(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def paired_change(samples: list[dict], key: str, first: int, last: int) -> tuple[float, float, int]:
+    """Mean change of ``key`` from step ``first`` to step ``last`` over the same evaluation images (same prompt,
+    same noise), its standard error and the number of pairs.
+
+    Example:
+        >>> rows = [{"step": 0, "prompt": "a", "x": 1.0}, {"step": 0, "prompt": "b", "x": 2.0},
+        ...         {"step": 5, "prompt": "a", "x": 2.0}, {"step": 5, "prompt": "b", "x": 4.0}]
+        >>> paired_change(rows, "x", 0, 5)
+        (1.5, 0.5, 2)
+    """
+    before = {s["prompt"]: float(s[key]) for s in samples if s["step"] == first and key in s}
+    after = {s["prompt"]: float(s[key]) for s in samples if s["step"] == last and key in s}
+    diffs = np.array([after[p] - before[p] for p in after if p in before], dtype=np.float64)
+    if len(diffs) < 2:
+        return float("nan"), float("nan"), len(diffs)
+    return float(diffs.mean()), float(diffs.std(ddof=1) / np.sqrt(len(diffs))), len(diffs)
 
 
 def curves(samples: list[dict]) -> dict[str, list[tuple[int, float, float, float]]]:
@@ -121,6 +141,11 @@ def write_run_report(out: Path, title: str = "") -> Path | None:
             f"<td>{m:.4g} [{lo:.4g}, {hi:.4g}]</td>" for _, m, lo, hi in r) + "</tr>" for k, r in c.items())
         h.append("<table><tr><th></th>" + "".join(f"<th>step {s}</th>" for s in steps) + f"</tr>{rows}</table>")
         first, last = steps[0], steps[-1]
+        changes = [(label, *paired_change(samples, key, first, last)) for key, label in VALUES]
+        h.append(f"<table><tr><th>change from step {first} to {last}, over the same images</th><th>mean ± SE</th>"
+                 "<th>pairs</th></tr>" + "".join(
+                     f"<tr><td>{html.escape(label)}</td><td>{m:+.4g} ± {se:.2g}</td><td>{n}</td></tr>"
+                     for label, m, se, n in changes if n >= 2) + "</table>")
         grids = [(s, out / "grids" / f"step_{s:05d}.png") for s in (first, last)]
         h.append("<h2>Base vs tuned</h2><table><tr>" + "".join(
             f"<th>step {s}</th>" for s, _ in grids) + "</tr><tr>" + "".join(

@@ -28,7 +28,7 @@ from textnorm_t2i.errors import InputError
 from textnorm_t2i.finetune.common import (
     RandomStreams,
     adapters_off,
-    any_process,
+    checkpoint_or_stop,
     eval_prompts,
     params_digest,
     print_accounting,
@@ -43,7 +43,7 @@ from textnorm_t2i.finetune.models import load_scheduler_config
 from textnorm_t2i.finetune.setup import setup_training
 from textnorm_t2i.finetune.stat_tracking import PromptStatTracker
 from textnorm_t2i.io import write_json_atomic
-from textnorm_t2i.rundir import GracefulStop, RunFolder, hold_point
+from textnorm_t2i.rundir import GracefulStop, RunFolder
 
 
 @dataclass
@@ -264,17 +264,11 @@ def run_rl(config: RLConfig | dict, resume: bool = False, progress: bool = True,
                     log.write(evaluator(epoch + 1, {"samples": samples_seen, "train_reward": float(gathered.mean()),
                                                     "seconds": round(time.time() - t0, 2),
                                                     "clipfrac": stats["clipfrac"], "kl": stats["kl"]}, unet=unet))
-                hold_point(f"rl:epoch:{epoch + 1}")
-                stopping = any_process(accelerator, stop.requested)
-                if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs or stopping:
-                    accelerator.wait_for_everyone()
-                    if main:
-                        last_checkpoint = run.checkpoint(
-                            f"checkpoint-{epoch + 1}", {"lora": trainable_state(unet)}, optimizer,
-                            state={"epoch": epoch + 1, "samples": samples_seen, "tracker": tracker.state()})
-                    accelerator.wait_for_everyone()
-                if stopping and epoch + 1 < cfg.epochs:
-                    raise run.interrupted(stop, f"after epoch {epoch + 1} of {cfg.epochs}", last_checkpoint)
+                last_checkpoint = checkpoint_or_stop(
+                    run, accelerator, stop, unet, optimizer, done=epoch + 1, total=cfg.epochs,
+                    every=cfg.checkpoint_every, unit="rl:epoch",
+                    state={"epoch": epoch + 1, "samples": samples_seen, "tracker": tracker.state()},
+                    last=last_checkpoint)
         log.close()
         _finish(out, unet, rank, main, samples_seen, accelerator)
         if main:
