@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -298,7 +299,7 @@ def test_output_equal_to_the_input_is_refused(tmp_path, capsys, command):
     source = tmp_path / "input.txt"
     source.write_text("a red circle\n")
     rc = main([a.replace("{in}", str(source)) for a in command])
-    assert "is also the input" in one_error_line(capsys, rc)
+    assert "is also an input" in one_error_line(capsys, rc)
     assert source.read_text() == "a red circle\n"
 
 
@@ -364,3 +365,195 @@ def test_a_section_switched_off_is_not_checked():
     assert not cfg.rl.enabled and cfg.rl.batch_size == 3
     with pytest.raises(InputError, match="rl.train_batch_size=2 does not divide"):
         load_study_config(None, [o for o in off if o != "rl.enabled=false" and "objectives" not in o])
+
+
+# ------------------------------------------------------------------- the second audit (80 hostile inputs)
+RL_SMOKE = str(ROOT / "configs" / "rl-smoke.yaml")
+DEEP_YAML = "epochs: " + "[" * 5000 + "]" * 5000 + "\n"
+
+
+@pytest.mark.parametrize("argv,said", [
+    (["finetune", "--method", "rl", "--config", RL_SMOKE, "--set", "seed=-1"], "seed: must be >= 0"),
+    (["finetune", "--method", "rl", "--config", RL_SMOKE, "--set", "seed=100000000000000000000000"],
+     "seed: must be <="),
+    (["finetune", "--method", "rl", "--config", RL_SMOKE, "--set", "eval.seed=-5"], "eval.seed: must be >= 0"),
+    (["study", "run", "--set", "seed=-1"], "seed: must be >= 0"),
+    (["study", "run", "--set", "prompts.train_per_subset=1000000"], "must be <= 1000"),
+    (["finetune", "--method", "rl", "--config", RL_SMOKE, "--set", "prompts.n=1000000"], "must be <= 1000"),
+    (["finetune", "--method", "rl", "--config", "{dir}/deep.yaml"], "nested too deeply"),
+    (["study", "run", "--set", "pool.ns=" + "[" * 3000 + "]" * 3000], "pool.ns: expected a list"),
+    (["study", "summary", "--results", "{dir}/deep.json"], "nested too deeply"),
+    (["finetune", "--method", "rl", "--config", "{dir}/dup.yaml"], "key 'epochs' is given twice"),
+    (["finetune", "--method", "rl", "--config", "/dev/zero"], "not a regular file"),
+    (["finetune", "--method", "rl", "--config", RL_SMOKE, "--set", "out=a\x00b"], "NUL"),
+    (["study", "run", "--set", "objectives.temperatures=[]"], "objectives.temperatures: give temperatures"),
+    (["study", "run", "--set", "objectives.temperatures=[1e-300]"], "objectives.temperatures: give temperatures"),
+    (["study", "run", "--set", "work=same", "--set", "out=same"], "out: give a folder other than work"),
+    (["finetune", "--method", "rl", "--config", RL_SMOKE, "--set", "generator={dir}/evil"], "cannot load the pipeline"),
+    (["study", "summary", "--results", "{dir}"], "is a folder"),
+])
+def test_audited_inputs_are_one_line(tmp_path, capsys, argv, said, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "deep.yaml").write_text(DEEP_YAML)
+    (tmp_path / "deep.json").write_text("[" * 200_000 + "]" * 200_000)
+    (tmp_path / "dup.yaml").write_text("epochs: 1\nepochs: 5\n")
+    (tmp_path / "evil").mkdir()
+    (tmp_path / "evil" / "model_index.json").write_text('{"_class_name": "Evil"}')
+    (tmp_path / "evil" / "scheduler").mkdir()
+    (tmp_path / "evil" / "scheduler" / "scheduler_config.json").write_text(
+        (ROOT / "src/textnorm_t2i/data/models/shapes-generator/scheduler/scheduler_config.json").read_text())
+    before = sorted(p.name for p in tmp_path.iterdir())
+    line = one_error_line(capsys, main([a.replace("{dir}", str(tmp_path)) for a in argv]))
+    assert said in line and len(line) < 400, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing left behind
+
+
+@pytest.mark.parametrize("arg,said", [("device=bogus", "is not a device"), ("device=cuda", "no CUDA device")])
+def test_a_bad_reward_device_is_one_line(tmp_path, capsys, arg, said):
+    if said == "no CUDA device" and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    (tmp_path / "m.jsonl").write_text('{"image": "a.png", "prompt": "a red circle"}\n')
+    rc = main(["score", "--manifest", str(tmp_path / "m.jsonl"), "--reward", "shapes-clip-a", "--reward-arg", arg,
+               "-o", str(tmp_path / "o.jsonl")])
+    assert said in one_error_line(capsys, rc)
+
+
+def test_score_refuses_an_output_that_is_one_of_its_images_or_its_prompt_sets(tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
+    (tmp_path / "m.jsonl").write_text(json.dumps({"image": str(tmp_path / "a.png"), "prompt": "a red circle"}) + "\n")
+    (tmp_path / "sets.json").write_text('{"a red circle": ["a blue circle"]}')
+    before = snapshot(tmp_path)
+    for output, extra in ((tmp_path / "a.png", []), (tmp_path / "sets.json",
+                                                    ["--textnorm", "--prompt-sets", str(tmp_path / "sets.json")])):
+        rc = main(["score", "--manifest", str(tmp_path / "m.jsonl"), "--reward", "shapes-clip-a", *extra,
+                   "-o", str(output)])
+        assert "is also an input" in one_error_line(capsys, rc)
+    assert snapshot(tmp_path) == before
+
+
+def test_an_api_key_never_reaches_an_error_line(monkeypatch):
+    from textnorm_t2i.prompts.llm import LLMError, OpenAIChatGenerator
+
+    monkeypatch.setenv("TEXTNORM_TEST_KEY", "sk-SECRET10\r")
+    gen = OpenAIChatGenerator("http://127.0.0.1:9/v1", "m", api_key_env="TEXTNORM_TEST_KEY", max_retries=0)
+    with pytest.raises(LLMError) as e:
+        gen("a red circle")
+    assert "SECRET" not in str(e.value)
+    monkeypatch.setenv("TEXTNORM_TEST_KEY", "sk-SECRET10\nX-Other: 1")
+    with pytest.raises(LLMError) as e:
+        gen("a red circle")
+    assert "SECRET" not in str(e.value) and "control characters" in str(e.value)
+
+
+def test_textnorm_and_ensemble_refuse_what_they_cannot_use():
+    from textnorm_t2i.calibrate import Ensemble, TextNorm
+    from textnorm_t2i.rewards.registry import load_reward
+
+    reward = load_reward("shapes-clip-a")
+    x = torch.rand(1, 3, 32, 32)
+    with pytest.raises(InputError, match="must be a list of prompts"):
+        TextNorm(reward, {"a red circle": "xyz"})
+    for bad in (lambda p: "a blue circle", lambda p: None):
+        with pytest.raises(InputError, match="must return a list of prompts"):
+            TextNorm(reward, generator=bad).score(x, ["a red circle"])
+    for t in (float("nan"), 0.0, "1"):
+        with pytest.raises(InputError, match="temperature"):
+            TextNorm(reward, {"a red circle": ["a blue circle"]}, temperature=t)
+    with pytest.raises(InputError, match="too small"):
+        TextNorm(reward, {"a red circle": ["a blue circle"]}, temperature=1e-300).score(x, ["a red circle"])
+    for lam in (float("inf"), float("nan"), "x"):
+        with pytest.raises(InputError, match="lambda"):
+            Ensemble([reward, reward], mode="ur", lam=lam)
+    with pytest.raises(InputError, match="no pixels"):
+        reward.score(torch.zeros(1, 3, 0, 0), ["a red circle"])
+    with pytest.raises(InputError, match="got ndarray"):
+        reward.score(x, np.array(["a red circle"]))
+
+
+def test_score_matrix_in_chunks_equals_pairwise_scores():
+    from textnorm_t2i.rewards.registry import load_reward
+
+    reward = load_reward("shapes-perceive-clean")
+    images = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    prompts = [f"{n} red circles" for n in ("two", "three", "four")] * 700  # 2,100 prompts: rows in chunks
+    m = reward.score_matrix(images, prompts)
+    assert m.shape == (5, 2100)
+    torch.testing.assert_close(m[3, :3], reward.score(images[3:4].expand(3, -1, -1, -1), prompts[:3]))
+
+
+def test_a_trainer_config_whose_prompts_section_is_not_a_mapping(tmp_path):
+    from textnorm_t2i.trainers import RLTrainer
+
+    (tmp_path / "c.yaml").write_text("prompts:\n")
+    assert RLTrainer(tmp_path / "c.yaml", prompts=["a red circle"]).config.prompts.list == ["a red circle"]
+    with pytest.raises(InputError, match="prompts must be a mapping"):
+        RLTrainer({"prompts": "abc"}, prompts=["a red circle"])
+
+
+def test_a_checkpoint_with_a_damaged_rng_state_is_unreadable(tmp_path):
+    from textnorm_t2i.checkpoint import read_checkpoint, save_checkpoint
+
+    folder = save_checkpoint(tmp_path / "checkpoint-2", {"lora": {"w": torch.zeros(2)}})
+    state = json.loads((folder / "state.json").read_text())
+    state["rng"]["python"] = "(("
+    (folder / "state.json").write_text(json.dumps(state))
+    with pytest.raises(InputError, match="unreadable checkpoint"):
+        read_checkpoint(folder)
+
+
+def test_a_study_report_never_replaces_files_it_did_not_write(tmp_path):
+    from textnorm_t2i.study.run import check_report_folder
+
+    user = tmp_path / "docs"
+    user.mkdir()
+    (user / "report.html").write_text("my own report")
+    with pytest.raises(InputError, match="not a folder made by a textnorm run"):
+        check_report_folder(user, "runs/s", overwrite=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "samples.jsonl").write_text("{}\n")
+    mark_run_dir(run, "finetune")
+    with pytest.raises(InputError, match="holds a textnorm finetune run, not a report run"):
+        check_report_folder(run, "runs/s", overwrite=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "report.html").write_text("<html>")
+    mark_run_dir(other, "report", work="runs/another")
+    with pytest.raises(InputError, match="holds the report of the study in runs/another"):
+        check_report_folder(other, "runs/s", overwrite=False)
+    check_report_folder(other, "runs/s", overwrite=True)          # replaced only when asked
+    check_report_folder(other, "runs/another", overwrite=False)   # its own study resumes into it
+
+
+def test_a_stage_record_of_the_wrong_shape_is_not_trusted():
+    from textnorm_t2i.study.run import _result_fits
+
+    assert not _result_fits("prompts", {"train": 5, "eval": {}})
+    assert not _result_fits("temperatures", {"rewards": {"shapes-clip-a": {"temperature": "hot"}}})
+    assert _result_fits("prompts", {"train": {"counting": ["two red circles"]}, "eval": {"counting": []}})
+
+
+def test_the_temperature_table_escapes_reward_names():
+    from textnorm_t2i.study.report import _temperature_table
+
+    ci = {"auroc": [0.4, 0.6]}
+    table = _temperature_table({"k": 5, "rewards": {"<img src=x onerror=alert(1)>": {
+        "temperature": 1.0, "raw": {"auroc": 0.5, "ci": ci}, "textnorm": {"auroc": 0.5, "ci": ci}}}})
+    assert "<img" not in table and "&lt;img" in table
+
+
+@pytest.mark.slow
+def test_an_overwrite_whose_new_run_fails_puts_the_earlier_run_back(tiny, tmp_path):
+    from textnorm_t2i.trainers import RLTrainer
+
+    out = RLTrainer(rl_config(tiny, tmp_path / "run", epochs=1), progress=False).train()
+    before = snapshot(out)
+
+    def broken(images, prompts):
+        raise RuntimeError("the reward server is down")
+
+    with pytest.raises(RuntimeError, match="server is down"):
+        RLTrainer(rl_config(tiny, out, epochs=1, seed=3), reward=broken, progress=False, overwrite=True).train()
+    assert snapshot(out) == before and not (out / ".previous-run.tmp").exists()

@@ -237,7 +237,8 @@ def test_tiny_study_resumes_without_redoing_stages(tiny_study):
 
     folder, _, pool_files, ran = tiny_study
     assert clearable_entries(folder / "work", "study")  # all it wrote is declared (--overwrite may clear it)
-    assert sorted(p.name for p in (folder / "out").iterdir()) == ["report.html", "results.json", "samples.jsonl"]
+    assert sorted(p.name for p in (folder / "out").iterdir()) == [".textnorm-run", "report.html", "results.json",
+                                                                  "samples.jsonl"]
     assert "pool" not in ran and "bon" not in ran
     assert {"map", "base", "sft", "rl", "compare", "report"} <= set(ran)
     assert {p: p.stat().st_mtime_ns for p in (folder / "work" / "pool").iterdir()} == pool_files

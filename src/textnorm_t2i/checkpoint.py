@@ -163,6 +163,10 @@ def read_checkpoint(folder: str | os.PathLike) -> Checkpoint:
         extra = load_file(folder / "optimizer.safetensors")
         if not isinstance(meta, dict) or "rng" not in meta:
             raise ValueError("state.json lacks the RNG state")
+        import ast
+
+        ast.literal_eval(meta["rng"]["python"])  # parsed now, so a damaged state is found before restoring
+        name, pos, has_gauss, cached = meta["rng"]["numpy"]
     except (OSError, ValueError, json.JSONDecodeError, Exception) as e:  # safetensors raises its own errors
         raise InputError(f"{folder}: unreadable checkpoint ({type(e).__name__})") from None
     return Checkpoint(folder, weights, extra, meta)

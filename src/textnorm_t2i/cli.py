@@ -79,7 +79,7 @@ def _check_output(output: str | None, *inputs: str | None) -> None:
         target = check_writable(output)
         for given in inputs:
             if given and target.exists() and Path(given).exists() and target.samefile(given):
-                raise InputError(f"{output}: is also the input; write the output to another file")
+                raise InputError(f"{output}: is also an input ({given}); write the output to another file")
 
 
 def _emit(text: str, output: str | None) -> None:
@@ -184,8 +184,9 @@ def _write_jsonl(path: str, rows: list[dict]) -> None:
 def cmd_score(args: argparse.Namespace) -> int:
     from textnorm_t2i.scoring import is_main_process, read_manifest, score_files
 
-    _check_output(args.output, args.manifest)
+    _check_output(args.output, args.manifest, args.prompt_sets)
     pairs = read_manifest(args.manifest)
+    _check_output(args.output, *{str(p) for p, _ in pairs})  # -o must not be one of the images scored
     reward = _reward_from_args(args)
     scores, skipped = score_files(reward, [p for p, _ in pairs], [q for _, q in pairs],
                                   skip_unreadable=args.skip_unreadable)
@@ -598,6 +599,8 @@ def cmd_study_summary(args: argparse.Namespace) -> int:
     from textnorm_t2i.study.summary import summary_markdown
 
     path = Path(args.results)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give a study's results.json")
     if not path.is_file():
         raise InputError(f"{path}: no such file (a study's results.json; run textnorm study run first)")
     results = read_json(path)
@@ -941,6 +944,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except MemoryError:
         print("textnorm: error: out of memory (try smaller inputs or batches)", file=sys.stderr)
+        return 2
+    except RecursionError:  # an input file nested thousands of levels deep (JSON, YAML)
+        print("textnorm: error: an input is nested too deeply to read", file=sys.stderr)
         return 2
     except OSError as e:
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""

@@ -45,6 +45,7 @@ import yaml
 from textnorm_t2i.errors import InputError
 
 C = TypeVar("C", bound="Config")
+MAX_SEED = 2**32 - 1  # seeds feed numpy's SeedSequence and torch.manual_seed: non-negative, 32 bits
 
 
 def option(default: Any, help: str, *, min: float | None = None, max: float | None = None,
@@ -122,6 +123,17 @@ class _NoAliasLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that refuses aliases (``*name``): a config never needs them, and nested aliases
     expand exponentially (a 700-byte "billion laughs" file would take gigabytes and minutes)."""
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen = set()
+        for key_node, _ in node.value:  # a key given twice: the first would be dropped without a word
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str):
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice",
+                                                            key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
@@ -142,7 +154,10 @@ def load_yaml_text(text: str) -> Any:
         yaml.composer.ComposerError: aliases (*x) are not allowed in a config; write the value out
         ...
     """
-    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply for a config") from None
 
 
 def shown(value: Any, limit: int = 80) -> str:
@@ -215,6 +230,8 @@ def _convert(value: Any, tp: Any, meta: dict | None = None) -> Any:
             return str(value)
         if not isinstance(value, str):
             raise _Reject(f"expected a string, got {shown(value)}")
+        if "\x00" in value:
+            raise _Reject("a string may not hold a NUL character")
         return value
     raise TypeError(f"unsupported config type {tp!r}")  # a programming error, not bad input
 
@@ -296,7 +313,7 @@ def _check_all(cfg: Config, where: str) -> None:
 
 def _override(cls: type, data: dict, item: str) -> dict:
     """``data`` with the override ``key.sub=value`` applied, the key and value checked against ``cls``."""
-    where = f"--set {item}"
+    where = f"--set {item if len(item) <= 80 else item[:60] + f'… ({len(item)} characters)'}"
     dotted, sep, text = item.partition("=")
     if not sep or not dotted:
         raise InputError(f"{where}: expected KEY=VALUE (e.g. --set lr=1e-4)")
@@ -341,6 +358,8 @@ def read_yaml(path: str | os.PathLike) -> dict:
         textnorm_t2i.errors.InputError: /nonexistent.yaml: config file not found
     """
     p = Path(path)
+    if p.exists() and not p.is_file() and not p.is_dir():  # a device or a pipe: never read (it may never end)
+        raise InputError(f"{p}: not a regular file, expected a YAML config file")
     try:
         data = load_yaml_text(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -352,7 +371,8 @@ def read_yaml(path: str | os.PathLike) -> dict:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
-        raise InputError(f"{p}{where}: malformed YAML ({getattr(e, 'problem', None) or 'syntax error'})") from None
+        problem = getattr(e, "problem", None) or (str(e) if type(e) is yaml.YAMLError else "syntax error")
+        raise InputError(f"{p}{where}: malformed YAML ({problem})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

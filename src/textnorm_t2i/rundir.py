@@ -43,7 +43,9 @@ RUN_OUTPUTS: dict[str, tuple[str, ...]] = {
     "reward": ("config.json", "model.safetensors", "train_log.csv", "data.json"),
     "study": ("config.yaml", "stages", "pool", "eval", "sft", "rl"),
     "benchmark": ("README.md", "benchmark.json", "human_annotations", "images", "prompts", "alignment_scores"),
+    "report": ("report.html", "results.json", "samples.jsonl"),  # a study's out folder
 }
+ASIDE_NAME = ".previous-run.tmp"  # where --overwrite keeps the earlier run until the new one ends
 # Files every run may hold besides its outputs: the lock, the marker, temporaries of atomic writes.
 HOUSEKEEPING = (LOCK_NAME, MARKER_NAME, ".*.tmp")
 
@@ -167,23 +169,29 @@ def run_kind(folder: str | os.PathLike) -> str | None:
         >>> mark_run_dir(folder, "finetune"); run_kind(folder)
         'finetune'
     """
+    return read_marker(folder).get("kind")
+
+
+def read_marker(folder: str | os.PathLike) -> dict:
+    """The marker a textnorm run wrote in ``folder`` (``{}`` when there is none or it is not ours)."""
     import json
 
     try:
         data = json.loads((Path(folder) / MARKER_NAME).read_text())
     except (OSError, ValueError):
-        return None
-    return data.get("kind") if isinstance(data, dict) and isinstance(data.get("kind"), str) else None
+        return {}
+    return data if isinstance(data, dict) and isinstance(data.get("kind"), str) else {}
 
 
-def mark_run_dir(folder: str | os.PathLike, kind: str) -> None:
+def mark_run_dir(folder: str | os.PathLike, kind: str, **extra: str) -> None:
     """Write the marker that says a textnorm run of ``kind`` made ``folder`` (so ``--overwrite`` may clear it)."""
     import json
 
     from textnorm_t2i import __version__
     from textnorm_t2i.io import write_text_atomic
 
-    write_text_atomic(Path(folder) / MARKER_NAME, json.dumps({"kind": kind, "textnorm": __version__}) + "\n")
+    write_text_atomic(Path(folder) / MARKER_NAME,
+                      json.dumps({"kind": kind, "textnorm": __version__, **extra}) + "\n")
 
 
 def clearable_entries(folder: str | os.PathLike, kind: str) -> list[Path]:
@@ -388,6 +396,8 @@ class RunFolder:
         self.folder = Path(folder)
         self.kind = kind
         self._stale: list[Path] = []
+        self._aside: Path | None = None  # an earlier run set aside by overwrite until this one ends
+        self._created_root: Path | None = None
         self.config = config
         self.config_dict = config.to_dict()
         self.resume = resume or resume_from is not None
@@ -398,6 +408,10 @@ class RunFolder:
     def open(self) -> RunFolder:
         if self.main:
             self.created = not self.folder.exists()
+            # The highest folder this run creates (the run folder or a missing parent): removed again, when
+            # empty, by a run that fails early.
+            self._created_root = next((a for a in reversed([self.folder, *self.folder.parents]) if not a.exists()),
+                                      None)
             self.lock, self._stale = prepare_run_dir(self.folder, kind=self.kind, resume=self.resume,
                                                      overwrite=self.overwrite, clear=False)
         return self
@@ -409,10 +423,17 @@ class RunFolder:
         return select_checkpoint(self.folder, type(self.config), self.config_dict, self.resume_from)
 
     def start(self) -> None:
-        """The run is valid (config, models, rewards checked): clear an earlier run (``overwrite``), then mark the
-        folder and write ``config.yaml``."""
+        """The run is valid (config, models, rewards checked): set an earlier run aside (``overwrite``), then mark
+        the folder and write ``config.yaml``. The earlier run is deleted when this one ends, or put back when this
+        one fails with an error (see :meth:`close`)."""
         if self.main:
-            remove_entries(self._stale)
+            if self._stale:
+                aside = self.folder / ASIDE_NAME
+                remove_entries([aside])
+                aside.mkdir()
+                for entry in self._stale:
+                    os.replace(entry, aside / entry.name)
+                self._aside = aside
             self._stale = []
             mark_run_dir(self.folder, self.kind)
             write_run_config(self.folder, self.config_dict)
@@ -439,12 +460,33 @@ class RunFolder:
                           f"{last}; try a smaller lr or grad_clip")
 
     def close(self) -> None:
-        """Release the lock; a folder this run created and left empty (it failed early) is removed."""
+        """Release the lock; a folder this run created and left empty (it failed early) is removed.
+
+        Called from a ``finally`` block: when an error (not a Ctrl-C or a graceful stop) is on its way out, the
+        earlier run set aside by ``overwrite`` is put back in place of this run's partial output.
+        """
+        if self._aside is not None:
+            error = sys.exc_info()[1]
+            failed = error is not None and not isinstance(error, (RunInterrupted, KeyboardInterrupt))
+            if failed:
+                remove_entries([p for p in _contents(self.folder) if p.name != ASIDE_NAME])
+                for entry in self._aside.iterdir():
+                    os.replace(entry, self.folder / entry.name)
+                note(f"{self.folder}: this run failed; the earlier run it was to replace is back in place")
+            remove_entries([self._aside])
+            self._aside = None
         if self.lock is not None:
             self.lock.release()
             self.lock = None
             if self.created and self.folder.is_dir() and not _contents(self.folder):
                 shutil.rmtree(self.folder, ignore_errors=True)
+                for parent in self.folder.parents:  # missing parents it made, while empty
+                    if self._created_root is None or not parent.is_relative_to(self._created_root):
+                        break
+                    try:
+                        parent.rmdir()
+                    except OSError:
+                        break
 
     def __enter__(self) -> RunFolder:
         return self.open()

@@ -28,6 +28,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from textnorm_t2i.errors import InputError
 from textnorm_t2i.finetune.config import BestOfNConfig, DraftConfig, FinetuneConfig, RLConfig, SFTConfig, as_config
 from textnorm_t2i.rewards.base import Reward
 
@@ -52,11 +53,13 @@ class _Trainer:
         else:
             data = dict(config)
         data.setdefault("method", self.METHOD)
+        if prompts is not None and not isinstance(data.get("prompts") or {}, dict):
+            raise InputError(f"config: prompts must be a mapping of keys to values, got {data['prompts']!r:.80}")
         if prompts is not None:
             from textnorm_t2i.rewards.base import check_prompts
 
             check_prompts(prompts)  # a bare string is one prompt, not a list of characters: refused
-            data["prompts"] = {**data.get("prompts", {}), "list": list(prompts)}
+            data["prompts"] = {**(data.get("prompts") or {}), "list": list(prompts)}
         self.config = as_config(self.METHOD, data)  # checked here: a bad key fails before any model loads
         if reward is not None:
             from textnorm_t2i.rewards.base import as_reward

@@ -59,6 +59,8 @@ class Ensemble(Reward):
             raise InputError(f"ensemble mode must be one of {MODES}, got {mode!r}")
         if spread not in SPREADS:
             raise InputError(f"ensemble spread must be one of {SPREADS}, got {spread!r}")
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not -float("inf") < lam < float("inf"):
+            raise InputError(f"ensemble lambda must be a finite number, got {lam!r}")
         self.members = [as_reward(m) for m in members]
         super().__init__(device=self.members[0].device, batch_size=self.members[0].batch_size)
         self.mode, self.lam, self.spread = mode, float(lam), spread

@@ -10,6 +10,7 @@ released variant).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -57,8 +58,11 @@ def normalize_sets(values: torch.Tensor, mask: torch.Tensor, temperature: float 
         span = hi - lo
         # A set with equal rewards carries no information: every prompt gets the same scaled value.
         values = torch.where(span > 0, (values - lo) / span.clamp_min(1e-30), torch.zeros_like(values))
-    logits = (values / temperature).masked_fill(~mask, float("-inf"))
-    return torch.softmax(logits, dim=1)[:, 0]
+    logits = values / temperature
+    if not bool(torch.isfinite(logits[mask]).all()):
+        raise InputError(f"TextNorm: temperature {temperature:g} is too small for rewards of this size (the "
+                         "softmax overflows); use a larger one")
+    return torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=1)[:, 0]
 
 
 class TextNorm(Reward):
@@ -84,10 +88,13 @@ class TextNorm(Reward):
                  generator: Callable[[str], Sequence[str]] | None = None, name: str | None = None):
         self.reward = as_reward(reward)
         super().__init__(device=self.reward.device, dtype=self.reward.dtype, batch_size=self.reward.batch_size)
-        if temperature <= 0:
-            raise InputError(f"temperature must be > 0, got {temperature}")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
+            raise InputError(f"TextNorm: temperature must be a finite number > 0, got {temperature!r}")
         if scaling not in SCALINGS:
             raise InputError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
+        for p, s in (prompt_sets or {}).items():  # a bare string would be read as a set of characters
+            if isinstance(s, str) or not all(isinstance(q, str) for q in s):
+                raise InputError(f"TextNorm: the contrastive set of {p!r} must be a list of prompts, got {s!r:.80}")
         self.prompt_sets = {p: list(s) for p, s in (prompt_sets or {}).items()}
         self.temperature = float(temperature)
         self.scaling = scaling
@@ -106,7 +113,12 @@ class TextNorm(Reward):
             if prompt in self.prompt_sets:
                 contrast = self.prompt_sets[prompt]
             elif self.generator is not None:
-                contrast = list(self.generator(prompt))
+                given = self.generator(prompt)
+                if isinstance(given, str) or not isinstance(given, (list, tuple)) or \
+                        not all(isinstance(q, str) for q in given):
+                    raise InputError(f"TextNorm: the prompt-set generator gave {type(given).__name__} for {prompt!r}; "
+                                     "it must return a list of prompts")
+                contrast = list(given)
             else:
                 raise InputError(f"TextNorm: no contrastive prompt set for {prompt!r} (give one or a generator)")
             self._candidates[prompt] = list(dict.fromkeys([prompt, *contrast]))

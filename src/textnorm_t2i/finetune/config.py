@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from textnorm_t2i.config import Config, load_config, option, read_yaml
+from textnorm_t2i.config import MAX_SEED, Config, load_config, option, read_yaml
 from textnorm_t2i.errors import InputError
 from textnorm_t2i.rewards.spec import RewardSpec
 
@@ -36,8 +36,8 @@ class PromptsConfig(Config):
 
     subsets: list[Literal["counting", "composition", "comprehensive"]] = option(
         ["counting", "composition"], "world subsets to sample training prompts from")
-    n: int = option(16, "prompts sampled per subset", min=1)
-    seed: int = option(0, "seed of the prompt sampling")
+    n: int = option(16, "prompts sampled per subset (a subset has a few hundred distinct scenes)", min=1, max=1000)
+    seed: int = option(0, "seed of the prompt sampling", min=0, max=MAX_SEED)
     list: list[str] | None = option(None, "explicit training prompts (replace the sampled ones)")
 
     def check(self) -> None:
@@ -74,10 +74,10 @@ class EvalConfig(Config):
                         min=0, mutable_on_resume=True)
     prompts: list[str] | None = option(None, "explicit evaluation prompts (default: n_prompts of the training pool)")
     n_prompts: int = option(8, "evaluation prompts drawn from the training pool (or, held_out, per subset of "
-                            "prompts.subsets)", min=1)
+                            "prompts.subsets)", min=1, max=1000)
     held_out: bool = option(False, "draw the evaluation prompts from prompts.subsets with eval.seed, leaving out the "
                             "training prompts (what over-optimisation is measured on)")
-    seed: int = option(1234, "seed of the evaluation noise and prompt draw")
+    seed: int = option(1234, "seed of the evaluation noise and prompt draw", min=0, max=MAX_SEED)
     steps: int = option(20, "DDIM steps at evaluation", min=1, max=1000)
     kl_min_std: float = option(0.05, "kl_base sums the KL of the stochastic (eta = 1) policy from the base over the "
                                "denoising steps with sigma >= this; the last stochastic step is logged apart "
@@ -113,7 +113,7 @@ class FinetuneConfig(Config):
     """What every fine-tuning method shares."""
 
     method: str = option("", "the method this config is for (bon, sft, rl or draft); checked against --method")
-    seed: int = option(0, "seed of every random stream of the run")
+    seed: int = option(0, "seed of every random stream of the run", min=0, max=MAX_SEED)
     generator: str = option("shapes", "'shapes' (the shipped embedded model) or a diffusers pipeline folder")
     out: str = option("runs/finetune", "run folder (config, eval.csv, grids, checkpoints, LoRA weights)",
                       mutable_on_resume=True)

@@ -92,7 +92,8 @@ class RunLog:
                 record = json.loads(line)
             except ValueError:
                 return False
-            return isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step
+            return (isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step
+                    and isinstance(record.get("prompt"), str))
 
         if self.samples_path.exists():
             lines = self.samples_path.read_text(errors="replace").splitlines()

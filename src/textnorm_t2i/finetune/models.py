@@ -35,7 +35,11 @@ def load_pipeline(name_or_path: str | os.PathLike) -> Any:
         return load_generator(path)
     from diffusers import DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(path, use_safetensors=True)
+    try:
+        pipe = DiffusionPipeline.from_pretrained(path, use_safetensors=True)
+    except (AttributeError, ImportError, OSError, ValueError, KeyError, TypeError) as e:  # a foreign or broken folder
+        reason = str(e).splitlines()[0][:160] if str(e) else ""
+        raise InputError(f"{path}: cannot load the pipeline ({type(e).__name__}: {reason})") from None
     if hasattr(pipe, "safety_checker"):
         pipe.safety_checker = None
     pipe.set_progress_bar_config(disable=True)

@@ -56,7 +56,17 @@ def _file_png(path: Path) -> str:
 
 
 def _read_samples(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The per-image records of a run (a line that is not one, e.g. written by hand, is left out)."""
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step", record.get("n")), int) and \
+                isinstance(record.get("prompt"), str):
+            records.append(record)
+    return records
 
 
 def paired_change(samples: list[dict], key: str, first: int, last: int) -> tuple[float, float, int]:

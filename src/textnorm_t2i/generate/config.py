@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from textnorm_t2i.config import Config, option
+from textnorm_t2i.config import MAX_SEED, Config, option
 from textnorm_t2i.errors import InputError
 
 
@@ -34,7 +34,7 @@ class GeneratorModelConfig(Config):
 class GeneratorTrainConfig(Config):
     """Training the embedded text-to-image model from scratch on rendered scenes."""
 
-    seed: int = option(0, "seed of the initialisation, the batches and the noise")
+    seed: int = option(0, "seed of the initialisation, the batches and the noise", min=0, max=MAX_SEED)
     steps: int = option(4000, "optimisation steps", min=1, mutable_on_resume=True)
     batch_size: int = option(64, "scenes per step", min=1)
     lr: float = option(1e-3, "learning rate (AdamW)", min=0, min_exclusive=True)

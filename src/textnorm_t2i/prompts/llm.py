@@ -109,13 +109,19 @@ class LLMGenerator:
                 self.calls += 1
                 result = parse_reply(self.complete(message), prompt)
             except (ValueError, TimeoutError, urllib.error.URLError, ConnectionError) as e:
-                problems.append(f"{type(e).__name__}: {e}")
+                problems.append(self._redacted(f"{type(e).__name__}: {e}"))
                 continue
             if cache is not None:
                 write_json_atomic(cache, {"prompt": prompt, "model": self.model, "contrastive": result})
             return result
         raise LLMError(f"{self.model}: no valid contrastive set for {prompt!r} after {len(problems)} attempt(s); "
                        f"last problem: {problems[-1]}")
+
+    def _redacted(self, text: str) -> str:
+        """``text`` with the API key (if any) cut out: error messages end up in logs."""
+        env = getattr(self, "_api_key_env", None)
+        key = (os.environ.get(env) or "").strip() if env else ""
+        return text.replace(key, "***") if len(key) >= 4 else text
 
     def generate(self, prompts: list[str]) -> dict[str, list[str]]:
         """``{prompt: contrastive set}`` for many prompts, with a progress bar."""
@@ -151,6 +157,10 @@ class OpenAIChatGenerator(LLMGenerator):
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(self._api_key_env)
         if key:
+            key = key.strip()  # a key read from a CRLF env file ends in '\r'
+            if not key.isprintable() or " " in key:
+                # Said without the key: a header error would quote it, and messages reach logs.
+                raise LLMError(f"${self._api_key_env} holds spaces or control characters; it cannot be a key")
             headers["Authorization"] = f"Bearer {key}"
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         try:

@@ -93,6 +93,8 @@ def _prepare(images: Images | Sequence[str | os.PathLike] | np.ndarray) -> Image
             images = images.permute(0, 3, 1, 2)  # N x H x W x 3 -> N x 3 x H x W
         if images.ndim != 4 or images.shape[1] != 3:
             raise InputError(f"image tensor must be N x 3 x H x W or N x H x W x 3, got shape {tuple(images.shape)}")
+        if images.shape[0] and (images.shape[2] == 0 or images.shape[3] == 0):
+            raise InputError(f"image tensor has no pixels (shape {tuple(images.shape)})")
         if images.dtype == torch.uint8:
             return images.float() / 255.0
         if not images.is_floating_point():
@@ -138,8 +140,11 @@ def check_finite(scores: torch.Tensor, reward: str, prompts: Sequence[str]) -> N
 
 
 def check_prompts(prompts: Sequence[str], what: str = "prompts") -> None:
-    if isinstance(prompts, str) or not isinstance(prompts, Sequence):
+    """Refuse anything but a list (or tuple) of strings, saying what was given instead."""
+    if isinstance(prompts, str):
         raise InputError(f"{what} must be a list of strings, not a single string")
+    if not isinstance(prompts, Sequence):
+        raise InputError(f"{what} must be a list of strings, got {type(prompts).__name__}")
     for i, p in enumerate(prompts):
         if not isinstance(p, str):
             raise InputError(f"{what}[{i}]: expected a string, got {type(p).__name__}")
@@ -186,7 +191,12 @@ class Reward:
     def __init__(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, batch_size: int = 32):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        self.device = torch.device(device)
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise InputError(f"device: {device!r} is not a device (e.g. cpu, cuda, cuda:1)") from None
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise InputError(f"device: {device!r} asked for, but no CUDA device is available")
         self.dtype = dtype
         self.batch_size = batch_size
 
@@ -222,11 +232,17 @@ class Reward:
         images = _prepare(images)
         check_prompts(prompts)
         m, n = len(images), len(prompts)
-        if isinstance(images, torch.Tensor):
-            tiled = images.repeat_interleave(n, dim=0)
-        else:
-            tiled = [img for img in images for _ in range(n)]
-        return self.score(tiled, list(prompts) * m).reshape(m, n)
+        # Image rows in chunks, so that at most about 4096 image copies are in memory at once.
+        rows = max(1, 4096 // max(n, 1))
+        parts = []
+        for lo in range(0, m, rows):
+            chunk = _take(images, slice(lo, lo + rows))
+            if isinstance(chunk, torch.Tensor):
+                tiled = chunk.repeat_interleave(n, dim=0)
+            else:
+                tiled = [img for img in chunk for _ in range(n)]
+            parts.append(self.score(tiled, list(prompts) * len(chunk)).reshape(len(chunk), n))
+        return torch.cat(parts) if parts else torch.zeros(0, n)
 
     def score_sets(self, images: Images | Sequence[str | os.PathLike], prompt_sets: Sequence[Sequence[str]],
                    grad: bool = False) -> list[torch.Tensor]:

@@ -42,7 +42,8 @@ class RewardEntry:
         except TypeError as e:  # an argument the builder (or the reward it builds) does not take: the user's typo
             if not kwargs or "keyword argument" not in str(e):
                 raise
-            params = [n for n in list(inspect.signature(fn).parameters)[1:] if n not in ("args", "kwargs")]
+            plain = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+            params = [p.name for p in list(inspect.signature(fn).parameters.values())[1:] if p.kind in plain]
             raise InputError(f"reward {self.name!r}: {str(e).split(': ', 1)[-1].split('() ', 1)[-1]} (its "
                              f"arguments: {', '.join(params) or 'none'})") from None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from textnorm_t2i.config import Config, option
+from textnorm_t2i.config import MAX_SEED, Config, option
 from textnorm_t2i.errors import InputError
 
 
@@ -30,7 +30,7 @@ class RewardTrainConfig(Config):
     method: Literal["contrastive"] = option("contrastive", "this config trains a contrastive proxy "
                                             "(method: preference trains shapes-pref)")
     name: str = option("shapes-clip-a", "the reward's name (written into its config.json)")
-    seed: int = option(0, "seed of the initialisation and the batches")
+    seed: int = option(0, "seed of the initialisation and the batches", min=0, max=MAX_SEED)
     steps: int = option(1500, "optimisation steps", min=1)
     batch_size: int = option(128, "scenes per step (the contrastive batch)", min=2)
     lr: float = option(2e-3, "peak learning rate (AdamW, warm-up then cosine)", min=0, min_exclusive=True)
@@ -56,7 +56,7 @@ class PrefTrainConfig(Config):
     method: Literal["preference"] = option("preference", "this config trains a preference proxy")
     name: str = option("shapes-pref", "the reward's name (written into its config.json)")
     base: str = option("shapes-clip-a", "the registered embedded reward to start from (and regularise towards)")
-    seed: int = option(0, "seed of prompts, samples, raters, split and batches")
+    seed: int = option(0, "seed of prompts, samples, raters, split and batches", min=0, max=MAX_SEED)
     prompts_per_subset: int = option(100, "training prompts per world subset (disjoint from TIA2-Shapes)", min=1)
     samples_per_prompt: int = option(6, "generator samples per prompt (all pairs are compared)", min=2, max=16)
     sampling_steps: int = option(10, "DDIM steps of the generator", min=1, max=200)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from textnorm_t2i.config import Config, load_config, option
+from textnorm_t2i.config import MAX_SEED, Config, load_config, option
 from textnorm_t2i.errors import InputError
 
 __all__ = ["StudyConfig", "load_config"]
@@ -31,9 +31,10 @@ class StudyPromptsConfig(Config):
     """Training and held-out evaluation prompts, sampled from every world subset with fixed seeds."""
 
     train_per_subset: int = option(24, "training prompts per subset (the best-of-n pool, SFT and RL train on them)",
-                                   min=1)
-    eval_per_subset: int = option(56, "held-out evaluation prompts per subset (disjoint from training)", min=2)
-    seed: int = option(0, "seed of the prompt draw")
+                                   min=1, max=1000)
+    eval_per_subset: int = option(56, "held-out evaluation prompts per subset (disjoint from training)", min=2,
+                                  max=1000)
+    seed: int = option(0, "seed of the prompt draw", min=0, max=MAX_SEED)
 
 
 @dataclass
@@ -58,6 +59,13 @@ class ObjectivesConfig(Config):
     lams: list[float] | None = option(None, "UR ensemble lambda grid (default: 0, .25, .5, 1, 2)")
     k: int = option(5, "cross-validation folds over TIA2-Shapes prompts", min=2)
     benchmark: str = option("shapes", "labelled benchmark the temperatures are cross-validated on")
+
+    def check(self) -> None:
+        if self.temperatures is not None and (not self.temperatures or any(t < 1e-3 for t in self.temperatures)):
+            raise InputError(f"objectives.temperatures: give temperatures >= 0.001 (or leave it out for the default "
+                             f"grid), got {self.temperatures}")
+        if self.lams is not None and (not self.lams or any(lam < 0 for lam in self.lams)):
+            raise InputError(f"objectives.lams: give lambdas >= 0 (or leave it out), got {self.lams}")
 
 
 @dataclass
@@ -107,7 +115,7 @@ class EvalStudyConfig(Config):
     """Held-out evaluation of fine-tuned models: stochastic samples with the training sampler, fixed seeds."""
 
     samples_per_prompt: int = option(4, "samples per evaluation prompt", min=1)
-    seed: int = option(1234, "seed of the evaluation noise")
+    seed: int = option(1234, "seed of the evaluation noise", min=0, max=MAX_SEED)
 
 
 @dataclass
@@ -126,7 +134,7 @@ class SideBySideConfig(Config):
 class StudyConfig(Config):
     """Does optimising a TextNorm reward give better-aligned models than the raw reward?"""
 
-    seed: int = option(0, "seed of every random stream")
+    seed: int = option(0, "seed of every random stream", min=0, max=MAX_SEED)
     generator: str = option("shapes", "'shapes' (the embedded model) or a diffusers pipeline folder")
     work: str = option("runs/study", "work folder: config, stage results, pool, checkpoints (resumable)",
                        mutable_on_resume=True)
@@ -134,7 +142,7 @@ class StudyConfig(Config):
                       mutable_on_resume=True)
     device: Literal["auto", "cpu", "cuda"] = option("auto", "where generation and training run",
                                                     mutable_on_resume=True)
-    bootstrap: int = option(1000, "bootstrap resamples for every confidence interval", min=100)
+    bootstrap: int = option(1000, "bootstrap resamples for every confidence interval", min=100, max=100_000)
     prompts: StudyPromptsConfig = option(StudyPromptsConfig(), "prompts")
     objectives: ObjectivesConfig = option(ObjectivesConfig(), "objectives")
     pool: PoolConfig = option(PoolConfig(), "the shared best-of-n pool")
@@ -190,6 +198,10 @@ class StudyConfig(Config):
                 raise InputError(f"map.n={self.map.n} does not divide pool.n_max={self.pool.n_max}")
         if not self.work.strip() or not self.out.strip():
             raise InputError("work and out: give folders")
+        from pathlib import Path
+
+        if Path(self.work).resolve() == Path(self.out).resolve():
+            raise InputError("out: give a folder other than work (the report is written apart from the stages)")
 
 
 def load_study_config(path: str | None = None, overrides: list[str] | None = None) -> StudyConfig:

@@ -225,7 +225,7 @@ def _answer(results: dict) -> str:
 
 
 def _temperature_table(t: dict) -> str:
-    rows = [[r, f"{v['temperature']:g}", _ci({"mean": v["raw"]["auroc"], "ci": v["raw"]["ci"]["auroc"]}),
+    rows = [[html.escape(r), f"{v['temperature']:g}", _ci({"mean": v["raw"]["auroc"], "ci": v["raw"]["ci"]["auroc"]}),
              _ci({"mean": v["textnorm"]["auroc"], "ci": v["textnorm"]["ci"]["auroc"]})]
             for r, v in t["rewards"].items()]
     for name, s in (t.get("ensembles") or {}).items():
@@ -316,6 +316,8 @@ def write_report(study: Any) -> None:
     import os
     import shutil
 
+    from textnorm_t2i.rundir import mark_run_dir
+
     final = Path(study.cfg.out)
     out = final / ".report.tmp"
     shutil.rmtree(out, ignore_errors=True)
@@ -324,6 +326,7 @@ def write_report(study: Any) -> None:
         _write_report_files(study, out)
         for name in REPORT_FILES:
             os.replace(out / name, final / name)
+        mark_run_dir(final, "report", work=study.cfg.work)  # whose report this is (see run.check_report_folder)
     finally:
         shutil.rmtree(out, ignore_errors=True)
 

@@ -159,6 +159,8 @@ class Study:
                                     and rec.get("stage") == name and "result" in rec
                                     and isinstance(rec.get("files", {}), dict)):
             problem = f"not a stage record of schema {STAGE_SCHEMA}"
+        if problem is None and not _result_fits(name, rec["result"]):
+            problem = "its result does not have the shape this stage writes"
         if problem is None:
             for rel, digest in rec.get("files", {}).items():
                 if file_digest(self.work / rel, missing_ok=True) != digest:
@@ -448,6 +450,21 @@ def _sigterm_as_interrupt() -> Any:
         signal.signal(signal.SIGTERM, previous)
 
 
+def check_report_folder(out: Path, work: str, overwrite: bool) -> None:
+    """``out`` may take this study's report: it is empty, or holds a report (marked ``.textnorm-run``, kind
+    ``report``) of the study in ``work`` and nothing else; another study's report is replaced only with
+    ``overwrite``."""
+    from textnorm_t2i.rundir import clearable_entries, read_marker
+
+    if not [p for p in out.iterdir() if p.name != ".lock"]:
+        return
+    clearable_entries(out, "report")  # a folder no study report made, or with files of its own: refused
+    owner = read_marker(out).get("work")
+    if owner != work and not overwrite:
+        raise InputError(f"{out}: holds the report of the study in {owner}; choose another out, or pass --overwrite "
+                         "to replace it")
+
+
 def _check_stage_plan(study: Study, only: list[str] | None, redo: list[str], fresh: bool = False) -> None:
     """Refuse, before any work, a plan that would leave a stale or impossible result: a finished stage whose
     settings changed since it ran (unless it is redone), a stage whose inputs are not done, a --redo that --only
@@ -479,6 +496,21 @@ def _check_stage_plan(study: Study, only: list[str] | None, redo: list[str], fre
         if missing:
             raise InputError(f"stage {stage} needs {', '.join(missing)}, not done yet in {study.work}; run them "
                              f"first (e.g. without --only)")
+
+
+def _result_fits(stage: str, result: Any) -> bool:
+    """The shape of the results later stages read back (a hand-edited or foreign record is run again)."""
+    def prompt_lists(part: Any) -> bool:
+        return isinstance(part, dict) and all(isinstance(qs, list) and all(isinstance(q, str) for q in qs)
+                                              for qs in part.values())
+
+    if stage == "prompts":
+        return isinstance(result, dict) and prompt_lists(result.get("train")) and prompt_lists(result.get("eval"))
+    if stage == "temperatures":
+        rewards = result.get("rewards") if isinstance(result, dict) else None
+        return isinstance(rewards, dict) and all(
+            isinstance(v, dict) and isinstance(v.get("temperature"), int | float) for v in rewards.values())
+    return isinstance(result, dict)  # every stage (and the timings) writes an object
 
 
 def _digest_path(path: Path) -> Path:
@@ -527,7 +559,12 @@ def run_study(config: StudyConfig | dict, resume: bool = False, overwrite: bool 
     if rank == 0 and Path(cfg.out).resolve() != Path(cfg.work).resolve():
         try:
             out_lock = RunLock(cfg.out).acquire()
+            check_report_folder(Path(cfg.out), cfg.work, overwrite)
         except BaseException:
+            if out_lock is not None:
+                out_lock.release(remove=out_lock.created)
+                if made_out and not any(Path(cfg.out).iterdir()):
+                    Path(cfg.out).rmdir()
             run.close()
             raise
     try:
@@ -540,6 +577,10 @@ def run_study(config: StudyConfig | dict, resume: bool = False, overwrite: bool 
         study = Study(cfg, progress)
         _check_stage_plan(study, only, redo or [], fresh=overwrite)  # before the folder is touched
         run.start()
+        if overwrite and out_lock is not None:  # the earlier study's report goes with its work folder
+            from textnorm_t2i.rundir import MARKER_NAME, clearable_entries, remove_entries
+
+            remove_entries([p for p in clearable_entries(Path(cfg.out), "report") if p.name != MARKER_NAME])
         if study.main:
             study.stages.mkdir(parents=True, exist_ok=True)
         study.barrier()
