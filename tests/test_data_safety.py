@@ -557,3 +557,20 @@ def test_an_overwrite_whose_new_run_fails_puts_the_earlier_run_back(tiny, tmp_pa
     with pytest.raises(RuntimeError, match="server is down"):
         RLTrainer(rl_config(tiny, out, epochs=1, seed=3), reward=broken, progress=False, overwrite=True).train()
     assert snapshot(out) == before and not (out / ".previous-run.tmp").exists()
+
+
+def test_wrong_kinds_of_input_to_the_api_are_named(tmp_path):
+    from textnorm_t2i.io import open_image
+    from textnorm_t2i.rewards.registry import load_reward
+    from textnorm_t2i.trainers import RLTrainer
+
+    with pytest.raises(InputError, match="got NoneType"):
+        load_reward("shapes-clip-a").score(None, ["a red circle"])
+    with pytest.raises(InputError, match="got int"):
+        RLTrainer(5)
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(InputError, match="leads nowhere"):
+        open_image(tmp_path / "a")
+    with pytest.raises(InputError, match="not a regular file"):
+        open_image("/dev/zero")

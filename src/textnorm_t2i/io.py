@@ -139,6 +139,10 @@ def open_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> A
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise InputError(f"{path}: a link that leads nowhere (broken or looping)")
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise InputError(f"{path}: not a regular file (a device or a pipe), not an image")
     try:
         with Image.open(path) as img:
             if img.width * img.height > max_pixels:

@@ -50,8 +50,10 @@ class _Trainer:
             data = read_yaml(Path(config))
         elif isinstance(config, FinetuneConfig):
             data = config.to_dict()
-        else:
+        elif isinstance(config, dict):
             data = dict(config)
+        else:
+            raise InputError(f"config must be a config object, a dict or a YAML path, got {type(config).__name__}")
         data.setdefault("method", self.METHOD)
         if prompts is not None and not isinstance(data.get("prompts") or {}, dict):
             raise InputError(f"config: prompts must be a mapping of keys to values, got {data['prompts']!r:.80}")

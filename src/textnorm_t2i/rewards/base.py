@@ -111,6 +111,9 @@ def _prepare(images: Images | Sequence[str | os.PathLike] | np.ndarray) -> Image
     if isinstance(images, (str, os.PathLike, Image.Image)):
         raise InputError("images must be a list (of PIL images or paths) or an N x 3 x H x W tensor, "
                          "not a single image")
+    if not isinstance(images, Sequence):
+        raise InputError(f"images must be a list (of PIL images or paths) or an N x 3 x H x W tensor, got "
+                         f"{type(images).__name__}")
     for i, img in enumerate(images):
         if isinstance(img, Image.Image) and img.width * img.height > MAX_IMAGE_PIXELS:
             raise InputError(f"image {i}: {img.width}x{img.height} is larger than the {MAX_IMAGE_PIXELS:,} pixels "
