@@ -378,6 +378,12 @@ def _rl_throughput(r: dict) -> str:
             f"×{rate['5'] / rate['trl']:.2f} at ×{peak['5'] / peak['trl']:.2f} memory")
 
 
+def _draft_throughput(r: dict) -> str:
+    rate, peak = r["steps_per_second"], r["peak_memory_mb"]
+    return (f"trl {rate['trl']:.2f} steps/s, {peak['trl']:.0f} MB; ours {rate['ours']:.2f} steps/s "
+            f"(×{rate['ours'] / rate['trl']:.2f}), {peak['ours']:.0f} MB (×{peak['ours'] / peak['trl']:.2f})")
+
+
 def _rl_snr(r: dict) -> str:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from rl_gradient_snr import samples_for_cosine
@@ -401,6 +407,7 @@ def _rl_snr(r: dict) -> str:
 # Timing benchmarks cannot be rerun to the same numbers; the README quotes their recorded output.
 BENCHMARK_QUOTES = [("docs/benchmarks/textnorm_overhead.json", _overhead),
                     ("docs/benchmarks/rl_throughput.json", _rl_throughput),
+                    ("docs/benchmarks/draft_throughput.json", _draft_throughput),
                     ("docs/benchmarks/rl_gradient_snr.json", _rl_snr),
                     ("docs/benchmarks/rl_gradient_snr_redness.json", _rl_snr)]
 
