@@ -249,6 +249,7 @@ def quoted_numbers() -> list[tuple[str, str]]:
                    f"rises from {raw[1]:.3f} (n = 1) to {raw[8]:.3f} (n = 8) and {raw[32]:.3f} (n = 32) with the raw "
                    f"reward, and to {tn[8]:.3f} (n = 8) and {tn[32]:.3f} (n = 32) with TextNorm"))
     quotes += prose_quotes()
+    quotes += draft_quotes()
     for path, make in BENCHMARK_QUOTES:
         if (ROOT / path).is_file():
             quotes.append((path, make(_read(path))))
@@ -402,6 +403,41 @@ def _rl_snr(r: dict) -> str:
             f"each. Over every stochastic step, the near-deterministic one included, the gradient has "
             f"{r['all_steps_gradient_norm_ratio']:.0f} times the norm it has without it (min_step_std "
             f"{r['settings']['min_step_std']:g})")
+
+
+def draft_quotes() -> list[tuple[str, str]]:
+    """What the README says about the DRaFT runs, from their records in docs/draft (paired changes over the same
+    held-out images, mean ± standard error)."""
+    from textnorm_t2i.finetune.report import _read_samples, paired_change
+
+    def change(run: str, key: str, first: int, last: int, digits: int = 2) -> str:
+        m, se, _ = paired_change(_read_samples(ROOT / "docs" / "draft" / run / "samples.jsonl"), key, first, last)
+        return f"{m:+.{digits}f} ± {se:.{digits}f}"
+
+    def mean(run: str, key: str, step: int) -> float:
+        import csv
+
+        with (ROOT / "docs" / "draft" / run / "eval.csv").open() as f:
+            return next(float(r[key]) for r in csv.DictReader(f) if int(r["step"]) == step)
+
+    record = "docs/draft/"
+    return [
+        (record + "clip-a", f"raises the held-out proxy by {change('clip-a', 'objective', 0, 100)} at step 100 and "
+                            f"{change('clip-a', 'objective', 0, 140)} at step 140, while gold alignment falls from "
+                            f"{mean('clip-a', 'gold_alignment', 0):.3f} to {mean('clip-a', 'gold_alignment', 140):.3f} "
+                            f"({change('clip-a', 'aligned', 0, 140)})"),
+        (record + "clip-a", f"from step 40 to 140 gold falls {change('clip-a', 'aligned', 40, 140)} while the proxy "
+                            f"rises {change('clip-a', 'objective', 40, 140)}"),
+        (record + "clip-a-tn", f"leaves its own objective flat ({change('clip-a-tn', 'objective', 0, 140, 3)} at step "
+                               f"140) while the raw score falls ({change('clip-a-tn', 'raw_reward', 0, 140)}) and gold "
+                               f"falls too ({change('clip-a-tn', 'aligned', 0, 140)})"),
+        (record + "clip-a-long", f"gold is {mean('clip-a-long', 'gold_alignment', 300):.3f} by step 300 and the proxy "
+                                 f"falls too ({change('clip-a-long', 'objective', 0, 300)})"),
+        (record + "clip-a", f"KL from the base over the steps with σ ≥ 0.05 reaches "
+                            f"{mean('clip-a', 'kl_base', 140):,.0f} nats after 140 steps, while the last stochastic "
+                            f"step alone shows {mean('clip-a', 'kl_last_step', 140):,.0f} nats for a pixel drift (MSE) "
+                            f"of {mean('clip-a', 'drift', 140):.3f}"),
+    ]
 
 
 # Timing benchmarks cannot be rerun to the same numbers; the README quotes their recorded output.
