@@ -86,7 +86,8 @@ def test_readme_quotes_the_numbers_of_its_records():
     quotes = readme_check.quoted_numbers()
     assert {q[0] for q in quotes} >= {"docs/generator_validity.json", "docs/diagnosis/bon-perceive-clean-*.csv",
                                       "docs/benchmarks/textnorm_overhead.json", "docs/benchmarks/rl_throughput.json",
-                                      "docs/benchmarks/draft_throughput.json", "docs/draft/clip-a", "docs/draft/clip-a-tn"}
+                                      "docs/benchmarks/draft_throughput.json", "docs/draft/clip-a",
+                                      "docs/draft/clip-a-tn"}
     assert readme_check.check_quotes(ROOT / "README.md") == []
 
 
