@@ -23,6 +23,7 @@ from PIL import Image
 from textnorm_t2i.errors import InputError
 
 Images = Sequence[Image.Image] | torch.Tensor
+SCORE_MATRIX_PAIRS = 4096  # the most (image, prompt) pairs score_matrix tiles at once
 
 
 def to_tensor(images: Images, size: int | None = None) -> torch.Tensor:
@@ -235,8 +236,8 @@ class Reward:
         images = _prepare(images)
         check_prompts(prompts)
         m, n = len(images), len(prompts)
-        # Image rows in chunks, so that at most about 4096 image copies are in memory at once.
-        rows = max(1, 4096 // max(n, 1))
+        # Image rows in chunks, so that at most about SCORE_MATRIX_PAIRS image copies are in memory at once.
+        rows = max(1, SCORE_MATRIX_PAIRS // max(n, 1))
         parts = []
         for lo in range(0, m, rows):
             chunk = _take(images, slice(lo, lo + rows))
