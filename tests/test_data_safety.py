@@ -577,3 +577,30 @@ def test_wrong_kinds_of_input_to_the_api_are_named(tmp_path):
         open_image(tmp_path / "a")
     with pytest.raises(InputError, match="not a regular file"):
         open_image("/dev/zero")
+
+
+def test_a_report_that_fails_half_way_leaves_the_earlier_report_whole(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import textnorm_t2i.study.report as report
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in report.REPORT_FILES:
+        (out / name).write_text(f"old {name}")
+
+    def half(study, staging):
+        (staging / "results.json").write_text("new")
+        raise RuntimeError("the disk filled up")
+
+    monkeypatch.setattr(report, "_write_report_files", half)
+    with pytest.raises(RuntimeError):
+        report.write_report(SimpleNamespace(cfg=SimpleNamespace(out=str(out), work="runs/s")))
+    assert {p.name: p.read_text() for p in out.iterdir()} == {n: f"old {n}" for n in report.REPORT_FILES}
+
+
+def test_a_study_with_a_missing_generator_stops_before_any_stage(tmp_path, capsys):
+    rc = main(["study", "run", "--set", f"work={tmp_path / 'w'}", "--set", f"out={tmp_path / 'o'}",
+               "--set", "generator=nogen"])
+    assert "nogen" in one_error_line(capsys, rc)
+    assert list(tmp_path.iterdir()) == []
