@@ -35,12 +35,10 @@ from textnorm_t2i.finetune.common import (
     derived_seed,
     eval_prompts,
     print_accounting,
-    training_prompts,
-    warm_caches,
 )
 from textnorm_t2i.finetune.config import DraftConfig, as_config
 from textnorm_t2i.finetune.ddim import DDIMPolicy, guided_output
-from textnorm_t2i.finetune.evaluation import Evaluator, RunLog
+from textnorm_t2i.finetune.evaluation import Evaluator, start_logging
 from textnorm_t2i.finetune.lora import save_lora_folder, trainable_state
 from textnorm_t2i.finetune.models import load_scheduler_config
 from textnorm_t2i.finetune.setup import setup_training
@@ -167,22 +165,14 @@ def run_draft(config: DraftConfig | dict, resume: bool = False, progress: bool =
             start_step, samples_seen = state["step"], state["samples"]
             if evaluate:
                 evaluator.load_base()
-        run.start()
-        log = RunLog(out, enabled=main, report_to=cfg.log.report_to, project=cfg.log.project,
-                     resume_step=start_step if checkpoint is not None else None, config=cfg.to_dict())
-        pool = training_prompts(cfg)
-        warm_caches(backend, [model.objective, model.raw, model.textnorm],
-                    pool + (evaluator.prompts if evaluate else []))
+        log, pool = start_logging(cfg, run, model, evaluator, main, start_step, checkpoint is not None,
+                                  {"samples": 0, "train_reward": float("nan"), "seconds": 0.0, "loss": float("nan"),
+                                   "reg": float("nan")})
         if main:
             print_accounting("draft", world, cfg.batch_size * cfg.gradient_accumulation_steps,
                              f"; optimiser steps {start_step}->{cfg.steps}; gradient through the last "
                              f"{'1..' if cfg.randomized_truncation else ''}{cfg.truncation_steps} of "
                              f"{cfg.sampling.steps} denoising steps")
-        if evaluate and start_step == 0:
-            with torch.no_grad():
-                log.write(evaluator(0, {"samples": 0, "train_reward": float("nan"), "seconds": 0.0,
-                                        "loss": float("nan"), "reg": float("nan")}))
-            evaluator.save_base()
 
         t0 = time.time()
         uncond_one = backend.encode([""])

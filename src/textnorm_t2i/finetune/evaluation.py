@@ -255,3 +255,27 @@ class Evaluator:
         with atomic_write(grids / f"step_{step:05d}.png", "wb") as f:
             image_grid(to_pil(images), rows=len(images), scale=3, labels=labels).save(f, format="PNG")
         return row
+
+
+def start_logging(cfg: Any, run: Any, model: Any, evaluator: Any, main: bool, start: int, resumed: bool,
+                  first_row: dict) -> tuple[RunLog, list[str]]:
+    """What RL and DRaFT do once a run is known to be valid, in this order: :meth:`RunFolder.start` (set an
+    earlier run aside, mark the folder, write the config), open the logs (kept up to the checkpoint on resume),
+    fill the text caches in one fixed order (so a resumed run is bitwise the same) and, on a fresh start,
+    evaluate the base model as step 0 (``first_row``: the training columns of that row).
+
+    Returns the log and the training prompt pool.
+    """
+    from textnorm_t2i.finetune.common import training_prompts, warm_caches
+
+    run.start()
+    log = RunLog(run.folder, enabled=main, report_to=cfg.log.report_to, project=cfg.log.project,
+                 resume_step=start if resumed else None, config=cfg.to_dict())
+    pool = training_prompts(cfg)
+    warm_caches(model.backend, [model.objective, model.raw, model.textnorm],
+                pool + (evaluator.prompts if evaluator is not None else []))
+    if evaluator is not None and start == 0:
+        with torch.no_grad():
+            log.write(evaluator(0, first_row))
+        evaluator.save_base()
+    return log, pool

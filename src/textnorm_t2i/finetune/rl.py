@@ -32,12 +32,10 @@ from textnorm_t2i.finetune.common import (
     eval_prompts,
     params_digest,
     print_accounting,
-    training_prompts,
-    warm_caches,
 )
 from textnorm_t2i.finetune.config import RLConfig, as_config
 from textnorm_t2i.finetune.ddim import DDIMPolicy, Trajectory, guided_output, sample_trajectories
-from textnorm_t2i.finetune.evaluation import Evaluator, RunLog
+from textnorm_t2i.finetune.evaluation import Evaluator, start_logging
 from textnorm_t2i.finetune.lora import save_lora_folder, trainable_state
 from textnorm_t2i.finetune.models import load_scheduler_config
 from textnorm_t2i.finetune.setup import setup_training
@@ -185,22 +183,14 @@ def run_rl(config: RLConfig | dict, resume: bool = False, progress: bool = True,
             tracker.load(state["tracker"])
             if evaluate:
                 evaluator.load_base()
-        run.start()
-        log = RunLog(out, enabled=main, report_to=cfg.log.report_to, project=cfg.log.project,
-                     resume_step=start_epoch if checkpoint is not None else None, config=cfg.to_dict())
-        pool = training_prompts(cfg)
-        warm_caches(backend, [model.objective, model.raw, model.textnorm],
-                    pool + (evaluator.prompts if evaluate else []))
+        log, pool = start_logging(cfg, run, model, evaluator, main, start_epoch, checkpoint is not None,
+                                  {"samples": 0, "train_reward": float("nan"), "seconds": 0.0,
+                                   "clipfrac": float("nan"), "kl": float("nan")})
         batch = cfg.batch_size
         if main:
             print_accounting("rl", world, batch, f"; gradient steps per epoch: "
                              f"{cfg.inner_epochs * batch // cfg.train_batch_size}; denoising steps: "
                              f"{cfg.sampling.steps}; epochs {start_epoch}->{cfg.epochs}")
-        if evaluate and start_epoch == 0:
-            with torch.no_grad():
-                log.write(evaluator(0, {"samples": 0, "train_reward": float("nan"), "seconds": 0.0,
-                                        "clipfrac": float("nan"), "kl": float("nan")}))
-            evaluator.save_base()
 
         t0 = time.time()
         uncond_one = backend.encode([""])
