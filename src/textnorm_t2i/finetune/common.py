@@ -136,6 +136,22 @@ def any_process(accelerator: Any, flag: bool) -> bool:
     return bool(accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), "max").item())
 
 
+def open_accelerated_run(cfg: Any, resume: bool, overwrite: bool, resume_from: Any) -> tuple[Any, Any]:
+    """The accelerator (CPU without a GPU, the config's mixed precision) and the opened run folder of an RL or
+    DRaFT run. Runs in one Python process (trainer API, the study) may differ in mixed precision, so the
+    accelerator state is reset; the process group (PartialState) is kept."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from textnorm_t2i.rundir import RunFolder
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
+    run = RunFolder(cfg.out, cfg, resume=resume, overwrite=overwrite, resume_from=resume_from,
+                    keep=cfg.checkpoints_total_limit, main=accelerator.is_main_process).open()
+    return accelerator, run
+
+
 def checkpoint_or_stop(run: Any, accelerator: Any, stop: Any, unet: Any, optimizer: Any, *, done: int, total: int,
                        every: int, unit: str, state: dict, last: Path | None) -> Path | None:
     """The end of an RL epoch or a DRaFT step: a test's hold point, a stop request agreed by every process, a

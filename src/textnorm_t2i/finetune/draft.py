@@ -34,6 +34,7 @@ from textnorm_t2i.finetune.common import (
     checkpoint_or_stop,
     derived_seed,
     eval_prompts,
+    open_accelerated_run,
     print_accounting,
 )
 from textnorm_t2i.finetune.config import DraftConfig, as_config
@@ -43,7 +44,7 @@ from textnorm_t2i.finetune.lora import save_lora_folder, trainable_state
 from textnorm_t2i.finetune.models import load_scheduler_config
 from textnorm_t2i.finetune.setup import setup_training
 from textnorm_t2i.rewards.base import Reward
-from textnorm_t2i.rundir import GracefulStop, RunFolder
+from textnorm_t2i.rundir import GracefulStop
 
 DRAFT_PROMPTS, DRAFT_NOISE, DRAFT_TRUNCATION = 11, 12, 13  # purposes of the run's random streams
 
@@ -127,8 +128,6 @@ def run_draft(config: DraftConfig | dict, resume: bool = False, progress: bool =
     ``reward`` (a differentiable :class:`~textnorm_t2i.rewards.base.Reward` or ``fn(images, prompts) -> scores``
     built from torch operations) replaces the objective of ``config.reward``; ``make_evaluator`` as for RL.
     """
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
     from tqdm.auto import tqdm
 
     cfg: DraftConfig = as_config("draft", config)  # type: ignore[assignment]
@@ -139,20 +138,18 @@ def run_draft(config: DraftConfig | dict, resume: bool = False, progress: bool =
     from textnorm_t2i.rewards.factory import build_views
 
     views = build_views(cfg.reward)
-    if reward is None and views[0].differentiable is False:
+    if reward is None:  # a registered reward declares it; a callable is probed below, once it can be shaped
         check_differentiable(views[0], (3, 8, 8))
-    AcceleratorState._reset_state(reset_partial_state=False)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
+    accelerator, run = open_accelerated_run(cfg, resume, overwrite, resume_from)
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
-    run = RunFolder(cfg.out, cfg, resume=resume, overwrite=overwrite, resume_from=resume_from,
-                    keep=cfg.checkpoints_total_limit, main=main).open()
     try:
         accelerator.wait_for_everyone()
         checkpoint = run.select()
         out = run.folder
         model = setup_training(cfg, accelerator.device, reward, views)
         unet, params, optimizer, backend = model.unet, model.params, model.optimizer, model.backend
-        check_differentiable(model.objective, tuple(backend.decode(torch.zeros(backend.latent_shape(1))).shape[1:]))
+        if reward is not None:
+            check_differentiable(model.objective, tuple(backend.decode(torch.zeros(backend.latent_shape(1))).shape[1:]))
         wrapped, optimizer = accelerator.prepare(unet, optimizer)
         evaluate = main and cfg.eval.every > 0
         evaluator = None

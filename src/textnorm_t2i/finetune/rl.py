@@ -30,6 +30,7 @@ from textnorm_t2i.finetune.common import (
     adapters_off,
     checkpoint_or_stop,
     eval_prompts,
+    open_accelerated_run,
     params_digest,
     print_accounting,
 )
@@ -41,7 +42,7 @@ from textnorm_t2i.finetune.models import load_scheduler_config
 from textnorm_t2i.finetune.setup import setup_training
 from textnorm_t2i.finetune.stat_tracking import PromptStatTracker
 from textnorm_t2i.io import write_json_atomic
-from textnorm_t2i.rundir import GracefulStop, RunFolder
+from textnorm_t2i.rundir import GracefulStop
 
 
 @dataclass
@@ -141,19 +142,11 @@ def run_rl(config: RLConfig | dict, resume: bool = False, progress: bool = True,
     the objective built from ``config.reward``; ``make_evaluator(trainee, out)`` replaces the periodic
     evaluation (an object with ``prompts``, ``__call__(step, extra, unet)``, ``save_base`` and ``load_base``).
     """
-    from accelerate import Accelerator
     from tqdm.auto import tqdm
 
     cfg: RLConfig = as_config("rl", config)  # type: ignore[assignment]
-    from accelerate.state import AcceleratorState
-
-    # Runs in one Python process (trainer API, the study) may differ in mixed precision; the process group
-    # (PartialState) is kept.
-    AcceleratorState._reset_state(reset_partial_state=False)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
+    accelerator, run = open_accelerated_run(cfg, resume, overwrite, resume_from)
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
-    run = RunFolder(cfg.out, cfg, resume=resume, overwrite=overwrite, resume_from=resume_from,
-                    keep=cfg.checkpoints_total_limit, main=main).open()
     try:
         accelerator.wait_for_everyone()
         checkpoint = run.select()
