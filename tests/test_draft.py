@@ -20,6 +20,7 @@ from textnorm_t2i.calibrate import Ensemble, TextNorm
 from textnorm_t2i.errors import InputError
 from textnorm_t2i.finetune.common import params_digest
 from textnorm_t2i.rewards.base import as_reward
+from textnorm_t2i.rewards.detect import DetectReward, ParseNet
 from textnorm_t2i.rewards.registry import load_reward
 from tiny_models import save_tiny_shapes_pipeline, save_tiny_shapes_reward
 
@@ -47,11 +48,14 @@ def draft_config(tiny, out, **extra):
 def rewards(tiny):
     base = load_reward("shapes-clip-a", tiny["reward"])
     other = load_reward("shapes-clip-b", tiny["reward"])
+    torch.manual_seed(0)
+    detect = DetectReward(ParseNet({"widths": [8, 8, 8], "hidden": 16}))
     return {"raw": base, "textnorm": TextNorm(base, SETS, temperature=0.7),
-            "ur-ensemble": Ensemble([TextNorm(base, SETS), TextNorm(other, SETS)], mode="ur", lam=0.5)}
+            "ur-ensemble": Ensemble([TextNorm(base, SETS), TextNorm(other, SETS)], mode="ur", lam=0.5),
+            "detect": detect, "detect-textnorm": TextNorm(detect, SETS, temperature=2.0)}
 
 
-@pytest.mark.parametrize("kind", ["raw", "textnorm", "ur-ensemble"])
+@pytest.mark.parametrize("kind", ["raw", "textnorm", "ur-ensemble", "detect", "detect-textnorm"])
 def test_the_gradient_path_gives_the_same_scores(tiny, kind):
     reward = rewards(tiny)[kind]
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
@@ -60,7 +64,7 @@ def test_the_gradient_path_gives_the_same_scores(tiny, kind):
     torch.testing.assert_close(with_graph.detach().cpu(), reward.score(x, PROMPTS), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["raw", "textnorm", "ur-ensemble"])
+@pytest.mark.parametrize("kind", ["raw", "textnorm", "ur-ensemble", "detect", "detect-textnorm"])
 def test_the_gradient_matches_finite_differences(tiny, kind):
     """The directional derivative along a random direction, by central differences in float64 pixels."""
     reward = rewards(tiny)[kind]

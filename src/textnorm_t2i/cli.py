@@ -415,6 +415,15 @@ def cmd_train_reward(args: argparse.Namespace) -> int:
         raise InputError("train reward: give --config FILE (or --print-config)")
     from textnorm_t2i.config import read_yaml
 
+    if read_yaml(args.config).get("method") == "detect":
+        from textnorm_t2i.rewards.train_config import DetectTrainConfig
+
+        detect = load_config(DetectTrainConfig, args.config, args.set)
+        from textnorm_t2i.rewards.train_detect import train_detect_reward
+
+        out = train_detect_reward(detect, args.out or f"runs/{detect.name}", overwrite=args.overwrite)
+        print(f"reward model written to {out}", file=sys.stderr)
+        return 0
     if read_yaml(args.config).get("method") == "preference":
         from textnorm_t2i.rewards.train_config import PrefTrainConfig
 

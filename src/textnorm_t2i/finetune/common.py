@@ -71,6 +71,7 @@ class Purpose(enum.IntEnum):
     SFT_POOL = 7
     SFT_STEP = 8
     BON_POOL = 9
+    SFT_SELECT = 10
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,10 @@ class RandomStreams:
 
     def sft_step(self, step: int) -> torch.Generator:
         return self._torch(self.seed, Purpose.SFT_STEP, step)
+
+    def sft_select(self) -> np.random.Generator:
+        """Which samples a random selection (SFT's drift control) keeps."""
+        return np.random.default_rng(derived_seed(self.seed, Purpose.SFT_SELECT))
 
     def bon_prompt(self, index: int) -> torch.Generator:
         return self._torch(self.seed, Purpose.BON_POOL, index)

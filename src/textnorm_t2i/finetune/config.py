@@ -77,6 +77,11 @@ class EvalConfig(Config):
                             "prompts.subsets)", min=1, max=1000)
     held_out: bool = option(False, "draw the evaluation prompts from prompts.subsets with eval.seed, leaving out the "
                             "training prompts (what over-optimisation is measured on)")
+    train_prompts: int = option(0, "also evaluate this many training prompts (fresh noise, the same images per "
+                                "prompt): their columns are prefixed train_ (what the paper evaluates on)", min=0,
+                                max=1000)
+    images_per_prompt: int = option(1, "images per evaluation prompt (fixed noise each; more images, smaller "
+                                    "standard errors)", min=1, max=64)
     seed: int = option(1234, "seed of the evaluation noise and prompt draw", min=0, max=MAX_SEED)
     steps: int = option(20, "DDIM steps at evaluation", min=1, max=1000)
     kl_min_std: float = option(0.05, "kl_base sums the KL of the stochastic (eta = 1) policy from the base over the "
@@ -170,7 +175,15 @@ class SFTConfig(FinetuneConfig):
     samples_per_prompt: int = option(16, "samples generated per training prompt", min=1)
     top_fraction: float = option(0.1, "fraction of each prompt's samples kept (at least one)", min=0,
                                  min_exclusive=True, max=1)
+    select: Literal["reward", "aligned", "random"] = option(
+        "reward", "which samples are kept: reward = the top_fraction of each prompt's samples by the objective; "
+        "aligned = every sample the oracle judges aligned (the positive control; world prompts only); random = a "
+        "random top_fraction of each prompt's samples (the drift control)")
     weight_by_reward: bool = option(False, "weight the denoising loss by a softmax of the standardised rewards")
+    caption_dropout: float = option(0.0, "share of training examples given the empty prompt (trains the "
+                                    "unconditional branch too, as base training did)", min=0, max=1)
+    guided_loss: bool = option(False, "fit the classifier-free guided prediction at sampling.guidance_scale (the "
+                               "sampler actually used) instead of the conditional one")
     steps: int = option(100, "optimisation steps", min=1, mutable_on_resume=True)
     train_batch_size: int = option(16, "samples per gradient step", min=1)
     lr: float = option(1e-4, "learning rate (AdamW)", min=0, min_exclusive=True)
@@ -203,6 +216,9 @@ class RLConfig(FinetuneConfig):
     train_batch_size: int = option(4, "samples per minibatch (must divide batch_size)", min=1)
     gradient_accumulation_steps: int = option(1, "minibatches whose gradients are summed (averaged) before each "
                                               "optimiser step; must divide batch_size / train_batch_size", min=1)
+    train_prompts: int = option(0, "also evaluate this many training prompts (fresh noise, the same images per "
+                                "prompt): their columns are prefixed train_ (what the paper evaluates on)", min=0,
+                                max=1000)
     images_per_prompt: int = option(1, "samples of each epoch prompt (divides batch_size): > 1 gives per-prompt "
                                     "advantages from the first epoch, as in DDPO", min=1)
     inner_epochs: int = option(1, "passes over each epoch's samples", min=1)

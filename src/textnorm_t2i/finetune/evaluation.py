@@ -14,13 +14,15 @@ import torch
 from textnorm_t2i.errors import InputError
 from textnorm_t2i.rewards.base import Reward
 
+GRID_IMAGES = 48  # evaluation images drawn in each step's grid
+
 
 def gold_judgments(images: Any, prompts: list[str]) -> list[dict] | None:
-    """The oracle's ``{"aligned", "reasons"}`` per image, when every prompt is a world prompt and the images
-    are world-sized (else None)."""
+    """The oracle's ``{"aligned", "reasons", "fidelity"}`` per image, when every prompt is a world prompt and the
+    images are world-sized (else None); fidelity: every object recognisable, and at least one."""
     from textnorm_t2i.generate.grid import to_uint8
     from textnorm_t2i.world.grammar import parse
-    from textnorm_t2i.world.oracle import judge
+    from textnorm_t2i.world.oracle import fidelity, judge
     from textnorm_t2i.world.vocab import BASE_SIZE
 
     try:
@@ -30,7 +32,8 @@ def gold_judgments(images: Any, prompts: list[str]) -> list[dict] | None:
     if images.shape[-1] < BASE_SIZE or images.shape[-1] != images.shape[-2]:
         return None
     verdicts = [judge(a, spec) for a, spec in zip(to_uint8(images), specs)]
-    return [{"aligned": bool(v.aligned), "reasons": list(v.reasons)} for v in verdicts]
+    return [{"aligned": bool(v.aligned), "reasons": list(v.reasons), "fidelity": fidelity(v.objects)}
+            for v in verdicts]
 
 
 def gold_verdicts(images: Any, prompts: list[str]) -> np.ndarray | None:
@@ -174,7 +177,14 @@ class Evaluator:
 
         self.cfg, self.backend, self.out = cfg, backend, out
         self.objective, self.raw, self.textnorm = objective, raw, textnorm
-        self.prompts = prompts
+        from textnorm_t2i.finetune.common import training_prompts
+
+        per = cfg.eval.images_per_prompt
+        trained = training_prompts(cfg)[: cfg.eval.train_prompts] if cfg.eval.train_prompts else []
+        groups = [("eval", p) for p in prompts] + [("train", p) for p in trained]
+        self.prompts = [p for _, p in groups for _ in range(per)]
+        self.split = [s for s, _ in groups for _ in range(per)]
+        self.sample_index = [i % per for i in range(len(self.prompts))]
         self.policy = DDIMPolicy(backend.pipe.scheduler.config, cfg.eval.steps, eta=0.0)
         self.kl_policy = DDIMPolicy(backend.pipe.scheduler.config, cfg.eval.steps, eta=1.0)
         self.base_images: torch.Tensor | None = None
@@ -234,26 +244,41 @@ class Evaluator:
         scores = {k: r.score(images, self.prompts).double().cpu().numpy()
                   for k, r in (("objective", self.objective), ("raw_reward", self.raw),
                                ("textnorm_reward", self.textnorm))}
-        row = {"step": step, **{k: float(v.mean()) for k, v in scores.items()}}
         judged = gold_judgments(images, self.prompts)
-        row["gold_alignment"] = float("nan") if judged is None else float(np.mean([j["aligned"] for j in judged]))
         drift = ((images - self.base_images) ** 2).flatten(1).mean(1).double().cpu().numpy()
-        row["drift"] = float(drift.mean())
         kl_base, kl_last = self.kl(unet if step > 0 else None)
-        row["kl_base"], row["kl_last_step"] = float(kl_base.mean()), float(kl_last.mean())
+        values = {**scores, "drift": drift, "kl_base": kl_base, "kl_last_step": kl_last}
+        if judged is not None:
+            values["gold_alignment"] = np.array([float(j["aligned"]) for j in judged])
+            values["fidelity"] = np.array([float(j["fidelity"]) for j in judged])
+        # The evaluation prompts' means; training prompts evaluated too get train_ columns.
+        row: dict[str, Any] = {"step": step}
+        for split, prefix in (("eval", ""), ("train", "train_")):
+            mask = np.array([s == split for s in self.split])
+            if not mask.any():
+                continue
+            for key in ("objective", "raw_reward", "textnorm_reward", "gold_alignment", "fidelity", "drift",
+                        "kl_base", "kl_last_step"):
+                if split == "train" and key not in ("objective", "gold_alignment", "fidelity"):
+                    continue
+                row[prefix + key] = float(values[key][mask].mean()) if key in values else float("nan")
         row.update(extra or {})
         # One line per image in samples.jsonl: what the run report's error bands and verdicts come from.
-        row["per_image"] = [{"prompt": p, **{k: round(float(v[i]), 6) for k, v in scores.items()},
+        row["per_image"] = [{"prompt": p, "sample": self.sample_index[i], "split": self.split[i],
+                             **{k: round(float(v[i]), 6) for k, v in scores.items()},
                            "drift": round(float(drift[i]), 8), "kl_base": round(float(kl_base[i]), 6),
                            "kl_last_step": round(float(kl_last[i]), 6),
-                           **({"aligned": judged[i]["aligned"], "reasons": judged[i]["reasons"]} if judged else {})}
+                           **({"aligned": judged[i]["aligned"], "reasons": judged[i]["reasons"],
+                              "fidelity": judged[i]["fidelity"]} if judged else {})}
                           for i, p in enumerate(self.prompts)]
         grids = self.out / "grids"
         grids.mkdir(parents=True, exist_ok=True)
         labels = [p if judged is None else f"{p} [{'ALIGNED' if j['aligned'] else 'NOT ALIGNED'}]"
                   for p, j in zip(self.prompts, judged or [None] * len(self.prompts))]
+        shown = slice(0, GRID_IMAGES)  # the first images only: a grid of hundreds is unreadable
         with atomic_write(grids / f"step_{step:05d}.png", "wb") as f:
-            image_grid(to_pil(images), rows=len(images), scale=3, labels=labels).save(f, format="PNG")
+            image_grid(to_pil(images[shown]), rows=len(images[shown]), scale=3, labels=labels[shown]).save(
+                f, format="PNG")
         return row
 
 

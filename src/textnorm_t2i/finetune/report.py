@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 VALUES = [("objective", "optimised reward"), ("raw_reward", "raw reward"), ("textnorm_reward", "TextNorm reward"),
-          ("aligned", "gold alignment (oracle)"), ("drift", "drift from base (pixel MSE)"),
+          ("aligned", "gold alignment (oracle)"), ("fidelity", "fidelity (every object recognisable)"),
+          ("drift", "drift from base (pixel MSE)"),
           ("kl_base", "KL from base (nats, steps with σ ≥ kl_min_std)")]
 CSS = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
        "img{max-width:100%}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
@@ -69,6 +70,11 @@ def _read_samples(path: Path) -> list[dict]:
     return records
 
 
+def _image(record: dict) -> tuple[str, int]:
+    """Which evaluation image a record is: its prompt and its sample index (one image per prompt: 0)."""
+    return record["prompt"], int(record.get("sample", 0))
+
+
 def paired_change(samples: list[dict], key: str, first: int, last: int) -> tuple[float, float, int]:
     """Mean change of ``key`` from step ``first`` to step ``last`` over the same evaluation images (same prompt,
     same noise), its standard error and the number of pairs.
@@ -79,8 +85,8 @@ def paired_change(samples: list[dict], key: str, first: int, last: int) -> tuple
         >>> paired_change(rows, "x", 0, 5)
         (1.5, 0.5, 2)
     """
-    before = {s["prompt"]: float(s[key]) for s in samples if s["step"] == first and key in s}
-    after = {s["prompt"]: float(s[key]) for s in samples if s["step"] == last and key in s}
+    before = {_image(s): float(s[key]) for s in samples if s["step"] == first and key in s}
+    after = {_image(s): float(s[key]) for s in samples if s["step"] == last and key in s}
     diffs = np.array([after[p] - before[p] for p in after if p in before], dtype=np.float64)
     if len(diffs) < 2:
         return float("nan"), float("nan"), len(diffs)
@@ -140,13 +146,15 @@ def write_run_report(out: Path, title: str = "") -> Path | None:
          "</h1>"]
     samples_path, bon_path = out / "samples.jsonl", out / "bon_samples.jsonl"
     if samples_path.is_file():
-        samples = _read_samples(samples_path)
+        every = _read_samples(samples_path)
+        samples = [r for r in every if r.get("split", "eval") == "eval"]
+        trained = [r for r in every if r.get("split") == "train"]
         if not samples:
             return None
         steps = sorted({s["step"] for s in samples})
         c = curves(samples)
-        h += ["<h2>Over training</h2><p>Means over the evaluation prompts (one fixed-seed sample each) with 95% "
-              "bootstrap bands over prompts.</p>", f"<img src='{_curve_plot(c, 'step')}' alt='curves'>"]
+        h += ["<h2>Over training</h2><p>Means over the evaluation images (fixed seeds) with 95% "
+              "bootstrap bands over images.</p>", f"<img src='{_curve_plot(c, 'step')}' alt='curves'>"]
         rows = "".join(f"<tr><td>{html.escape(dict(VALUES)[k])}</td>" + "".join(
             f"<td>{m:.4g} [{lo:.4g}, {hi:.4g}]</td>" for _, m, lo, hi in r) + "</tr>" for k, r in c.items())
         h.append("<table><tr><th></th>" + "".join(f"<th>step {s}</th>" for s in steps) + f"</tr>{rows}</table>")
@@ -156,16 +164,24 @@ def write_run_report(out: Path, title: str = "") -> Path | None:
                  "<th>pairs</th></tr>" + "".join(
                      f"<tr><td>{html.escape(label)}</td><td>{m:+.4g} ± {se:.2g}</td><td>{n}</td></tr>"
                      for label, m, se, n in changes if n >= 2) + "</table>")
+        if trained:
+            changes = [(label, *paired_change(trained, key, first, last)) for key, label in VALUES
+                       if key in ("objective", "aligned", "fidelity")]
+            h.append(f"<table><tr><th>training prompts (fresh noise): change from step {first} to {last}</th>"
+                     "<th>mean ± SE</th><th>pairs</th></tr>" + "".join(
+                         f"<tr><td>{html.escape(label)}</td><td>{m:+.4g} ± {se:.2g}</td><td>{n}</td></tr>"
+                         for label, m, se, n in changes if n >= 2) + "</table>")
         grids = [(s, out / "grids" / f"step_{s:05d}.png") for s in (first, last)]
         h.append("<h2>Base vs tuned</h2><table><tr>" + "".join(
             f"<th>step {s}</th>" for s, _ in grids) + "</tr><tr>" + "".join(
             f"<td><img src='{_file_png(p)}' alt='step {s}'></td>" if p.is_file() else "<td>–</td>"
             for s, p in grids) + "</tr></table>")
-        before = {s["prompt"]: s for s in samples if s["step"] == first}
-        after = {s["prompt"]: s for s in samples if s["step"] == last}
+        before = {_image(s): s for s in samples if s["step"] == first}
+        after = {_image(s): s for s in samples if s["step"] == last}
         h.append(f"<table><tr><th>prompt</th><th>optimised reward, step {first} → {last}</th><th>verdict at step "
                  f"{first}</th><th>verdict at step {last}</th></tr>" + "".join(
-                     f"<tr><td>{html.escape(p)}</td><td>{before[p]['objective']:.4g} → {after[p]['objective']:.4g}"
+                     f"<tr><td>{html.escape(p[0])}{f' (image {p[1] + 1})' if p[1] else ''}</td>"
+                     f"<td>{before[p]['objective']:.4g} → {after[p]['objective']:.4g}"
                      f"</td><td>{_verdict(before.get(p))}</td><td>{_verdict(after.get(p))}</td></tr>"
                      for p in after if p in before) + "</table>")
     elif bon_path.is_file():

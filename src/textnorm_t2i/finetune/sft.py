@@ -6,6 +6,7 @@ towards the frozen base model's prediction.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from textnorm_t2i.errors import InputError
 from textnorm_t2i.finetune.common import (
     RandomStreams,
     adapters_off,
@@ -24,7 +26,7 @@ from textnorm_t2i.finetune.common import (
 )
 from textnorm_t2i.finetune.config import SFTConfig, as_config
 from textnorm_t2i.finetune.ddim import DDIMPolicy, sample_trajectories
-from textnorm_t2i.finetune.evaluation import Evaluator, RunLog
+from textnorm_t2i.finetune.evaluation import Evaluator, RunLog, gold_verdicts
 from textnorm_t2i.finetune.lora import save_lora_folder, trainable_state
 from textnorm_t2i.finetune.setup import setup_training
 from textnorm_t2i.io import write_json_atomic
@@ -49,33 +51,115 @@ def select_top(prompts: list[str], rewards: np.ndarray, fraction: float) -> np.n
 _AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+def select_random(prompts: list[str], fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Indices of a random ``fraction`` of each prompt's samples (at least one each): the drift control.
+
+    Example:
+        >>> select_random(["a", "a", "b", "b"], 0.5, np.random.default_rng(0)).tolist()
+        [1, 2]
+    """
+    keep: list[int] = []
+    for p in dict.fromkeys(prompts):
+        idx = np.array([i for i, q in enumerate(prompts) if q == p])
+        k = max(1, int(round(fraction * len(idx))))
+        keep += rng.choice(idx, size=k, replace=False).tolist()
+    return np.array(sorted(keep))
+
+
 def sft_step_loss(unet: Any, noise_scheduler: Any, data_x0: torch.Tensor, cond: torch.Tensor, weights: torch.Tensor,
-                  batch_size: int, g: torch.Generator, reg_coef: float = 0.0, base_off: Any = None) -> torch.Tensor:
+                  batch_size: int, g: torch.Generator, reg_coef: float = 0.0, base_off: Any = None,
+                  uncond: torch.Tensor | None = None, caption_dropout: float = 0.0,
+                  guidance: float | None = None) -> torch.Tensor:
     """The (weighted) denoising loss on a random minibatch of the kept samples ``data_x0`` (``cond``: their
     prompt embeddings), plus ``reg_coef`` x MSE towards the base model's prediction (``base_off`` switches
-    the adapters off). Every random draw comes from the CPU generator ``g``: the same on any device."""
+    the adapters off). Every random draw comes from the CPU generator ``g``: the same on any device.
+
+    ``caption_dropout``: that share of the minibatch is conditioned on ``uncond`` (the empty prompt) instead.
+    ``guidance``: fit the guided prediction ``u + guidance x (c - u)`` (both branches in one batched call).
+    """
     device = cond.device
     idx = torch.randint(0, len(data_x0), (batch_size,), generator=g)
     x0 = data_x0[idx].to(device)
     noise = torch.randn(x0.shape, generator=g).to(device)
     t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),), generator=g).to(device)
+    dropped = torch.rand(len(idx), generator=g) < caption_dropout
     xt = noise_scheduler.add_noise(x0, noise, t)
     v_pred = noise_scheduler.config.prediction_type == "v_prediction"
     target = noise_scheduler.get_velocity(x0, noise, t) if v_pred else noise
-    pred = unet(xt, t, encoder_hidden_states=cond[idx.to(device)]).sample
+    c = cond[idx.to(device)]
+    if caption_dropout > 0 and bool(dropped.any()):
+        c = torch.where(dropped.to(device)[:, None, None], uncond.expand_as(c), c)
+
+    def predict() -> torch.Tensor:
+        if guidance is None:
+            return unet(xt, t, encoder_hidden_states=c).sample
+        both = unet(torch.cat([xt, xt]), torch.cat([t, t]), encoder_hidden_states=torch.cat([uncond.expand_as(c), c]))
+        u, k = both.sample.chunk(2)
+        return u + guidance * (k - u)
+
+    pred = predict()
     loss = (F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3)) * weights[idx.to(device)]).mean()
     if reg_coef > 0:
         with torch.no_grad(), base_off():
-            base = unet(xt, t, encoder_hidden_states=cond[idx.to(device)]).sample
+            base = predict()
         loss = loss + reg_coef * F.mse_loss(pred, base)
     return loss
 
 
+def select_samples(cfg: SFTConfig, prompts: list[str], rewards: np.ndarray, gold: np.ndarray | None,
+                   streams: RandomStreams) -> np.ndarray:
+    """The indices SFT trains on, by ``cfg.select`` (see :class:`~textnorm_t2i.finetune.config.SFTConfig`)."""
+    if cfg.select == "random":
+        return select_random(prompts, cfg.top_fraction, streams.sft_select())
+    if cfg.select == "aligned":
+        if gold is None:
+            raise InputError("select: aligned needs the oracle, i.e. world prompts (counting, composition, "
+                             "comprehensive); these prompts are not all world prompts")
+        keep = np.flatnonzero(gold > 0.5)
+        if not len(keep):
+            raise InputError("select: aligned: the oracle judged none of the generated samples aligned; generate "
+                             "more (samples_per_prompt) or use select: reward")
+        return keep
+    return select_top(prompts, rewards, cfg.top_fraction)
+
+
+@dataclass
+class SFTPool:
+    """The samples SFT selects from: final latents, their prompts, the objective's rewards and (world prompts)
+    the oracle's verdicts (1.0 aligned, else 0.0)."""
+
+    latents: torch.Tensor
+    prompts: list[str]
+    rewards: np.ndarray
+    gold: np.ndarray | None = None
+
+
+def generate_pool(cfg: SFTConfig, backend: Any, objective: Any, train_prompts: list[str],
+                  streams: RandomStreams) -> SFTPool:
+    """``samples_per_prompt`` samples of every training prompt with the run's sampler, scored and judged."""
+    policy = DDIMPolicy(backend.pipe.scheduler.config, cfg.sampling.steps, eta=cfg.sampling.eta)
+    prompts = [p for p in train_prompts for _ in range(cfg.samples_per_prompt)]
+    latents, rewards, verdicts = [], [], []
+    with torch.no_grad():
+        for lo in range(0, len(prompts), 64):
+            chunk = prompts[lo: lo + 64]
+            traj = sample_trajectories(backend, chunk, policy, cfg.sampling.guidance_scale, streams.sft_pool(lo))
+            latents.append(traj.latents[-1].cpu())
+            rewards.append(objective.score(traj.images, chunk))
+            verdicts.append(gold_verdicts(traj.images, chunk))  # None unless world prompts
+    gold = None if not verdicts or any(v is None for v in verdicts) else np.concatenate(verdicts)
+    return SFTPool(torch.cat(latents), prompts, torch.cat(rewards).numpy(), gold)
+
+
 def run_sft(config: SFTConfig | dict, resume: bool = False, progress: bool = True, overwrite: bool = False,
-            resume_from: str | None = None, reward: Any = None) -> Path:
-    """Run reward-weighted SFT (``reward``: a reward or ``fn(images, prompts) -> scores`` replacing the config's
-    objective); returns the run folder (``config.yaml``, ``eval.csv``, ``data.json``,
-    ``checkpoint-*``, ``lora/`` (the LoRA adapter, peft/diffusers layout), ``report.html``)."""
+            resume_from: str | None = None, reward: Any = None, pool: SFTPool | None = None,
+            make_evaluator: Any = None) -> Path:
+    """Run reward-weighted SFT; returns the run folder (``config.yaml``, ``eval.csv``, ``data.json``,
+    ``checkpoint-*``, ``lora/`` (the LoRA adapter, peft/diffusers layout), ``report.html``).
+
+    ``reward``: a reward or ``fn(images, prompts) -> scores`` replacing the config's objective; ``pool``: samples
+    to select from instead of generating them (e.g. a study's shared pool); ``make_evaluator(model, out)``: an
+    evaluator replacing the config's."""
     from tqdm.auto import tqdm
 
     cfg: SFTConfig = as_config("sft", config)  # type: ignore[assignment]
@@ -88,21 +172,16 @@ def run_sft(config: SFTConfig | dict, resume: bool = False, progress: bool = Tru
         backend, unet, device = model.backend, model.unet, model.device
         noise_scheduler = model.pipe.scheduler
 
-        # 1. Generate and keep the best samples (deterministic from the seed, so a resume rebuilds the same set).
-        pool = training_prompts(cfg)
-        evaluator = Evaluator(cfg, backend, model.objective, model.raw, model.textnorm, out, eval_prompts(cfg))
-        warm_caches(backend, [model.objective, model.raw, model.textnorm], pool + evaluator.prompts)
-        policy = DDIMPolicy(noise_scheduler.config, cfg.sampling.steps, eta=cfg.sampling.eta)
-        prompts = [p for p in pool for _ in range(cfg.samples_per_prompt)]
-        latents, rewards = [], []
-        with torch.no_grad():
-            for lo in range(0, len(prompts), 64):
-                chunk = prompts[lo: lo + 64]
-                traj = sample_trajectories(backend, chunk, policy, cfg.sampling.guidance_scale, streams.sft_pool(lo))
-                latents.append(traj.latents[-1].cpu())
-                rewards.append(model.objective.score(traj.images, chunk))
-        latents_all, rewards_all = torch.cat(latents), torch.cat(rewards).numpy()
-        keep = select_top(prompts, rewards_all, cfg.top_fraction)
+        # 1. Generate (or take the caller's pool) and keep the best samples (deterministic from the seed, so a
+        #    resume rebuilds the same set).
+        train_prompts = training_prompts(cfg)
+        evaluator = make_evaluator(model, out) if make_evaluator else Evaluator(
+            cfg, backend, model.objective, model.raw, model.textnorm, out, eval_prompts(cfg))
+        warm_caches(backend, [model.objective, model.raw, model.textnorm], train_prompts + evaluator.prompts)
+        if pool is None:
+            pool = generate_pool(cfg, backend, model.objective, train_prompts, streams)
+        prompts, latents_all, rewards_all, gold_all = pool.prompts, pool.latents, pool.rewards, pool.gold
+        keep = select_samples(cfg, prompts, rewards_all, gold_all, streams)
         data_x0, data_prompts = latents_all[keep], [prompts[i] for i in keep]
         weights = torch.ones(len(keep))
         if cfg.weight_by_reward:
@@ -110,7 +189,10 @@ def run_sft(config: SFTConfig | dict, resume: bool = False, progress: bool = Tru
             weights = torch.softmax((r - r.mean()) / (r.std() + 1e-6), 0) * len(r)
         weights = weights.to(device)
         cond_all = backend.encode(data_prompts)
-        print_accounting("sft", 1, len(prompts), f"; kept {len(keep)} (top {cfg.top_fraction:.0%} per prompt); "
+        uncond = backend.encode([""])
+        how = {"reward": f"top {cfg.top_fraction:.0%} per prompt by the objective", "aligned": "judged aligned by "
+               "the oracle", "random": f"a random {cfg.top_fraction:.0%} per prompt"}[cfg.select]
+        print_accounting("sft", 1, len(prompts), f"; kept {len(keep)} ({how}); "
                          f"mean reward all {rewards_all.mean():.4f}, kept {rewards_all[keep].mean():.4f}; "
                          f"steps {cfg.steps} x batch {cfg.train_batch_size}")
 
@@ -137,7 +219,9 @@ def run_sft(config: SFTConfig | dict, resume: bool = False, progress: bool = Tru
                 with torch.autocast(device.type, dtype=_AUTOCAST.get(cfg.mixed_precision, torch.float32),
                                     enabled=cfg.mixed_precision != "no"):
                     loss = sft_step_loss(unet, noise_scheduler, data_x0, cond_all, weights, cfg.train_batch_size,
-                                         streams.sft_step(step), cfg.reg_coef, base_off)
+                                         streams.sft_step(step), cfg.reg_coef, base_off, uncond=uncond,
+                                         caption_dropout=cfg.caption_dropout,
+                                         guidance=cfg.sampling.guidance_scale if cfg.guided_loss else None)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 norm = torch.nn.utils.clip_grad_norm_(model.params, cfg.grad_clip)
@@ -163,9 +247,11 @@ def run_sft(config: SFTConfig | dict, resume: bool = False, progress: bool = Tru
         from textnorm_t2i.finetune.report import write_run_report
 
         write_run_report(out, f"reward-weighted SFT on {model.objective.name}")
-        write_json_atomic(out / "data.json", {"generated": len(prompts), "kept": len(keep),
-                                              "mean_reward_all": float(rewards_all.mean()),
-                                              "mean_reward_kept": float(rewards_all[keep].mean())})
+        write_json_atomic(out / "data.json", {
+            "generated": len(prompts), "kept": len(keep), "select": cfg.select,
+            "mean_reward_all": float(rewards_all.mean()), "mean_reward_kept": float(rewards_all[keep].mean()),
+            "gold_all": None if gold_all is None else float(gold_all.mean()),
+            "gold_kept": None if gold_all is None else float(gold_all[keep].mean())})
     finally:
         run.close()
     return out

@@ -70,6 +70,10 @@ BUILTIN_REWARDS: dict[str, RewardEntry] = {
     "shapes-pref": RewardEntry("shapes-pref",
                                "embedded proxy: shapes-clip-a fine-tuned on simulated preferences (shipped)",
                                SHIPPED + "shapes-pref", "textnorm_t2i.rewards.shapes:build_shapes", "world"),
+    "shapes-detect": RewardEntry("shapes-detect",
+                                 "embedded near-gold proxy: log P(parse satisfies prompt) of a CNN trained to "
+                                 "predict the oracle's parse (shipped; differentiable, foolable)",
+                                 SHIPPED + "shapes-detect", "textnorm_t2i.rewards.detect:build_detect", "world"),
     **{name: RewardEntry(name, f"embedded, known structure: log p(prompt | perceived scene) + w x look; {what}",
                          name, "textnorm_t2i.rewards.perceive:build_perceive", "world")
        for name, what in (("shapes-perceive-clean", "no perception noise, w = 0 (the positive control)"),

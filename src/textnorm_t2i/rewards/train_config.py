@@ -72,3 +72,47 @@ class PrefTrainConfig(Config):
     reg_coef: float = option(1.0, "L2 pull of the weights towards the base model's", min=0)
     eval_every: int = option(25, "held-out evaluation every this many steps", min=1)
     patience: int = option(8, "stop after this many evaluations without a better held-out loss", min=1)
+
+
+@dataclass
+class DetectModelConfig(Config):
+    """The architecture of ``shapes-detect``'s parse network."""
+
+    widths: list[int] = option([32, 64, 128], "CNN channels per stage (each stage halves the resolution)")
+    hidden: int = option(256, "width of the layer the heads read", min=4)
+
+    def check(self) -> None:
+        if not self.widths or any(w < 4 or w % 4 for w in self.widths):
+            raise InputError("model.widths: give channel counts that are multiples of 4 (group norm of 4 groups)")
+
+
+@dataclass
+class DetectTrainConfig(Config):
+    """Training ``shapes-detect``: a network that predicts the oracle's parse of an image, from renders and from
+    the embedded generator's own images, every one labelled by the oracle."""
+
+    method: Literal["detect"] = option("detect", "this config trains a parse-predicting reward")
+    name: str = option("shapes-detect", "the reward's name (written into its config.json)")
+    seed: int = option(0, "seed of scenes, prompts, samples, split and batches", min=0, max=MAX_SEED)
+    renders: int = option(24_000, "rendered scenes (a third of them blurred, jittered and noised)", min=0)
+    prompts_per_subset: int = option(600, "generator prompts per world subset (disjoint from TIA2-Shapes)", min=0)
+    samples_per_prompt: int = option(3, "generator samples per prompt", min=1, max=16)
+    sampling_steps: int = option(10, "DDIM steps of the generator", min=1, max=200)
+    guidance: float = option(3.0, "classifier-free guidance of the generator samples", min=0)
+    generator_share: float = option(0.5, "share of each batch drawn from the generator images (the images the "
+                                    "reward is used on; the renders are many more)", min=0, max=1)
+    holdout: float = option(0.15, "share of generator prompts whose images are held out (early stopping)",
+                            min=0.05, max=0.5)
+    steps: int = option(4000, "optimisation steps at most", min=1)
+    batch_size: int = option(128, "images per step", min=2)
+    lr: float = option(2e-3, "peak learning rate (AdamW, warm-up then cosine)", min=0, min_exclusive=True)
+    weight_decay: float = option(0.01, "AdamW weight decay", min=0)
+    position_weight: float = option(0.2, "weight of the position loss beside the count loss", min=0)
+    eval_every: int = option(250, "held-out evaluation (and a train_log.csv row) every this many steps", min=1)
+    model: DetectModelConfig = option(DetectModelConfig(), "architecture")
+
+    def check(self) -> None:
+        if not self.name.strip():
+            raise InputError("name: give the reward a name")
+        if self.renders == 0 and self.prompts_per_subset == 0:
+            raise InputError("renders, prompts_per_subset: give the reward some training images")

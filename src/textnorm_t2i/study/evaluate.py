@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from textnorm_t2i.world.oracle import fidelity
+
 
 @dataclass
 class EvalImages:
@@ -27,18 +29,6 @@ class EvalImages:
     prompts: list[str]
     sample_index: list[int]
     kl: np.ndarray
-
-
-def fidelity(objects: list[Any]) -> bool:
-    """Is the image well formed: at least one object, and every object a recognisable shape and colour?
-
-    Example:
-        >>> from textnorm_t2i.world.oracle import detect
-        >>> from textnorm_t2i.world.scene import render
-        >>> fidelity(detect(render("two red circles", seed=0)))
-        True
-    """
-    return bool(objects) and all(o.shape != "unknown" and o.color != "unknown" for o in objects)
 
 
 def sample_with_kl(backend: Any, prompts: list[str], policy: Any, guidance_scale: float, generator: torch.Generator,

@@ -184,6 +184,17 @@ def detect(image: Image.Image | np.ndarray) -> list[DetectedObject]:
     return objects
 
 
+def fidelity(objects: list[DetectedObject]) -> bool:
+    """Is the image well formed: at least one object, and every object a recognisable shape and colour?
+
+    Example:
+        >>> from textnorm_t2i.world.scene import render
+        >>> fidelity(detect(render("two red circles", seed=0)))
+        True
+    """
+    return bool(objects) and all(o.shape != "unknown" and o.color != "unknown" for o in objects)
+
+
 def judge(image: Image.Image | np.ndarray, prompt: str | Spec) -> Verdict:
     """Is the image exactly what the prompt describes? Strict: nothing more, nothing less.
 
