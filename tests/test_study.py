@@ -207,7 +207,8 @@ objectives: {rewards: [shapes-clip-a, shapes-clip-b, shapes-perceive-clean], ens
              temperatures: [0.1, 1.0, 10.0], k: 3}
 pool: {n_max: 4, ns: [1, 2, 4], chunk: 16, steps: 4}
 map: {look_weights: [4], noise_scales: [1], n: 2}
-sft: {objectives: [raw/shapes-clip-a, tn/shapes-clip-a], steps: 2, train_batch_size: 4}
+sft: {objectives: [raw/shapes-clip-a, tn/shapes-clip-a, control/aligned, control/random], steps: 2,
+      train_batch_size: 4, guided_loss: true}
 rl: {objectives: [raw/shapes-clip-a, ens-ur-tn], epochs: 2, batch_size: 4, train_batch_size: 4,
      images_per_prompt: 2, eval_every: 1, steps: 4}
 eval: {samples_per_prompt: 2}
@@ -268,6 +269,12 @@ def test_tiny_study_results_are_complete(tiny_study):
         assert [e["step"] for e in run["evals"]] == [0, 1, 2]
         assert run["evals"][0]["kl"] == 0 and run["evals"][-1]["kl"] > 0
     assert set(results["compare"]) >= {"bon", "sft", "rl", "checkpoint_selection"}
+    # SFT runs through the one engine, with its controls; the controls are never ranked with the objectives.
+    sft = results["sft"]
+    assert set(sft) == set(cfg.sft.objectives)
+    assert sft["control/aligned"]["kept_gold"] == 1.0 and 0 <= sft["control/random"]["kept_gold"] <= 1
+    assert (folder / "work" / "sft" / "control-random" / "lora" / "adapter_model.safetensors").is_file()
+    assert "control" not in results["compare"]["sft"]["raw_model"]
 
 
 @pytest.mark.slow

@@ -56,7 +56,7 @@ def select_random(prompts: list[str], fraction: float, rng: np.random.Generator)
 
     Example:
         >>> select_random(["a", "a", "b", "b"], 0.5, np.random.default_rng(0)).tolist()
-        [1, 2]
+        [1, 3]
     """
     keep: list[int] = []
     for p in dict.fromkeys(prompts):

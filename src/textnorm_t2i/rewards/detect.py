@@ -189,12 +189,13 @@ class DetectReward(Reward):
 
     differentiable = True
 
-    def __init__(self, model: ParseNet, name: str = "shapes-detect", eps: float = DEFAULT_EPS, **kwargs: Any):
+    def __init__(self, model: ParseNet, name: str = "shapes-detect", eps: float = DEFAULT_EPS,
+                 flip_average: bool = True, **kwargs: Any):
         super().__init__(**kwargs)
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
             raise InputError(f"eps must be a number in (0, 1), got {eps!r}")
         self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
-        self.name, self.eps = name, float(eps)
+        self.name, self.eps, self.flip_average = name, float(eps), bool(flip_average)
         self.image_size = int(model.config.get("image_size", 32))
 
     @classmethod
@@ -225,8 +226,15 @@ class DetectReward(Reward):
         parts = []
         for lo in range(0, len(images), self.batch_size):
             x = to_tensor(_take(images, slice(lo, lo + self.batch_size)), self.image_size)
-            logits, pos, sigma = self.model(x.to(self.device, self.dtype))
-            parts.append((F.log_softmax(logits.float(), dim=-1), pos.float(), sigma.float()))
+            x = x.to(self.device, self.dtype)
+            logits, pos, sigma = self.model(x)
+            if self.flip_average:  # the mirror image, read back: every world shape is left-right symmetric
+                m_logits, m_pos, m_sigma = self.model(x.flip(-1))
+                probs = (F.softmax(logits.float(), -1) + F.softmax(m_logits.float(), -1)) / 2
+                m_pos = torch.stack([1 - m_pos[..., 0], m_pos[..., 1]], dim=-1)
+                parts.append((probs.log(), (pos.float() + m_pos.float()) / 2, (sigma.float() + m_sigma.float()) / 2))
+            else:
+                parts.append((F.log_softmax(logits.float(), dim=-1), pos.float(), sigma.float()))
         return tuple(torch.cat(p) for p in zip(*parts))  # type: ignore[return-value]
 
     def _score(self, images: Images, prompts: list[str], grad: bool) -> torch.Tensor:

@@ -9,8 +9,8 @@
 3. Loss: cross-entropy of the counts plus ``position_weight`` x the Gaussian negative log-likelihood of
    single objects' positions; horizontal flips (every world shape is left-right symmetric) as augmentation;
    ``generator_share`` of each batch comes from the generator images.
-   The generator images of ``holdout`` of the prompts are held out; the weights with the best held-out
-   loss are kept (evaluated every ``eval_every`` steps).
+   The generator images of ``holdout`` of the prompts are held out; the weights that parse them best
+   (exact counts of every kind) are kept (evaluated every ``eval_every`` steps).
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ def train_detect_reward(config: DetectTrainConfig | dict, out_dir: str | Path, p
               f"{len(train_generated)} generator images ({len(held_images)} held out), {cfg.steps} steps", flush=True)
         rng = np.random.default_rng(cfg.seed)
         log = ["step,train_loss,heldout_loss,heldout_parse_accuracy,seconds"]
-        best = {"loss": math.inf, "step": 0, "parse_accuracy": 0.0, "state": None}
+        best = {"loss": math.inf, "step": 0, "parse_accuracy": -1.0, "state": None}
         before = _evaluate(model, held_images, held_labels, cfg)
         running = 0.0
         bar = tqdm(range(cfg.steps), desc=f"train {cfg.name}", disable=not progress)
@@ -220,7 +220,9 @@ def train_detect_reward(config: DetectTrainConfig | dict, out_dir: str | Path, p
                            f"{time.time() - t0:.1f}")
                 bar.set_postfix(heldout_loss=f"{held['loss']:.3f}", parse=f"{held['parse_accuracy']:.3f}")
                 running = 0.0
-                if held["loss"] < best["loss"]:
+                # The parse is what the reward reads: keep the weights that parse held-out images best (the
+                # loss also weighs positions, whose likelihood keeps improving after the counts stop).
+                if (held["parse_accuracy"], -held["loss"]) > (best["parse_accuracy"], -best["loss"]):
                     best = {**held, "step": step + 1, "state": copy.deepcopy(model.state_dict())}
         model.load_state_dict(best["state"])
         model.config = {**model.config, "training": {**cfg.to_dict(), "best_step": best["step"]}}

@@ -292,8 +292,10 @@ def compare(study: Any) -> dict:
     load = lambda tag: read_json(study.work / "eval" / f"{tag}.json")  # noqa: E731
     sft = study.result("sft") or {}
     if sft and not sft.get("skipped"):
-        out["sft"] = compare_models({o: load(r["tag"]) for o, r in sft.items()}, eval_prompts, sbs, cfg.seed,
-                                    n_boot)
+        from textnorm_t2i.study.finetune import CONTROLS
+
+        out["sft"] = compare_models({o: load(r["tag"]) for o, r in sft.items() if o not in CONTROLS}, eval_prompts,
+                                    sbs, cfg.seed, n_boot)
     rl = study.result("rl") or {}
     if rl and not rl.get("skipped"):
         out["rl"] = compare_models({o: load(r["evals"][-1]["tag"]) for o, r in rl.items()}, eval_prompts, sbs,

@@ -23,6 +23,9 @@ __all__ = ["StudyConfig", "load_config"]
 EMBEDDED = ["shapes-clip-a", "shapes-clip-b", "shapes-pref", "shapes-perceive-clean", "shapes-perceive-noisy",
             "shapes-perceive-looks"]
 LEARNED = ["shapes-clip-a", "shapes-clip-b", "shapes-pref"]
+# SFT's controls (run beside its objectives, never ranked with them): the pool samples the oracle judges aligned
+# (positive control) and a random share of each prompt's samples (drift control), as SFT's ``select``.
+SFT_CONTROLS = {"control/aligned": "aligned", "control/random": "random"}
 DEFAULT_RL_OBJECTIVES = ["raw/shapes-clip-a", "tn/shapes-clip-a", "ens-mean-raw", "ens-mean-tn", "ens-ur-tn"]
 
 
@@ -85,12 +88,17 @@ class SFTStudyConfig(Config):
 
     enabled: bool = option(True, "run this stage")
     objectives: list[str] = option(["raw/shapes-clip-a", "tn/shapes-clip-a", "raw/shapes-perceive-looks",
-                                    "tn/shapes-perceive-looks", *DEFAULT_RL_OBJECTIVES[2:]], "objectives fine-tuned")
+                                    "tn/shapes-perceive-looks", *DEFAULT_RL_OBJECTIVES[2:]], "objectives fine-tuned, "
+                                   "and SFT's controls: control/aligned (the oracle's aligned samples) and "
+                                   "control/random (a random top_fraction)")
     top_fraction: float = option(0.1, "fraction of each prompt's pool samples kept", min=0, min_exclusive=True, max=1)
     steps: int = option(200, "optimisation steps", min=1)
     train_batch_size: int = option(32, "samples per step", min=1)
     lr: float = option(5e-4, "learning rate (AdamW)", min=0, min_exclusive=True)
     lora_rank: int = option(8, "LoRA rank (alpha = rank)", min=1)
+    reg_coef: float = option(0.0, "> 0: MSE towards the frozen base model's prediction", min=0)
+    guided_loss: bool = option(False, "fit the guided prediction at pool.guidance_scale (the sampler used)")
+    caption_dropout: float = option(0.0, "share of training examples given the empty prompt", min=0, max=1)
 
 
 @dataclass
@@ -174,7 +182,7 @@ class StudyConfig(Config):
         # A section switched off (enabled: false) is not checked: its settings are not used.
         for section in [s for s in ("sft", "rl") if getattr(self, s).enabled]:
             for name in getattr(self, section).objectives:
-                if name not in known:
+                if name not in known and not (section == "sft" and name in SFT_CONTROLS):
                     raise InputError(f"{section}.objectives: unknown objective {name!r} (known: {', '.join(known)})")
         bad = [n for n in self.pool.ns if n < 1 or self.pool.n_max % n]
         if not self.pool.ns or bad:

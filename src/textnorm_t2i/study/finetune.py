@@ -7,11 +7,13 @@ the same compute, and are evaluated on the held-out prompts by :meth:`Study.eval
 from __future__ import annotations
 
 import csv
+import json
 import time
 from typing import Any
 
 import numpy as np
-import torch
+
+from textnorm_t2i.study.config import SFT_CONTROLS
 
 
 def slug(objective: str) -> str:
@@ -24,47 +26,53 @@ def slug(objective: str) -> str:
     return objective.replace("/", "-")
 
 
-def sft_one(study: Any, objective: str) -> dict:
-    """Fine-tune LoRA on the top fraction of the pool by ``objective``; evaluate held-out."""
-    from tqdm.auto import tqdm
-
-    from textnorm_t2i.finetune.common import adapters_off, derived_seed
-    from textnorm_t2i.finetune.lora import add_lora, save_lora_folder
-    from textnorm_t2i.finetune.sft import select_top, sft_step_loss
+def sft_config(study: Any, objective: str) -> Any:
+    """The SFT config of one objective's run: the study's pool sampler, its ``sft`` section, the run folder."""
+    from textnorm_t2i.finetune.config import as_config
 
     cfg, sc = study.cfg, study.cfg.sft
+    return as_config("sft", {
+        "method": "sft", "seed": cfg.seed, "generator": cfg.generator, "out": str(study.work / "sft" / slug(objective)),
+        "prompts": {"list": study.flat("train")},
+        "sampling": {"steps": cfg.pool.steps, "guidance_scale": cfg.pool.guidance_scale, "eta": cfg.pool.eta},
+        "lora": {"rank": sc.lora_rank, "alpha": sc.lora_rank}, "samples_per_prompt": cfg.pool.n_max,
+        "select": CONTROLS.get(objective, "reward"), "top_fraction": sc.top_fraction, "steps": sc.steps,
+        "train_batch_size": sc.train_batch_size, "lr": sc.lr, "reg_coef": sc.reg_coef,
+        "guided_loss": sc.guided_loss, "caption_dropout": sc.caption_dropout,
+        "eval": {"every": sc.steps}, "checkpoint_every": sc.steps, "checkpoints_total_limit": 1,
+        "log": {"report_to": ["csv"]}})
+
+
+CONTROLS = SFT_CONTROLS
+
+
+def sft_one(study: Any, objective: str) -> dict:
+    """SFT (the one engine, :func:`~textnorm_t2i.finetune.sft.run_sft`) on the study's pool selected by
+    ``objective`` (or a control); evaluated held-out by the study at the last step."""
+    from textnorm_t2i.finetune.sft import SFTPool, run_sft
+
+    cfg = sft_config(study, objective)
     t0 = time.time()
     scores = study.pool_scores()
-    prompts = [q for q in study.flat("train") for _ in range(cfg.pool.n_max)]
-    keep = select_top(prompts, scores[objective].reshape(-1), sc.top_fraction)
-    latents = study.load_pool("latents")[keep]
-    kept_prompts = [prompts[i] for i in keep]
-    backend = study.fresh_pipeline()
-    unet = backend.unet
-    params = add_lora(unet, sc.lora_rank, sc.lora_rank, seed=cfg.seed)
-    optimizer = torch.optim.AdamW(params, lr=sc.lr)
-    cond = backend.encode(kept_prompts)
-    weights = torch.ones(len(keep), device=cond.device)
-    scheduler = backend.pipe.scheduler
-    unet.train()
-    losses = []
-    for step in tqdm(range(sc.steps), desc=f"sft {objective}", disable=not study.progress, leave=False):
-        g = torch.Generator().manual_seed(derived_seed(cfg.seed, 8_001, step))
-        loss = sft_step_loss(unet, scheduler, latents, cond, weights, sc.train_batch_size, g)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        losses.append(float(loss.detach()))
-    unet.eval()
-    save_lora_folder(unet, study.work / "sft" / slug(objective))
-    train_seconds = time.time() - t0
-    tag = f"sft-{slug(objective)}"
-    summary = study.evaluate(tag, unet=unet, base=adapters_off(unet), backend=backend)
-    return {"tag": tag, "summary": summary, "kept": int(len(keep)),
-            "kept_gold": float(scores["gold"].reshape(-1)[keep].mean()),
-            "pool_gold": float(scores["gold"].mean()), "final_loss": float(np.mean(losses[-20:])),
-            "train_seconds": round(train_seconds, 1), "seconds": round(time.time() - t0, 1)}
+    prompts = [q for q in study.flat("train") for _ in range(study.cfg.pool.n_max)]
+    gold = scores["gold"].reshape(-1)
+    rewards = gold if objective in CONTROLS else scores[objective].reshape(-1)
+    pool = SFTPool(study.load_pool("latents"), prompts, np.asarray(rewards, dtype=np.float64), gold)
+    reward = None if objective in CONTROLS else study.scorer.reward(objective)
+    made: list[StudyEvaluator] = []
+
+    def make_evaluator(trainee: Any, out: Any) -> StudyEvaluator:
+        made.append(StudyEvaluator(study, objective, trainee, "sft"))
+        return made[-1]
+
+    folder = run_sft(cfg, progress=study.progress, overwrite=True, pool=pool, reward=reward,
+                     make_evaluator=make_evaluator)
+    data = json.loads((folder / "data.json").read_text())
+    evals = read_eval_csv(folder / "eval.csv")
+    tag, summary = made[-1].last
+    return {"tag": tag, "summary": summary, "kept": data["kept"], "kept_gold": data["gold_kept"],
+            "pool_gold": data["gold_all"], "final_loss": evals[-1].get("train_loss", float("nan")),
+            "seconds": round(time.time() - t0, 1)}
 
 
 class StudyEvaluator:
@@ -74,14 +82,14 @@ class StudyEvaluator:
     evaluation is reused rather than sampled again.
     """
 
-    def __init__(self, study: Any, objective: str, trainee: Any):
-        self.study, self.objective, self.trainee = study, objective, trainee
+    def __init__(self, study: Any, objective: str, trainee: Any, method: str = "rl"):
+        self.study, self.objective, self.trainee, self.method = study, objective, trainee, method
         self.prompts = study.flat("eval")
 
     def __call__(self, step: int, extra: dict | None = None, unet: Any = None) -> dict:
         from textnorm_t2i.finetune.common import adapters_off
 
-        tag = f"rl-{slug(self.objective)}-{step:04d}"
+        tag = f"{self.method}-{slug(self.objective)}-{step:04d}"
         if step == 0:
             import shutil
 
@@ -90,6 +98,7 @@ class StudyEvaluator:
             summary = self.study.result("base")["summary"]
         else:
             summary = self.study.evaluate(tag, unet=unet, base=adapters_off(unet), backend=self.trainee.backend)
+        self.last = (tag, summary)
         row = {"step": step, "tag": tag, "gold": summary["gold"]["mean"], "fidelity": summary["fidelity"]["mean"],
                "kl": summary["kl"]["mean"], "objective": summary["scores"][self.objective]["mean"]}
         row.update({f"score:{k}": v["mean"] for k, v in summary["scores"].items()})

@@ -46,7 +46,8 @@ def label(objective: str) -> str:
     if objective.startswith("tn/"):
         return f"textnorm({objective[3:]})"
     return {"ens-mean-raw": "mean ensemble of raw", "ens-mean-tn": "mean ensemble of textnorm",
-            "ens-ur-tn": "UR ensemble of textnorm"}[objective]
+            "ens-ur-tn": "UR ensemble of textnorm", "control/aligned": "control: the oracle's aligned samples",
+            "control/random": "control: a random share"}[objective]
 
 
 def _cv(values: np.ndarray, k: int, seed: int = 0) -> tuple[int, np.ndarray]:
