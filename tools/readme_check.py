@@ -134,6 +134,7 @@ RECORDS = [
     ("docs/diagnosis/embedded.json",
      "textnorm diagnose --reward shapes-clip-a --reward shapes-clip-b --reward shapes-pref --reward "
      "shapes-perceive-clean --reward shapes-perceive-noisy --reward shapes-perceive-looks --json -o {out}", ""),
+    ("docs/diagnosis/detect.json", "textnorm diagnose --reward shapes-detect --json -o {out}", ""),
     ("docs/generator_validity.json", "python benchmarks/generator_validity.py -o {out}", ""),
     ("docs/diagnosis/bon-perceive-clean-raw.csv", "textnorm finetune --method bon --config configs/bon.yaml --set "
      "reward.name=shapes-perceive-clean --set out={out}", "bon.csv"),
@@ -433,6 +434,21 @@ def draft_quotes() -> list[tuple[str, str]]:
                                f"falls too ({change('clip-a-tn', 'aligned', 0, 140)})"),
         (record + "clip-a-long", f"gold is {mean('clip-a-long', 'gold_alignment', 300):.3f} by step 300 and the proxy "
                                  f"falls too ({change('clip-a-long', 'objective', 0, 300)})"),
+        (record + "detect", f"the proxy rises by {change('detect', 'objective', 0, 25)} at step 25 and gold holds "
+                            f"({change('detect', 'aligned', 0, 50)} at step 50); by step 200 the model has collapsed: "
+                            f"gold {mean('detect', 'gold_alignment', 0):.3f} → "
+                            f"{mean('detect', 'gold_alignment', 200):.3f} ({change('detect', 'aligned', 0, 200)}), "
+                            f"fidelity {mean('detect', 'fidelity', 0):.3f} → {mean('detect', 'fidelity', 200):.3f}"),
+        (record + "detect-tn", f"its objective ends at {change('detect-tn', 'objective', 0, 200, 3)}, the raw detect "
+                               f"score at {change('detect-tn', 'raw_reward', 0, 200)}, gold at "
+                               f"{change('detect-tn', 'aligned', 0, 200)} ({mean('detect-tn', 'gold_alignment', 0):.3f}"
+                               f" → {mean('detect-tn', 'gold_alignment', 200):.3f}) and fidelity at "
+                               f"{change('detect-tn', 'fidelity', 0, 200)}"),
+        (record + "detect-5min", f"raises the held-out detect score by {change('detect-5min', 'objective', 0, 50)} by "
+                                 f"step 50 ({mean('detect-5min', 'seconds', 50):.0f} s of training); from step 50 to "
+                                 f"100 the proxy holds ({change('detect-5min', 'objective', 50, 100)}) while gold "
+                                 f"falls {change('detect-5min', 'aligned', 50, 100)} and fidelity "
+                                 f"{change('detect-5min', 'fidelity', 50, 100)}"),
         (record + "clip-a", f"KL from the base over the steps with σ ≥ 0.05 reaches "
                             f"{mean('clip-a', 'kl_base', 140):,.0f} nats after 140 steps, while the last stochastic "
                             f"step alone shows {mean('clip-a', 'kl_last_step', 140):,.0f} nats for a pixel drift (MSE) "
