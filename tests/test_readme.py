@@ -87,7 +87,8 @@ def test_readme_quotes_the_numbers_of_its_records():
     assert {q[0] for q in quotes} >= {"docs/generator_validity.json", "docs/diagnosis/bon-perceive-clean-*.csv",
                                       "docs/benchmarks/textnorm_overhead.json", "docs/benchmarks/rl_throughput.json",
                                       "docs/benchmarks/draft_throughput.json", "docs/draft/clip-a",
-                                      "docs/draft/clip-a-tn"}
+                                      "docs/draft/clip-a-tn", "docs/draft/detect", "docs/draft/detect-tn",
+                                      "docs/draft/detect-5min", "docs/sft/aligned-guided", "docs/sft/random-guided"}
     assert readme_check.check_quotes(ROOT / "README.md") == []
 
 

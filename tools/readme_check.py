@@ -251,6 +251,7 @@ def quoted_numbers() -> list[tuple[str, str]]:
                    f"reward, and to {tn[8]:.3f} (n = 8) and {tn[32]:.3f} (n = 32) with TextNorm"))
     quotes += prose_quotes()
     quotes += draft_quotes()
+    quotes += sft_quotes()
     for path, make in BENCHMARK_QUOTES:
         if (ROOT / path).is_file():
             quotes.append((path, make(_read(path))))
@@ -454,6 +455,25 @@ def draft_quotes() -> list[tuple[str, str]]:
                             f"step alone shows {mean('clip-a', 'kl_last_step', 140):,.0f} nats for a pixel drift (MSE) "
                             f"of {mean('clip-a', 'drift', 140):.3f}"),
     ]
+
+
+def sft_quotes() -> list[tuple[str, str]]:
+    """What the README says about SFT's controls, from their records in docs/sft (paired changes from the base over
+    the same images, mean ± standard error; training prompts with fresh noise and held-out prompts apart)."""
+    from textnorm_t2i.finetune.report import _read_samples, paired_change
+
+    def change(run: str, split: str, key: str = "aligned") -> str:
+        records = [r for r in _read_samples(ROOT / "docs" / "sft" / run / "samples.jsonl")
+                   if r.get("split", "eval") == split]
+        last = max(r["step"] for r in records)
+        m, se, n = paired_change(records, key, 0, last)
+        return f"{m:+.3f} ± {se:.3f} (n = {n})"
+
+    quotes = []
+    for run in sorted(p.name for p in (ROOT / "docs" / "sft").iterdir() if p.is_dir()):
+        quotes.append((f"docs/sft/{run}", f"`{run}`: gold {change(run, 'train')} on the training prompts, "
+                                          f"{change(run, 'eval')} held out"))
+    return quotes
 
 
 # Timing benchmarks cannot be rerun to the same numbers; the README quotes their recorded output.
