@@ -33,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from functools import lru_cache
@@ -46,6 +45,7 @@ from torch import nn
 
 from textnorm_t2i.errors import InputError
 from textnorm_t2i.rewards.base import Images, Reward, _take, to_tensor
+from textnorm_t2i.rewards.folder import read_model_folder, write_model_folder
 from textnorm_t2i.world.vocab import COLORS, SHAPES
 
 KINDS: tuple[tuple[str, str], ...] = tuple((c, s) for c in COLORS for s in SHAPES)
@@ -200,26 +200,13 @@ class DetectReward(Reward):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any) -> DetectReward:
-        from safetensors.torch import load_file
-
-        folder = Path(path)
-        if not (folder / "config.json").exists() or not (folder / "model.safetensors").exists():
-            raise InputError(f"{folder}: not an embedded reward model (expected config.json and model.safetensors)")
-        config = json.loads((folder / "config.json").read_text())
+        config, state = read_model_folder(path)
         model = ParseNet(config)
-        model.load_state_dict(load_file(folder / "model.safetensors"))
-        return cls(model, name=config.get("name", folder.name), **kwargs)
+        model.load_state_dict(state)
+        return cls(model, name=config.get("name", Path(path).name), **kwargs)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        from safetensors.torch import save
-
-        from textnorm_t2i.io import atomic_write, write_json_atomic
-
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_write(folder / "model.safetensors", "wb") as f:
-            f.write(save({k: v.contiguous() for k, v in self.model.state_dict().items()}))
-        write_json_atomic(folder / "config.json", {**self.model.config, "name": self.name})
+        write_model_folder(path, self.model, self.name)
 
     def parse_images(self, images: Images) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Predicted parses: count log-probabilities, positions and their standard deviations."""

@@ -12,7 +12,6 @@ Two architectures, chosen by ``config["arch"]``:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -24,6 +23,7 @@ from torch import nn
 
 from textnorm_t2i.errors import InputError
 from textnorm_t2i.rewards.base import DualEncoderReward, Images, to_tensor
+from textnorm_t2i.rewards.folder import read_model_folder, write_model_folder
 
 EXTRA_WORDS = ("some", "several", "many", "shapes", "objects", "scene", "with", "next", "to", "colorful")
 
@@ -129,27 +129,14 @@ class ShapesReward(DualEncoderReward):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any) -> ShapesReward:
-        from safetensors.torch import load_file
-
-        folder = Path(path)
-        if not (folder / "config.json").exists() or not (folder / "model.safetensors").exists():
-            raise InputError(f"{folder}: not an embedded reward model (expected config.json and model.safetensors)")
-        config = json.loads((folder / "config.json").read_text())
+        config, state = read_model_folder(path)
         tokenizer = reward_tokenizer()
         model = ShapesDualEncoder(config, len(tokenizer))
-        model.load_state_dict(load_file(folder / "model.safetensors"))
-        return cls(model, tokenizer, name=config.get("name", folder.name), **kwargs)
+        model.load_state_dict(state)
+        return cls(model, tokenizer, name=config.get("name", Path(path).name), **kwargs)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        from safetensors.torch import save
-
-        from textnorm_t2i.io import atomic_write, write_json_atomic
-
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_write(folder / "model.safetensors", "wb") as f:
-            f.write(save({k: v.contiguous() for k, v in self.model.state_dict().items()}))
-        write_json_atomic(folder / "config.json", {**self.model.config, "name": self.name})
+        write_model_folder(path, self.model, self.name)
 
     def embed_images(self, images: Images) -> torch.Tensor:
         return self.model.encode_images(to_tensor(images, self.image_size).to(self.device, self.dtype))
