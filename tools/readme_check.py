@@ -450,6 +450,18 @@ def draft_quotes() -> list[tuple[str, str]]:
                                  f"100 the proxy holds ({change('detect-5min', 'objective', 50, 100)}) while gold "
                                  f"falls {change('detect-5min', 'aligned', 50, 100)} and fidelity "
                                  f"{change('detect-5min', 'fidelity', 50, 100)}"),
+        (record + "clip-a-100", f"raises the held-out proxy by {change('clip-a-100', 'objective', 0, 50)} at step 50 "
+                                f"and {change('clip-a-100', 'objective', 0, 100)} at step 100 (gold "
+                                f"{change('clip-a-100', 'aligned', 0, 100)}, fidelity "
+                                f"{change('clip-a-100', 'fidelity', 0, 100)})"),
+        (record + "clip-a-200", f"raw shapes-clip-a peaks at {change('clip-a-200', 'objective', 0, 100)} (step 100) and "
+                                f"ends at {change('clip-a-200', 'objective', 0, 200)} with gold at "
+                                f"{change('clip-a-200', 'aligned', 0, 200)} and fidelity at "
+                                f"{change('clip-a-200', 'fidelity', 0, 200)}"),
+        (record + "clip-a-tn-200", f"its TextNorm does not rise ({change('clip-a-tn-200', 'objective', 0, 200, 3)}) while "
+                                   f"the raw score falls {change('clip-a-tn-200', 'raw_reward', 0, 200)}, gold "
+                                   f"{change('clip-a-tn-200', 'aligned', 0, 200)} and fidelity "
+                                   f"{change('clip-a-tn-200', 'fidelity', 0, 200)}"),
         (record + "clip-a", f"KL from the base over the steps with σ ≥ 0.05 reaches "
                             f"{mean('clip-a', 'kl_base', 140):,.0f} nats after 140 steps, while the last stochastic "
                             f"step alone shows {mean('clip-a', 'kl_last_step', 140):,.0f} nats for a pixel drift (MSE) "
