@@ -454,6 +454,9 @@ def draft_quotes() -> list[tuple[str, str]]:
                                 f"and {change('clip-a-100', 'objective', 0, 100)} at step 100 (gold "
                                 f"{change('clip-a-100', 'aligned', 0, 100)}, fidelity "
                                 f"{change('clip-a-100', 'fidelity', 0, 100)})"),
+        (record + "detect-100", f"raises raw shapes-detect by {change('detect-100', 'objective', 0, 100)} (gold "
+                                f"{change('detect-100', 'aligned', 0, 100, 3)}, fidelity "
+                                f"{change('detect-100', 'fidelity', 0, 100, 3)})"),
         (record + "clip-a-200", f"raw shapes-clip-a peaks at {change('clip-a-200', 'objective', 0, 100)} (step 100) and "
                                 f"ends at {change('clip-a-200', 'objective', 0, 200)} with gold at "
                                 f"{change('clip-a-200', 'aligned', 0, 200)} and fidelity at "
