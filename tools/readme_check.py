@@ -440,6 +440,9 @@ def draft_quotes() -> list[tuple[str, str]]:
                             f"gold {mean('detect', 'gold_alignment', 0):.3f} → "
                             f"{mean('detect', 'gold_alignment', 200):.3f} ({change('detect', 'aligned', 0, 200)}), "
                             f"fidelity {mean('detect', 'fidelity', 0):.3f} → {mean('detect', 'fidelity', 200):.3f}"),
+        (record + "detect", f"from gold's peak at step 50 to step 100 the proxy rises "
+                            f"{change('detect', 'objective', 50, 100)} while gold falls "
+                            f"{change('detect', 'aligned', 50, 100)} and fidelity {change('detect', 'fidelity', 50, 100)}"),
         (record + "detect-tn", f"its objective ends at {change('detect-tn', 'objective', 0, 200, 3)}, the raw detect "
                                f"score at {change('detect-tn', 'raw_reward', 0, 200)}, gold at "
                                f"{change('detect-tn', 'aligned', 0, 200)} ({mean('detect-tn', 'gold_alignment', 0):.3f}"
