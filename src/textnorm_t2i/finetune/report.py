@@ -114,15 +114,20 @@ def _curve_plot(c: dict, xlabel: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(c), figsize=(4.2 * len(c), 3.3))
-    for ax, (key, rows) in zip(np.atleast_1d(axes), c.items()):
+    cols = min(4, len(c))  # at most four panels a row: seven in one row are too small to read
+    nrows = -(-len(c) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.3 * nrows), squeeze=False)
+    axes = axes.ravel()
+    for ax in axes[len(c):]:
+        ax.axis("off")
+    for ax, (key, rows) in zip(axes, c.items()):
         x = [r[0] for r in rows]
         ax.plot(x, [r[1] for r in rows], marker="o", color="C0")
         ax.fill_between(x, [r[2] for r in rows], [r[3] for r in rows], color="C0", alpha=0.25, label="95% CI")
         ax.set_title(dict(VALUES)[key], fontsize=10)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
-    np.atleast_1d(axes)[0].legend(fontsize=8)
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     return png_data_uri(fig)
 
