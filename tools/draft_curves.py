@@ -16,8 +16,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-PANELS = (("objective", "optimised reward − base (in SDs of its base scores)"), ("aligned", "gold alignment − base (paired)"),
-          ("fidelity", "fidelity − base (paired)"), ("kl_base", "KL from base (nats, σ ≥ 0.05)"))
+PANELS = (("objective", "optimised reward − base (in SDs of its base scores)"),
+          ("aligned", "gold alignment − base (paired)"), ("fidelity", "fidelity − base (paired)"),
+          ("kl_base", "KL from base (nats, σ ≥ 0.05)"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -442,7 +442,8 @@ def draft_quotes() -> list[tuple[str, str]]:
                             f"fidelity {mean('detect', 'fidelity', 0):.3f} → {mean('detect', 'fidelity', 200):.3f}"),
         (record + "detect", f"from gold's peak at step 50 to step 100 the proxy rises "
                             f"{change('detect', 'objective', 50, 100)} while gold falls "
-                            f"{change('detect', 'aligned', 50, 100)} and fidelity {change('detect', 'fidelity', 50, 100)}"),
+                            f"{change('detect', 'aligned', 50, 100)} and fidelity "
+                            f"{change('detect', 'fidelity', 50, 100)}"),
         (record + "detect-tn", f"its objective ends at {change('detect-tn', 'objective', 0, 200, 3)}, the raw detect "
                                f"score at {change('detect-tn', 'raw_reward', 0, 200)}, gold at "
                                f"{change('detect-tn', 'aligned', 0, 200)} ({mean('detect-tn', 'gold_alignment', 0):.3f}"
@@ -460,12 +461,12 @@ def draft_quotes() -> list[tuple[str, str]]:
         (record + "detect-100", f"raises raw shapes-detect by {change('detect-100', 'objective', 0, 100)} (gold "
                                 f"{change('detect-100', 'aligned', 0, 100, 3)}, fidelity "
                                 f"{change('detect-100', 'fidelity', 0, 100, 3)})"),
-        (record + "clip-a-200", f"raw shapes-clip-a peaks at {change('clip-a-200', 'objective', 0, 100)} (step 100) and "
-                                f"ends at {change('clip-a-200', 'objective', 0, 200)} with gold at "
+        (record + "clip-a-200", f"raw shapes-clip-a peaks at {change('clip-a-200', 'objective', 0, 100)} (step 100) "
+                                f"and ends at {change('clip-a-200', 'objective', 0, 200)} with gold at "
                                 f"{change('clip-a-200', 'aligned', 0, 200)} and fidelity at "
                                 f"{change('clip-a-200', 'fidelity', 0, 200)}"),
-        (record + "clip-a-tn-200", f"its TextNorm does not rise ({change('clip-a-tn-200', 'objective', 0, 200, 3)}) while "
-                                   f"the raw score falls {change('clip-a-tn-200', 'raw_reward', 0, 200)}, gold "
+        (record + "clip-a-tn-200", f"its TextNorm does not rise ({change('clip-a-tn-200', 'objective', 0, 200, 3)}) "
+                                   f"while the raw score falls {change('clip-a-tn-200', 'raw_reward', 0, 200)}, gold "
                                    f"{change('clip-a-tn-200', 'aligned', 0, 200)} and fidelity "
                                    f"{change('clip-a-tn-200', 'fidelity', 0, 200)}"),
         (record + "clip-a", f"KL from the base over the steps with σ ≥ 0.05 reaches "
