@@ -4,9 +4,17 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import threading
 from collections.abc import Sequence
+
+
+def _default_signals() -> None:
+    """In the child: Ctrl-C and SIGTERM as a terminal would deliver them. A test runner started in the background
+    (``cmd &``, nohup) ignores SIGINT, a child inherits that, and Python then installs no Ctrl-C handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def start_held(cmd: Sequence[str], env: dict, point: str, timeout: float = 600) -> tuple[subprocess.Popen, str]:
@@ -16,7 +24,7 @@ def start_held(cmd: Sequence[str], env: dict, point: str, timeout: float = 600) 
     before reaching the point fails the test with its stderr.
     """
     proc = subprocess.Popen(list(cmd), env={**env, "TEXTNORM_HOLD_AT": point}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals)
     seen = []
     # Lines are read until the hold line (it always ends with a newline); a child stuck elsewhere is killed.
     timer = threading.Timer(timeout, proc.kill)

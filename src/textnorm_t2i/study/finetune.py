@@ -100,7 +100,9 @@ class StudyEvaluator:
             summary = self.study.evaluate(tag, unet=unet, base=adapters_off(unet), backend=self.trainee.backend)
         self.last = (tag, summary)
         row = {"step": step, "tag": tag, "gold": summary["gold"]["mean"], "fidelity": summary["fidelity"]["mean"],
-               "kl": summary["kl"]["mean"], "objective": summary["scores"][self.objective]["mean"]}
+               "kl": summary["kl"]["mean"],
+               # SFT's controls optimise no reward: their "objective" is the gold they were selected by.
+               "objective": summary["scores"].get(self.objective, summary["gold"])["mean"]}
         row.update({f"score:{k}": v["mean"] for k, v in summary["scores"].items()})
         row.update({f"train_{k}": v for k, v in (extra or {}).items()})
         return row

@@ -169,7 +169,8 @@ def _image_cell(img: np.ndarray, rec: dict, objective: str | None) -> str:
     uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
     verdict = "ALIGNED" if rec["aligned"] else "NOT ALIGNED"
     why = "; ".join(rec["reasons"]) if rec["reasons"] else "matches the prompt"
-    score = f"{html_label(objective)} = {rec['scores'][objective]:.3f}<br>" if objective else ""
+    # SFT's controls optimise no reward of their own: no score line for them.
+    score = f"{html_label(objective)} = {rec['scores'][objective]:.3f}<br>" if objective in rec["scores"] else ""
     cls = "ok" if rec["aligned"] else "bad"
     return (f"<figure>{_img(uri, rec['prompt'])}<figcaption>{score}<b class={cls}>{verdict}</b>"
             f"<br><small>{html.escape(why)}</small></figcaption></figure>")
