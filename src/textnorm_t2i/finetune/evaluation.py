@@ -15,6 +15,9 @@ from textnorm_t2i.errors import InputError
 from textnorm_t2i.rewards.base import Reward
 
 GRID_IMAGES = 48  # evaluation images drawn in each step's grid
+EVAL_COLUMNS = ("objective", "raw_reward", "textnorm_reward", "gold_alignment", "fidelity", "drift", "kl_base",
+                "kl_last_step")
+TRAIN_COLUMNS = ("objective", "gold_alignment", "fidelity")  # for training prompts evaluated too (train_ prefix)
 
 
 def gold_judgments(images: Any, prompts: list[str]) -> list[dict] | None:
@@ -253,15 +256,10 @@ class Evaluator:
             values["fidelity"] = np.array([float(j["fidelity"]) for j in judged])
         # The evaluation prompts' means; training prompts evaluated too get train_ columns.
         row: dict[str, Any] = {"step": step}
-        for split, prefix in (("eval", ""), ("train", "train_")):
+        for split, prefix, keys in (("eval", "", EVAL_COLUMNS), ("train", "train_", TRAIN_COLUMNS)):
             mask = np.array([s == split for s in self.split])
-            if not mask.any():
-                continue
-            for key in ("objective", "raw_reward", "textnorm_reward", "gold_alignment", "fidelity", "drift",
-                        "kl_base", "kl_last_step"):
-                if split == "train" and key not in ("objective", "gold_alignment", "fidelity"):
-                    continue
-                row[prefix + key] = float(values[key][mask].mean()) if key in values else float("nan")
+            if mask.any():
+                row.update({prefix + k: float(values[k][mask].mean()) if k in values else float("nan") for k in keys})
         row.update(extra or {})
         # One line per image in samples.jsonl: what the run report's error bands and verdicts come from.
         row["per_image"] = [{"prompt": p, "sample": self.sample_index[i], "split": self.split[i],

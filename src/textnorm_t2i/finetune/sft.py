@@ -33,6 +33,18 @@ from textnorm_t2i.io import write_json_atomic
 from textnorm_t2i.rundir import GracefulStop, RunFolder, hold_point
 
 
+def _by_prompt(prompts: list[str]) -> list[np.ndarray]:
+    """The sample indices of each distinct prompt, in first-seen order."""
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(prompts):
+        groups.setdefault(p, []).append(i)
+    return [np.array(idx) for idx in groups.values()]
+
+
+def _share(fraction: float, idx: np.ndarray) -> int:
+    return max(1, int(round(fraction * len(idx))))
+
+
 def select_top(prompts: list[str], rewards: np.ndarray, fraction: float) -> np.ndarray:
     """Indices of the top ``fraction`` of samples of each prompt by reward (at least one each).
 
@@ -40,12 +52,8 @@ def select_top(prompts: list[str], rewards: np.ndarray, fraction: float) -> np.n
         >>> select_top(["a", "a", "a", "b", "b"], np.array([1.0, 3.0, 2.0, 0.0, 5.0]), 0.4).tolist()
         [1, 4]
     """
-    keep: list[int] = []
-    for p in dict.fromkeys(prompts):
-        idx = np.array([i for i, q in enumerate(prompts) if q == p])
-        k = max(1, int(round(fraction * len(idx))))
-        keep += idx[np.argsort(-rewards[idx], kind="stable")[:k]].tolist()
-    return np.array(sorted(keep))
+    keep = [idx[np.argsort(-rewards[idx], kind="stable")[:_share(fraction, idx)]] for idx in _by_prompt(prompts)]
+    return np.array(sorted(np.concatenate(keep).tolist()))
 
 
 _AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -58,12 +66,8 @@ def select_random(prompts: list[str], fraction: float, rng: np.random.Generator)
         >>> select_random(["a", "a", "b", "b"], 0.5, np.random.default_rng(0)).tolist()
         [1, 3]
     """
-    keep: list[int] = []
-    for p in dict.fromkeys(prompts):
-        idx = np.array([i for i, q in enumerate(prompts) if q == p])
-        k = max(1, int(round(fraction * len(idx))))
-        keep += rng.choice(idx, size=k, replace=False).tolist()
-    return np.array(sorted(keep))
+    keep = [rng.choice(idx, size=_share(fraction, idx), replace=False) for idx in _by_prompt(prompts)]
+    return np.array(sorted(np.concatenate(keep).tolist()))
 
 
 def sft_step_loss(unet: Any, noise_scheduler: Any, data_x0: torch.Tensor, cond: torch.Tensor, weights: torch.Tensor,

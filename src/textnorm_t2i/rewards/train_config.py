@@ -9,6 +9,12 @@ from textnorm_t2i.config import MAX_SEED, Config, option
 from textnorm_t2i.errors import InputError
 
 
+def check_name(name: str) -> None:
+    """A reward needs a name (it is written into its config.json and shown wherever it is scored)."""
+    if not name.strip():
+        raise InputError("name: give the reward a name")
+
+
 @dataclass
 class RewardModelConfig(Config):
     """The architecture of an embedded proxy reward."""
@@ -43,8 +49,7 @@ class RewardTrainConfig(Config):
     model: RewardModelConfig = option(RewardModelConfig(), "architecture")
 
     def check(self) -> None:
-        if not self.name.strip():
-            raise InputError("name: give the reward a name")
+        check_name(self.name)
 
 
 @dataclass
@@ -112,7 +117,6 @@ class DetectTrainConfig(Config):
     model: DetectModelConfig = option(DetectModelConfig(), "architecture")
 
     def check(self) -> None:
-        if not self.name.strip():
-            raise InputError("name: give the reward a name")
+        check_name(self.name)
         if self.renders == 0 and self.prompts_per_subset == 0:
             raise InputError("renders, prompts_per_subset: give the reward some training images")

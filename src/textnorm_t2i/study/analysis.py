@@ -292,9 +292,9 @@ def compare(study: Any) -> dict:
     load = lambda tag: read_json(study.work / "eval" / f"{tag}.json")  # noqa: E731
     sft = study.result("sft") or {}
     if sft and not sft.get("skipped"):
-        from textnorm_t2i.study.finetune import CONTROLS
+        from textnorm_t2i.study.config import SFT_CONTROLS
 
-        out["sft"] = compare_models({o: load(r["tag"]) for o, r in sft.items() if o not in CONTROLS}, eval_prompts,
+        out["sft"] = compare_models({o: load(r["tag"]) for o, r in sft.items() if o not in SFT_CONTROLS}, eval_prompts,
                                     sbs, cfg.seed, n_boot)
     rl = study.result("rl") or {}
     if rl and not rl.get("skipped"):

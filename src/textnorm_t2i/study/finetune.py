@@ -36,14 +36,13 @@ def sft_config(study: Any, objective: str) -> Any:
         "prompts": {"list": study.flat("train")},
         "sampling": {"steps": cfg.pool.steps, "guidance_scale": cfg.pool.guidance_scale, "eta": cfg.pool.eta},
         "lora": {"rank": sc.lora_rank, "alpha": sc.lora_rank}, "samples_per_prompt": cfg.pool.n_max,
-        "select": CONTROLS.get(objective, "reward"), "top_fraction": sc.top_fraction, "steps": sc.steps,
+        "select": SFT_CONTROLS.get(objective, "reward"), "top_fraction": sc.top_fraction, "steps": sc.steps,
         "train_batch_size": sc.train_batch_size, "lr": sc.lr, "reg_coef": sc.reg_coef,
         "guided_loss": sc.guided_loss, "caption_dropout": sc.caption_dropout,
         "eval": {"every": sc.steps}, "checkpoint_every": sc.steps, "checkpoints_total_limit": 1,
         "log": {"report_to": ["csv"]}})
 
 
-CONTROLS = SFT_CONTROLS
 
 
 def sft_one(study: Any, objective: str) -> dict:
@@ -56,9 +55,9 @@ def sft_one(study: Any, objective: str) -> dict:
     scores = study.pool_scores()
     prompts = [q for q in study.flat("train") for _ in range(study.cfg.pool.n_max)]
     gold = scores["gold"].reshape(-1)
-    rewards = gold if objective in CONTROLS else scores[objective].reshape(-1)
+    rewards = gold if objective in SFT_CONTROLS else scores[objective].reshape(-1)
     pool = SFTPool(study.load_pool("latents"), prompts, np.asarray(rewards, dtype=np.float64), gold)
-    reward = None if objective in CONTROLS else study.scorer.reward(objective)
+    reward = None if objective in SFT_CONTROLS else study.scorer.reward(objective)
     made: list[StudyEvaluator] = []
 
     def make_evaluator(trainee: Any, out: Any) -> StudyEvaluator:
