@@ -374,12 +374,12 @@ def test_a_second_run_into_a_locked_folder_is_refused(files, capsys):
 
 
 def test_keyboard_interrupt_is_one_line(files, capsys, monkeypatch):
-    import textnorm_t2i.cli as cli
+    import textnorm_t2i.cli.tia2 as tia2_commands
 
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "cmd_tia2_info", interrupted)
+    monkeypatch.setattr(tia2_commands, "cmd_tia2_info", interrupted)
     assert main(["tia2", "info"]) == 130
     assert capsys.readouterr().err == "textnorm: interrupted\n"
 

@@ -219,7 +219,7 @@ def test_benchmark_build_keeps_a_foreign_folder_and_replaces_only_its_own(tmp_pa
 
 
 def test_an_interrupted_benchmark_build_leaves_no_partial_benchmark(tmp_path, monkeypatch):
-    import textnorm_t2i.study.benchmark as benchmark
+    import textnorm_t2i.analysis.benchmark as benchmark
 
     calls = []
 

@@ -279,7 +279,7 @@ def test_logged_textnorm_reward_equals_textnorm_score_cli(tmp_path):
     """The TextNorm reward fine-tuning logs (``textnorm_reward``) is the one ``textnorm score --textnorm`` computes."""
     from textnorm_t2i.cli import main
     from textnorm_t2i.finetune.config import load_finetune_config
-    from textnorm_t2i.rewards.factory import build_views
+    from textnorm_t2i.objectives.factory import build_views
     from textnorm_t2i.world.scene import render
 
     prompts = ["two red circles", "a blue square and a yellow triangle", "a green circle above a red square"]

@@ -5,13 +5,13 @@ import json
 import numpy as np
 import torch
 
-from textnorm_t2i.rewards.factory import build_reward
+from textnorm_t2i.objectives.factory import build_reward
 from textnorm_t2i.rewards.perceive import PerceiveReward, PerceptionNoise, build_perceive, look, perceive
 from textnorm_t2i.world.scene import render
 
 
 def test_clean_perception_prefers_the_true_prompt_over_every_near_miss():
-    from textnorm_t2i.study.diagnose import perturbations
+    from textnorm_t2i.analysis.diagnose import perturbations
     from textnorm_t2i.world.grammar import parse
 
     reward = build_reward("shapes-perceive-clean")

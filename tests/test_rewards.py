@@ -190,10 +190,10 @@ def test_every_reward_is_callable_and_validates_its_input(tmp_path):
 def test_one_rule_vocabulary_per_reward():
     """The CLI, fine-tuning and the factory give a prompt the same contrastive set."""
     from textnorm_t2i.finetune.config import load_finetune_config
-    from textnorm_t2i.rewards.factory import build_reward, build_views
-    from textnorm_t2i.scoring import build_reward as cli_build
+    from textnorm_t2i.objectives.factory import build_reward, build_views
+    from textnorm_t2i.rewards.spec import RewardSpec
 
-    cli = cli_build("shapes-clip-a", textnorm=True)
+    cli = build_reward(RewardSpec.from_cli("shapes-clip-a", textnorm=True))
     _, _, finetune = build_views(load_finetune_config("rl", None, ["reward.textnorm=true"]).reward)
     api = build_reward({"name": "shapes-clip-a", "textnorm": True})
     for prompt in ("two red circles", "a blue square to the left of a yellow triangle"):

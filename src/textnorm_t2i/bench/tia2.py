@@ -124,13 +124,18 @@ class Subset:
         """Fraction of the prompt's images judged aligned (the published ``human`` value)."""
         return float(self.aligned[self.prompt_images[prompt]].mean())
 
-    def image_path(self, image: str) -> Path:
-        """Path of an image file inside :attr:`image_dir`."""
+    def image_path(self, image: str, must_exist: bool = True) -> Path:
+        """Path of an image file inside :attr:`image_dir`; with ``must_exist=False`` a missing image (or a subset
+        without a folder) gives the path where it would be, for a caller that skips unreadable images."""
         if self.image_dir is None:
+            if not must_exist:
+                return Path(".") / image
             raise InputError(f"subset {self.name!r}: no image folder given (pass --images DIR)")
         for candidate in (self.image_dir / self.name / image, self.image_dir / image):
             if candidate.exists():
                 return candidate
+        if not must_exist:
+            return self.image_dir / image
         raise InputError(f"{self.image_dir}: image {image!r} of subset {self.name!r} not found")
 
 

@@ -57,7 +57,7 @@ def run_bon(config: BestOfNConfig | dict, progress: bool = True, overwrite: bool
     writes ``config.yaml``, ``bon.csv``, ``bon.png`` and a grid of the best-of-n_max images."""
     from tqdm.auto import tqdm
 
-    from textnorm_t2i.rewards.factory import build_views
+    from textnorm_t2i.objectives.factory import build_views
 
     cfg: BestOfNConfig = as_config("bon", config)  # type: ignore[assignment]
     run = RunFolder(cfg.out, cfg, overwrite=overwrite).open()

@@ -135,7 +135,7 @@ def run_draft(config: DraftConfig | dict, resume: bool = False, progress: bool =
     policy = DDIMPolicy(load_scheduler_config(cfg.generator), cfg.sampling.steps, cfg.sampling.eta)
     if cfg.truncation_steps > cfg.sampling.steps:
         raise InputError(f"truncation_steps={cfg.truncation_steps} exceeds sampling.steps={cfg.sampling.steps}")
-    from textnorm_t2i.rewards.factory import build_views
+    from textnorm_t2i.objectives.factory import build_views
 
     views = build_views(cfg.reward)
     if reward is None:  # a registered reward declares it; a callable is probed below, once it can be shaped

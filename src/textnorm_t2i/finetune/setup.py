@@ -34,7 +34,7 @@ def setup_training(cfg: Any, device: torch.device, reward: Any = None,
     from textnorm_t2i.finetune.backend import DiffusionBackend
     from textnorm_t2i.finetune.lora import DEFAULT_TARGETS, add_lora
     from textnorm_t2i.finetune.models import load_pipeline
-    from textnorm_t2i.rewards.factory import build_views
+    from textnorm_t2i.objectives.factory import build_views
 
     objective, raw, normed = views or build_views(cfg.reward)  # a bad reward fails before the pipeline loads
     if reward is not None:

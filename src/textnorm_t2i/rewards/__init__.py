@@ -12,7 +12,6 @@ _LAZY = {
     "to_tensor": "textnorm_t2i.rewards.base",
     "list_rewards": "textnorm_t2i.rewards.registry", "load_reward": "textnorm_t2i.rewards.registry",
     "register_reward": "textnorm_t2i.rewards.registry", "RewardSpec": "textnorm_t2i.rewards.spec",
-    "build_reward": "textnorm_t2i.rewards.factory",
 }
 __all__ = list(_LAZY)
 

@@ -2,7 +2,7 @@
 
 A :class:`RewardSpec` names one reward (or several, for an ensemble), their weights, whether each is
 normalised by TextNorm over contrastive prompts (and from which prompt sets, at which temperature and
-scaling), and how an ensemble combines its members. :func:`textnorm_t2i.rewards.factory.build_reward`
+scaling), and how an ensemble combines its members. :func:`textnorm_t2i.objectives.factory.build_reward`
 turns it into a reward; nothing else builds rewards from names.
 
 Example:
@@ -14,11 +14,45 @@ Example:
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from textnorm_t2i.config import Config, option
+from textnorm_t2i.config import Config, from_dict, option
 from textnorm_t2i.errors import InputError
+
+
+def parse_reward_spec(spec: str) -> tuple[str, str | None]:
+    """``"clip=/models/clip"`` -> ``("clip", "/models/clip")``; ``"clip"`` -> ``("clip", None)``.
+
+    Example:
+        >>> parse_reward_spec("pickscore=/m/ps")
+        ('pickscore', '/m/ps')
+    """
+    name, _, path = spec.partition("=")
+    if not name:
+        raise InputError(f"bad reward spec {spec!r}: expected NAME or NAME=PATH")
+    return name, path or None
+
+
+def parse_key_values(items: Sequence[str] | None) -> dict[str, Any]:
+    """``["batch_size=8", "head=itc", "allow_pickle=true"]`` -> typed keyword arguments.
+
+    Example:
+        >>> parse_key_values(["batch_size=8", "head=itc", "allow_pickle=true"])
+        {'batch_size': 8, 'head': 'itc', 'allow_pickle': True}
+    """
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"bad argument {item!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(value.lower() if value.lower() in ("true", "false", "null") else value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 @dataclass
@@ -58,6 +92,28 @@ class RewardSpec(Config):
         if self.path is None:
             return [None] * len(self.names)
         return list(self.path) if isinstance(self.path, list) else [self.path]
+
+    @classmethod
+    def from_cli(cls, specs: str | Sequence[str], reward_args: Sequence[str] | None = None, textnorm: bool = False,
+                 prompt_sets: str | None = None, temperature: float = 1.0, scaling: str = "none",
+                 ensemble: str = "mean", lam: float = 0.5, where: str = "--reward") -> RewardSpec:
+        """The spec of the CLI's reward options: ``NAME[=PATH]`` each, ``KEY=VALUE`` loader arguments.
+
+        Example:
+            >>> RewardSpec.from_cli("shapes-clip-a=/m/a", ["batch_size=8"]).args
+            {'batch_size': 8}
+            >>> RewardSpec.from_cli("nope")  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            textnorm_t2i.errors.InputError: --reward: unknown reward 'nope' (registered: ...)
+        """
+        pairs = [parse_reward_spec(s) for s in ([specs] if isinstance(specs, str) else specs)]
+        data = {"name": [n for n, _ in pairs] if len(pairs) > 1 else pairs[0][0],
+                "path": [p for _, p in pairs] if len(pairs) > 1 else pairs[0][1],
+                "textnorm": textnorm, "prompt_sets": prompt_sets or "rules", "temperature": temperature,
+                "scaling": scaling, "args": parse_key_values(reward_args),
+                "ensemble": {"mode": ensemble, "lam": lam}}
+        return from_dict(cls, data, where)
 
     def check(self) -> None:
         if not self.names or any(not n for n in self.names):

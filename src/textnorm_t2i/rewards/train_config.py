@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from textnorm_t2i.config import MAX_SEED, Config, option
+from textnorm_t2i.config import MAX_SEED, Config, load_config, option, read_yaml
 from textnorm_t2i.errors import InputError
 
 
@@ -120,3 +120,20 @@ class DetectTrainConfig(Config):
         check_name(self.name)
         if self.renders == 0 and self.prompts_per_subset == 0:
             raise InputError("renders, prompts_per_subset: give the reward some training images")
+
+
+TRAIN_CONFIGS: dict[str, type[Config]] = {"contrastive": RewardTrainConfig, "preference": PrefTrainConfig,
+                                          "detect": DetectTrainConfig}
+
+
+def load_reward_train_config(path: str, overrides: list[str] | None = None) -> Config:
+    """The typed config of a reward-training YAML file: its ``method`` key picks the schema (default contrastive).
+
+    Example:
+        >>> load_reward_train_config("configs/reward-pref.yaml").method  # doctest: +SKIP
+        'preference'
+    """
+    method = read_yaml(path).get("method", "contrastive")
+    if method not in TRAIN_CONFIGS:
+        raise InputError(f"{path}: method: expected one of {', '.join(TRAIN_CONFIGS)}, got {method!r}")
+    return load_config(TRAIN_CONFIGS[method], path, overrides)

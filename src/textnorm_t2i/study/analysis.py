@@ -88,8 +88,8 @@ def perceive_map(cfg: Any, images: Any, prompts: list[str], gold: np.ndarray, pr
 
     from tqdm.auto import tqdm
 
+    from textnorm_t2i.analysis.diagnose import diagnose
     from textnorm_t2i.rewards.perceive import PRESETS, PerceiveReward
-    from textnorm_t2i.study.diagnose import diagnose
     from textnorm_t2i.study.evaluate import score_uint8
     from textnorm_t2i.study.objectives import ObjectiveScorer, choose_temperatures
 

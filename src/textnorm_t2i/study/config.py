@@ -13,6 +13,8 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 from typing import Literal
 
 from textnorm_t2i.config import MAX_SEED, Config, load_config, option
@@ -215,3 +217,8 @@ class StudyConfig(Config):
 def load_study_config(path: str | None = None, overrides: list[str] | None = None) -> StudyConfig:
     """The checked study config from a YAML file and ``--set`` overrides."""
     return load_config(StudyConfig, path, overrides)
+
+
+def shipped_demo_config() -> Path:
+    """The reduced study ``textnorm demo`` runs (shipped inside the package, so an installed wheel has it)."""
+    return Path(str(resources.files("textnorm_t2i") / "data" / "configs" / "study-demo.yaml"))

@@ -78,7 +78,7 @@ def choose_temperatures(rewards: Sequence[str], ensemble: Sequence[str], benchma
     from textnorm_t2i.calibrate.select import DEFAULT_LAMS, DEFAULT_TEMPERATURES
     from textnorm_t2i.calibrate.textnorm import normalize_sets, pad_sets
     from textnorm_t2i.io import open_image
-    from textnorm_t2i.rewards.factory import load_members, normalise
+    from textnorm_t2i.objectives.factory import load_members, normalise
     from textnorm_t2i.rewards.spec import RewardSpec
 
     grid = list(temperatures or DEFAULT_TEMPERATURES)
@@ -138,7 +138,7 @@ class ObjectiveScorer:
     """
 
     def __init__(self, temperatures: dict[str, float], ensemble: Sequence[str] = (), ur_lam: float = 0.5):
-        from textnorm_t2i.rewards.factory import load_members, normalise
+        from textnorm_t2i.objectives.factory import load_members, normalise
         from textnorm_t2i.rewards.spec import RewardSpec
 
         self.temperatures = dict(temperatures)
@@ -150,7 +150,7 @@ class ObjectiveScorer:
 
     def add(self, name: str, reward: Any, temperature: float) -> None:
         """Score another reward (raw and TextNorm, rules sets) under ``name``."""
-        from textnorm_t2i.rewards.factory import normalise
+        from textnorm_t2i.objectives.factory import normalise
         from textnorm_t2i.rewards.spec import RewardSpec
 
         spec = RewardSpec(name="shapes-perceive-clean", textnorm=True, temperature=temperature)

@@ -92,7 +92,7 @@ class Study:
         self._results: dict[str, Any] = {}   # stage records read and verified once per process
         self.written: list[Path] = []         # artefacts the running stage wrote (their digests go in its record)
         self.timings: dict[str, float] = {}
-        from textnorm_t2i.scoring import process_rank_world
+        from textnorm_t2i.distributed import process_rank_world
 
         self.rank, self.world = process_rank_world()
         self.main = self.rank == 0
@@ -538,7 +538,7 @@ def run_study(config: StudyConfig | dict, resume: bool = False, overwrite: bool 
     bad = [s for s in (only or []) + (redo or []) if s not in STAGES]
     if bad:
         raise InputError(f"unknown stage(s) {bad} (stages: {', '.join(STAGES)})")
-    from textnorm_t2i.scoring import process_rank_world
+    from textnorm_t2i.distributed import process_rank_world
 
     rank, world = process_rank_world()
     if world > 1:

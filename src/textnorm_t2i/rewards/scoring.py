@@ -3,80 +3,16 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from textnorm_t2i.distributed import process_rank_world
 from textnorm_t2i.errors import InputError
 from textnorm_t2i.io import iter_jsonl, open_image, read_text
 from textnorm_t2i.rewards.base import Reward
-
-
-def parse_reward_spec(spec: str) -> tuple[str, str | None]:
-    """``"clip=/models/clip"`` -> ``("clip", "/models/clip")``; ``"clip"`` -> ``("clip", None)``.
-
-    Example:
-        >>> parse_reward_spec("pickscore=/m/ps")
-        ('pickscore', '/m/ps')
-    """
-    name, _, path = spec.partition("=")
-    if not name:
-        raise InputError(f"bad reward spec {spec!r}: expected NAME or NAME=PATH")
-    return name, path or None
-
-
-def parse_key_values(items: Sequence[str] | None) -> dict[str, Any]:
-    """``["batch_size=8", "head=itc", "allow_pickle=true"]`` -> typed keyword arguments.
-
-    Example:
-        >>> parse_key_values(["batch_size=8", "head=itc", "allow_pickle=true"])
-        {'batch_size': 8, 'head': 'itc', 'allow_pickle': True}
-    """
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InputError(f"bad argument {item!r}: expected KEY=VALUE")
-        try:
-            out[key] = json.loads(value.lower() if value.lower() in ("true", "false", "null") else value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
-def spec_from_cli(specs: str | Sequence[str], reward_args: Sequence[str] | None = None, textnorm: bool = False,
-                  prompt_sets: str | None = None, temperature: float = 1.0, scaling: str = "none",
-                  ensemble: str = "mean", lam: float = 0.5) -> Any:
-    """The :class:`~textnorm_t2i.rewards.spec.RewardSpec` of the CLI's reward options (``NAME[=PATH]`` each).
-
-    Example:
-        >>> spec_from_cli("nope")  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        textnorm_t2i.errors.InputError: --reward: unknown reward 'nope' (registered: ...)
-    """
-    from textnorm_t2i.config import from_dict
-    from textnorm_t2i.rewards.spec import RewardSpec
-
-    pairs = [parse_reward_spec(s) for s in ([specs] if isinstance(specs, str) else specs)]
-    data = {"name": [n for n, _ in pairs] if len(pairs) > 1 else pairs[0][0],
-            "path": [p for _, p in pairs] if len(pairs) > 1 else pairs[0][1],
-            "textnorm": textnorm, "prompt_sets": prompt_sets or "rules", "temperature": temperature,
-            "scaling": scaling, "args": parse_key_values(reward_args),
-            "ensemble": {"mode": ensemble, "lam": lam}}
-    return from_dict(RewardSpec, data, "--reward")
-
-
-def build_reward(spec: str, reward_args: Sequence[str] | None = None, textnorm: bool = False,
-                 prompt_sets: str | None = None, temperature: float = 1.0, scaling: str = "none") -> Reward:
-    """A reward from the CLI's options, built by the one factory (:mod:`textnorm_t2i.rewards.factory`)."""
-    from textnorm_t2i.rewards.factory import build_reward as factory_build
-
-    return factory_build(spec_from_cli(spec, reward_args, textnorm, prompt_sets, temperature, scaling))
 
 
 def read_manifest(path: str | os.PathLike) -> list[tuple[Path, str]]:
@@ -167,23 +103,3 @@ def score_files(reward: Reward, images: Sequence[Path], prompts: Sequence[str], 
             scores[i] = v
         skipped = sorted({Path(p) for p in gather_object([str(p) for p in skipped])}, key=images.index)
     return scores, skipped
-
-
-def process_rank_world() -> tuple[int, int]:
-    """This process's rank and the number of processes (``(0, 1)`` unless started by ``accelerate launch``).
-
-    Example:
-        >>> process_rank_world()
-        (0, 1)
-    """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1
-    from accelerate import PartialState
-
-    state = PartialState(cpu=not torch.cuda.is_available())  # gloo processes on a machine without GPUs
-    return state.process_index, state.num_processes
-
-
-def is_main_process() -> bool:
-    """True in a single process and on rank 0 under ``accelerate launch`` (the one that writes outputs)."""
-    return process_rank_world()[0] == 0

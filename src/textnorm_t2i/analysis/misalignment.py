@@ -15,7 +15,7 @@ import numpy as np
 from textnorm_t2i.bench.evaluate import evaluate_subset
 from textnorm_t2i.bench.tia2 import load_benchmark
 from textnorm_t2i.calibrate.select import select_hyperparameters, subset_set_rewards
-from textnorm_t2i.rewards.factory import load_members, normalise
+from textnorm_t2i.objectives.factory import load_members, normalise
 from textnorm_t2i.rewards.spec import RewardSpec
 
 EMBEDDED_REWARDS = ("shapes-clip-a", "shapes-clip-b")
@@ -60,3 +60,18 @@ def misalignment_table(benchmark: str | os.PathLike = "shapes", rewards: Sequenc
                 rows[f"ensemble-{mode}(textnorm)"] = {**sel.heldout, "chosen": sel.chosen}
         results[name] = rows
     return results
+
+
+def misalignment_text(benchmark: str | os.PathLike = "shapes", rewards: Sequence[str] = EMBEDDED_REWARDS, k: int = 5,
+                      oracle: bool = False, fmt: str = "table", as_json: bool = False) -> str:
+    """The misalignment table rendered (as ``textnorm world benchmark table`` prints it)."""
+    import json
+
+    from textnorm_t2i.bench.report import render
+
+    results = misalignment_table(benchmark, rewards, k=k, oracle=oracle)
+    if as_json:
+        return json.dumps(results, indent=2) + "\n"
+    note = f"textnorm(...) and ensembles: temperature/lambda chosen by {k}-fold cross-validation over prompts; " \
+           "held-out metrics."
+    return render(results, fmt, title=f"Misalignment of proxy rewards on {benchmark}", note=note)

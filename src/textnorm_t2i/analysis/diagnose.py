@@ -144,7 +144,7 @@ def clean_scenes(subset: str, n: int, seed: int = 0) -> tuple[list[Any], list[An
 def diagnose(reward: Any, benchmark: str | os.PathLike = "shapes", subsets: Sequence[str] | None = None,
              temperature: float = 1.0, clean_per_subset: int = 100, seed: int = 0,
              perturbation_tests: bool = True) -> dict:
-    """The diagnosis of ``reward`` (a reward, or anything :func:`~textnorm_t2i.rewards.factory.build_reward`
+    """The diagnosis of ``reward`` (a reward, or anything :func:`~textnorm_t2i.objectives.factory.build_reward`
     takes) on a benchmark with images; see the module docstring for what each number means.
 
     Returns ``{"reward", "benchmark", "temperature", "seconds", "subsets": {subset: {...}}}``.
@@ -153,8 +153,8 @@ def diagnose(reward: Any, benchmark: str | os.PathLike = "shapes", subsets: Sequ
     from textnorm_t2i.bench.tia2 import load_benchmark
     from textnorm_t2i.calibrate.textnorm import normalize_sets, pad_sets
     from textnorm_t2i.io import open_image
+    from textnorm_t2i.objectives.factory import build_reward
     from textnorm_t2i.rewards.base import Reward
-    from textnorm_t2i.rewards.factory import build_reward
     from textnorm_t2i.world.grammar import parse
     from textnorm_t2i.world.oracle import judge
 

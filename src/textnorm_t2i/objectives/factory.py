@@ -14,13 +14,21 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
+from textnorm_t2i.calibrate.ensemble import Ensemble
+from textnorm_t2i.calibrate.textnorm import TextNorm
+from textnorm_t2i.config import from_dict
 from textnorm_t2i.errors import InputError
+from textnorm_t2i.prompts.files import load_prompt_sets
+from textnorm_t2i.prompts.rules import COLORS as OPEN_COLORS
+from textnorm_t2i.prompts.rules import rule_set
 from textnorm_t2i.rewards.base import Reward
 from textnorm_t2i.rewards.registry import load_reward, reward_entry
-from textnorm_t2i.rewards.spec import RewardSpec
+from textnorm_t2i.rewards.spec import RewardSpec, parse_reward_spec
+from textnorm_t2i.world.vocab import COLORS as WORLD_COLORS
 
 
 def rule_vocabulary(spec: RewardSpec) -> tuple[str, ...]:
@@ -33,23 +41,25 @@ def rule_vocabulary(spec: RewardSpec) -> tuple[str, ...]:
     if spec.colors:
         return tuple(spec.colors)
     if reward_entry(spec.names[0]).vocabulary == "world":
-        from textnorm_t2i.world.vocab import COLORS
-
-        return tuple(COLORS)
-    from textnorm_t2i.prompts.rules import COLORS as OPEN_COLORS
-
+        return tuple(WORLD_COLORS)
     return OPEN_COLORS
 
 
 def contrastive_sets(spec: RewardSpec) -> tuple[dict[str, list[str]], Callable[[str], list[str]] | None]:
     """``(fixed sets, generator)`` for the spec's ``prompt_sets``: rules give a generator, files fixed sets."""
     if spec.prompt_sets == "rules":
-        from textnorm_t2i.prompts.rules import rule_set
-
         return {}, partial(rule_set, colors=rule_vocabulary(spec))
-    from textnorm_t2i.prompts.files import load_prompt_sets
-
     return load_prompt_sets(spec.prompt_sets), None
+
+
+def member_specs(spec: RewardSpec) -> list[RewardSpec]:
+    """One single-reward spec per member of ``spec`` (each to be TextNorm-normalised on its own).
+
+    Example:
+        >>> [s.name for s in member_specs(RewardSpec(name=["shapes-clip-a", "shapes-clip-b"]))]
+        ['shapes-clip-a', 'shapes-clip-b']
+    """
+    return [replace(spec, name=n, path=p) for n, p in zip(spec.names, spec.paths)]
 
 
 def load_members(spec: RewardSpec) -> list[Reward]:
@@ -61,8 +71,6 @@ def normalise(reward: Reward, spec: RewardSpec, sets: Mapping[str, Sequence[str]
               generator: Callable[[str], list[str]] | None = None) -> Reward:
     """TextNorm of ``reward`` with the spec's temperature and scaling, over fixed ``sets`` and/or a
     ``generator``; with neither, the spec's own prompt sets."""
-    from textnorm_t2i.calibrate.textnorm import TextNorm
-
     if sets is None and generator is None:
         sets, generator = contrastive_sets(spec)
     return TextNorm(reward, sets or {}, spec.temperature, spec.scaling, generator=generator)
@@ -72,21 +80,15 @@ def combine(members: Sequence[Reward], spec: RewardSpec, mode: str | None = None
     """One member as it is; several as the spec's ensemble (or ``mode``)."""
     if len(members) == 1:
         return members[0]
-    from textnorm_t2i.calibrate.ensemble import Ensemble
-
     return Ensemble(list(members), mode=mode or spec.ensemble.mode, lam=spec.ensemble.lam,
                     spread=spec.ensemble.spread)
 
 
 def as_spec(spec: RewardSpec | Mapping[str, Any] | str) -> RewardSpec:
     """A spec from a spec, a mapping (the YAML ``reward:`` section) or a ``NAME[=PATH]`` string."""
-    from textnorm_t2i.config import from_dict
-
     if isinstance(spec, RewardSpec):
         return spec
     if isinstance(spec, str):
-        from textnorm_t2i.scoring import parse_reward_spec
-
         name, path = parse_reward_spec(spec)
         return from_dict(RewardSpec, {"name": name, "path": path}, "reward")
     if isinstance(spec, Mapping):
