@@ -16,6 +16,7 @@ import numpy as np
 
 from textnorm_t2i.io import atomic_write, write_json_atomic
 from textnorm_t2i.study.objectives import family, label
+from textnorm_t2i.study.verdict import verdict
 
 GRID_PROMPTS = 9
 COLORS = {"raw": "tab:red", "textnorm": "tab:blue"}
@@ -214,8 +215,7 @@ def _answer(results: dict) -> str:
             parts.append(f"<li>{name}: {'not part of this study' if off else 'not run yet'}.</li>")
             continue
         gt, gr = c["gold_textnorm"], c["gold_raw"]
-        better = "higher" if gt["ci"][0] > gr["ci"][1] else "lower" if gt["ci"][1] < gr["ci"][0] else \
-            "not clearly different"
+        better = verdict(gr, gt, same="not clearly different")
         parts.append(
             f"<li><b>{name}</b>: best TextNorm-family objective <i>{html_label(c['textnorm_model'])}</i> vs best raw "
             f"<i>{html_label(c['raw_model'])}</i> (each chosen on {c['validation_prompts']} validation prompts), on "

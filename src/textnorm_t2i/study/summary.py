@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from textnorm_t2i.study.objectives import label
+from textnorm_t2i.study.verdict import verdict
 
 
 def fmt_ci(m: dict | None, digits: int = 3) -> str:
@@ -143,16 +144,13 @@ def answer(results: dict) -> list[str]:
             if not tn:
                 continue
             a, b = row["gold"][i], tn["gold"][i]
-            verdict = ("TextNorm higher" if b["ci"][0] > a["mean"] and b["mean"] > a["ci"][1] else
-                       "TextNorm lower" if b["mean"] < a["ci"][0] and b["ci"][1] < a["mean"] else
-                       "no clear difference")
-            lines.append(f"- best-of-{n}, {name[4:]}: raw {fmt_ci(a)} vs TextNorm {fmt_ci(b)} — {verdict}")
+            said = verdict(a, b, "TextNorm higher", "TextNorm lower")
+            lines.append(f"- best-of-{n}, {name[4:]}: raw {fmt_ci(a)} vs TextNorm {fmt_ci(b)} — {said}")
     comp = results.get("compare") or {}
     for method in ("bon", "sft", "rl"):
         c = comp.get(method)
         if c and not c.get("skipped"):
-            winner = ("TextNorm family wins" if c["win"]["ci"][0] > c["loss"]["ci"][1] else
-                      "raw family wins" if c["loss"]["ci"][0] > c["win"]["ci"][1] else "no clear winner")
+            winner = verdict(c["loss"], c["win"], "TextNorm family wins", "raw family wins", "no clear winner")
             lines.append(f"- side-by-side, {method}: win {c['win']['mean']:.3f} / loss {c['loss']['mean']:.3f} "
                          f"({label(c['textnorm_model'])} vs {label(c['raw_model'])}) — {winner}")
     return lines
