@@ -26,6 +26,7 @@ from textnorm_t2i.finetune.config import load_finetune_config
 from textnorm_t2i.finetune.ddim import DDIMPolicy, sample_trajectories
 from textnorm_t2i.finetune.rl import RLMinibatch, rl_step_loss, train_step_indices
 from textnorm_t2i.finetune.setup import setup_training
+from textnorm_t2i.trainers import WORLD
 
 
 def redness(images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
@@ -99,7 +100,7 @@ def main() -> None:
                                            "lora.rank=8", "lora.alpha=8"])
     model = setup_training(cfg, torch.device("cpu"), reward=redness if args.reward == "redness" else None)
     policy = DDIMPolicy(model.pipe.scheduler.config, cfg.sampling.steps, cfg.sampling.eta)
-    pool = training_prompts(cfg)
+    pool = training_prompts(cfg, truth=WORLD)
     t0 = time.time()
     real = batch_gradients(model, policy, cfg, pool, args, shuffle=False, seed=args.seed + 1)
     control = batch_gradients(model, policy, cfg, pool, args, shuffle=True, seed=args.seed + 2)

@@ -20,6 +20,7 @@ from PIL import Image
 
 from processes import start_held
 from textnorm_t2i.cli import main
+from textnorm_t2i.trainers import WORLD
 
 ROOT = Path(__file__).resolve().parent.parent
 RL = str(ROOT / "configs" / "rl.yaml")
@@ -466,13 +467,13 @@ def test_sigint_stops_at_a_safe_point_and_the_run_resumes(tmp_path):
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
     from textnorm_t2i.finetune.rl import run_rl
     cfg = tiny_rl_config(tmp_path, epochs=3, checkpoint_every=1, eval={"every": 1})
-    whole = run_rl(dict(cfg, out=str(tmp_path / "whole")), progress=False)
-    run_rl(cfg, progress=False)
+    whole = run_rl(dict(cfg, out=str(tmp_path / "whole")), progress=False, truth=WORLD)
+    run_rl(cfg, progress=False, truth=WORLD)
     run = tmp_path / "run"
     assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]  # limit 2
     (run / "checkpoint-3" / "weights.safetensors").write_bytes(b"garbage")
     (run / "lora" / "adapter_model.safetensors").unlink()
-    run_rl(cfg, resume=True, progress=False)  # falls back to checkpoint-2 and redoes epoch 3
+    run_rl(cfg, resume=True, progress=False, truth=WORLD)  # falls back to checkpoint-2 and redoes epoch 3
     from safetensors.torch import load_file
 
     from textnorm_t2i.finetune.common import params_digest

@@ -14,6 +14,7 @@ import yaml
 from textnorm_t2i.cli import main
 from textnorm_t2i.errors import InputError
 from textnorm_t2i.rundir import MARKER_NAME, RunFolder, clearable_entries, mark_run_dir, prepare_run_dir
+from textnorm_t2i.trainers import WORLD
 from tiny_models import save_tiny_shapes_pipeline, save_tiny_shapes_reward
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,7 +112,7 @@ def test_sft_that_diverges_stops_with_its_last_finite_state(tmp_path):
            "train_batch_size": 4,
            "eval": {"every": 100, "prompts": ["a red circle"], "steps": 2}}
     with pytest.raises(InputError, match="training diverged at step"):
-        run_sft(cfg, progress=False)
+        run_sft(cfg, progress=False, truth=WORLD)
     assert not (tmp_path / "s" / "lora").exists()
     for checkpoint in (tmp_path / "s").glob("checkpoint-*"):
         from safetensors.torch import load_file
@@ -310,12 +311,12 @@ def test_resume_after_a_partial_last_log_line(tiny, tmp_path):
     from textnorm_t2i.finetune.rl import run_rl
 
     cfg = rl_config(tiny, tmp_path / "run", checkpoint_every=1, epochs=1)
-    out = run_rl(cfg, progress=False)
+    out = run_rl(cfg, progress=False, truth=WORLD)
     with (out / "samples.jsonl").open("a") as f:
         f.write('{"step": 2, "prompt": "a re')
     with (out / "eval.csv").open("a") as f:
         f.write("1,0.5")  # a partial row of a step that is already there
-    run_rl(dict(cfg, epochs=2), resume=True, progress=False)
+    run_rl(dict(cfg, epochs=2), resume=True, progress=False, truth=WORLD)
     steps = [json.loads(line)["step"] for line in (out / "samples.jsonl").read_text().splitlines()]
     assert sorted(set(steps)) == [0, 1, 2]
     import csv

@@ -8,9 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from textnorm_t2i.analysis.diagnose import decompose, diagnose, perturbations, reliability
 from textnorm_t2i.cli import main
 from textnorm_t2i.rewards.base import CallableReward
-from textnorm_t2i.analysis.diagnose import decompose, diagnose, perturbations, reliability
 
 
 @settings(max_examples=50, deadline=None)

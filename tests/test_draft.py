@@ -22,6 +22,7 @@ from textnorm_t2i.finetune.common import params_digest
 from textnorm_t2i.rewards.base import as_reward
 from textnorm_t2i.rewards.detect import DetectReward, ParseNet
 from textnorm_t2i.rewards.registry import load_reward
+from textnorm_t2i.trainers import WORLD
 from tiny_models import save_tiny_shapes_pipeline, save_tiny_shapes_reward
 
 PROMPTS = ["a red circle", "two blue squares", "a green triangle and a yellow circle"]
@@ -123,7 +124,7 @@ def test_draft_runs_logs_and_writes_a_lora(tiny, tmp_path):
     from textnorm_t2i.rundir import clearable_entries
 
     out = run_draft(draft_config(tiny, tmp_path / "d", reg_coef=0.5, randomized_truncation=True,
-                                 eval={"every": 1, "prompts": PROMPTS[:2], "steps": 3}), progress=False)
+                                 eval={"every": 1, "prompts": PROMPTS[:2], "steps": 3}), progress=False, truth=WORLD)
     rows = list(csv.DictReader((out / "eval.csv").open()))
     assert [int(r["step"]) for r in rows] == [0, 1, 2, 3]
     assert float(rows[-1]["drift"]) > 0 and float(rows[-1]["reg"]) >= 0
@@ -186,6 +187,27 @@ def test_held_out_evaluation_prompts_leave_out_the_training_prompts():
     from textnorm_t2i.finetune.config import load_finetune_config
 
     cfg = load_finetune_config("draft", None, ["eval.held_out=true", "eval.n_prompts=5", "prompts.n=6"])
-    held_out, train = eval_prompts(cfg), training_prompts(cfg)
+    held_out, train = eval_prompts(cfg, truth=WORLD), training_prompts(cfg, truth=WORLD)
     assert len(held_out) == 5 * len(cfg.prompts.subsets) and not set(held_out) & set(train)
-    assert eval_prompts(cfg) == held_out  # the same prompts every time (seeded)
+    assert eval_prompts(cfg, truth=WORLD) == held_out  # the same prompts every time (seeded)
+
+
+def test_the_engine_takes_its_ground_truth_from_the_caller():
+    """Without a ground truth, subset prompts are one clear error and a listed-prompt run judges nothing; with the
+    world's, the oracle judges world prompts only."""
+    import torch
+
+    from textnorm_t2i.finetune.common import training_prompts
+    from textnorm_t2i.finetune.config import load_finetune_config
+    from textnorm_t2i.finetune.truth import GroundTruth, gold_verdicts
+
+    cfg = load_finetune_config("draft", None, ["prompts.n=2"])
+    with pytest.raises(InputError, match="prompts.subsets: prompts of a subset come from a ground truth"):
+        training_prompts(cfg)
+    listed = load_finetune_config("draft", None, ["prompts.list=[a red circle]"])
+    assert training_prompts(listed) == ["a red circle"]
+    assert isinstance(WORLD, GroundTruth)
+    images = torch.zeros(2, 3, 32, 32)
+    assert gold_verdicts(None, images, ["a red circle"] * 2) is None
+    assert gold_verdicts(WORLD, images, ["a red circle"] * 2).tolist() == [0.0, 0.0]
+    assert gold_verdicts(WORLD, images, ["a photo of a cat"] * 2) is None

@@ -23,6 +23,7 @@ from textnorm_t2i.finetune.rl import RLMinibatch
 from textnorm_t2i.finetune.sft import select_top
 from textnorm_t2i.finetune.stat_tracking import PromptStatTracker
 from textnorm_t2i.rundir import clearable_entries
+from textnorm_t2i.trainers import WORLD
 from tiny_models import save_tiny_sd_pipeline, save_tiny_shapes_pipeline, save_tiny_shapes_reward
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,7 +100,7 @@ def test_rl_runs_and_logs(assets, tmp_path, generator):
 
     cfg = config(assets, tmp_path / "rl", generator, epochs=2, batch_size=4, train_batch_size=2)
     cfg["reward"]["textnorm"] = True
-    out = run_rl(cfg, progress=False)
+    out = run_rl(cfg, progress=False, truth=WORLD)
     rows = read_csv(out / "eval.csv")
     assert [int(r["step"]) for r in rows] == [0, 1, 2]
     assert {"objective", "raw_reward", "textnorm_reward", "gold_alignment", "drift", "samples"} <= set(rows[0])
@@ -214,10 +215,10 @@ def test_sft_and_bon(assets, tmp_path):
 
     cfg = config(assets, tmp_path / "sft", samples_per_prompt=4, top_fraction=0.25, steps=3, train_batch_size=2,
                  weight_by_reward=True, reg_coef=0.1, checkpoint_every=2)
-    out = run_sft(cfg, progress=False)
+    out = run_sft(cfg, progress=False, truth=WORLD)
     assert json.loads((out / "data.json").read_text())["kept"] == 3
     assert [int(r["step"]) for r in read_csv(out / "eval.csv")] == [0, 1, 2, 3]
-    out = run_bon(config(assets, tmp_path / "bon", n_max=4, ns=[1, 2, 4]), progress=False)
+    out = run_bon(config(assets, tmp_path / "bon", n_max=4, ns=[1, 2, 4]), progress=False, truth=WORLD)
     rows = read_csv(out / "bon.csv")
     assert [int(r["n"]) for r in rows] == [1, 2, 4]
     assert (out / "bon.png").exists()
@@ -320,10 +321,10 @@ def test_gradient_accumulation_equals_one_larger_minibatch(tmp_path):
 
     from textnorm_t2i.finetune.rl import run_rl
 
-    whole = run_rl(_tiny_rl(tmp_path, "whole", train_batch_size=4), progress=False)
+    whole = run_rl(_tiny_rl(tmp_path, "whole", train_batch_size=4), progress=False, truth=WORLD)
     accumulated = run_rl(_tiny_rl(tmp_path, "acc", train_batch_size=2, gradient_accumulation_steps=2),
-                         progress=False)
-    separate = run_rl(_tiny_rl(tmp_path, "sep", train_batch_size=2), progress=False)
+                         progress=False, truth=WORLD)
+    separate = run_rl(_tiny_rl(tmp_path, "sep", train_batch_size=2), progress=False, truth=WORLD)
     a, b, c = (load_file(f / "lora" / "adapter_model.safetensors") for f in (whole, accumulated, separate))
     assert a.keys() == b.keys()
     for k in a:
@@ -336,7 +337,7 @@ def test_bf16_autocast_runs_on_the_cpu_and_fp16_needs_a_gpu(tmp_path):
     from textnorm_t2i.finetune.config import as_config
     from textnorm_t2i.finetune.rl import run_rl
 
-    out = run_rl(_tiny_rl(tmp_path, "bf16", train_batch_size=2, mixed_precision="bf16"), progress=False)
+    out = run_rl(_tiny_rl(tmp_path, "bf16", train_batch_size=2, mixed_precision="bf16"), progress=False, truth=WORLD)
     assert (out / "lora" / "adapter_model.safetensors").is_file()
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="fp16 needs a GPU"):

@@ -7,6 +7,7 @@ import pytest
 
 from textnorm_t2i.finetune.config import load_finetune_config
 from textnorm_t2i.finetune.rl import run_rl
+from textnorm_t2i.trainers import WORLD
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -14,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.slow
 def test_rl_smoke_raises_the_optimised_reward(tmp_path):
     cfg = load_finetune_config("rl", ROOT / "configs" / "rl-smoke.yaml", [f"out={tmp_path / 'rl-smoke'}"])
-    out = run_rl(cfg, progress=False)
+    out = run_rl(cfg, progress=False, truth=WORLD)
     with (out / "eval.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [0, 2, 4]

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from textnorm_t2i.errors import InputError
 from textnorm_t2i.finetune.sft import SFTPool, select_random, sft_step_loss
+from textnorm_t2i.trainers import WORLD
 from tiny_models import save_tiny_shapes_pipeline, save_tiny_shapes_reward
 
 PROMPTS = ["a red circle", "two blue squares", "a green triangle and a yellow circle"]
@@ -116,7 +117,7 @@ def test_sft_on_a_given_pool_with_an_oracle_selection_and_training_prompt_column
     latents = torch.rand(6, 3, 32, 32) * 2 - 1
     pool = SFTPool(latents, [p for p in PROMPTS for _ in range(2)], np.arange(6.0), np.array([0, 1, 0, 0, 1, 1.0]))
     out = run_sft(_config(tiny, tmp_path / "run", select="aligned", guided_loss=True, caption_dropout=0.5,
-                          reg_coef=0.5), progress=False, pool=pool)
+                          reg_coef=0.5), progress=False, pool=pool, truth=WORLD)
     data = json.loads((out / "data.json").read_text())
     assert (data["kept"], data["gold_kept"], data["select"]) == (3, 1.0, "aligned")
     rows = list(csv.DictReader(open(out / "eval.csv")))
@@ -133,7 +134,7 @@ def test_an_oracle_selection_with_nothing_aligned_is_one_clear_error(tiny, tmp_p
 
     pool = SFTPool(torch.zeros(3, 3, 32, 32), PROMPTS, np.zeros(3), np.zeros(3))
     with pytest.raises(InputError, match="judged none of the generated samples aligned"):
-        run_sft(_config(tiny, tmp_path / "none", select="aligned"), progress=False, pool=pool)
+        run_sft(_config(tiny, tmp_path / "none", select="aligned"), progress=False, pool=pool, truth=WORLD)
 
 
 def _redness(images, prompts):
@@ -157,7 +158,7 @@ def test_sft_controls_at_test_size(tiny, tmp_path):
         cfg = _config(tiny, tmp_path / select, select=select, top_fraction=0.5, steps=20, train_batch_size=8,
                       lr=1e-2, guided_loss=True, checkpoint_every=20,
                       eval={"every": 20, "prompts": PROMPTS, "steps": 2, "images_per_prompt": 8})
-        out = run_sft(cfg, progress=False, reward=_redness, pool=pool)
+        out = run_sft(cfg, progress=False, reward=_redness, pool=pool, truth=WORLD)
         change[select] = paired_change(_read_samples(out / "samples.jsonl"), "objective", 0, 20)
     (positive, se, n), (drift, _, _) = change["reward"], change["random"]
     assert n == 24 and positive > 3 * se and abs(drift) < positive / 3, change

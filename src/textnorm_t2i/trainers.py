@@ -30,7 +30,11 @@ from pathlib import Path
 
 from textnorm_t2i.errors import InputError
 from textnorm_t2i.finetune.config import BestOfNConfig, DraftConfig, FinetuneConfig, RLConfig, SFTConfig, as_config
+from textnorm_t2i.finetune.truth import GroundTruth
 from textnorm_t2i.rewards.base import Reward
+from textnorm_t2i.world.truth import WorldTruth
+
+WORLD = WorldTruth()  # the embedded world's oracle and prompts: the default ground truth
 
 __all__ = ["BestOfN", "SFTTrainer", "RLTrainer", "DraftTrainer", "BestOfNConfig", "SFTConfig", "RLConfig",
            "DraftConfig"]
@@ -41,7 +45,7 @@ class _Trainer:
 
     def __init__(self, config: FinetuneConfig | dict | str | os.PathLike | None = None,
                  reward: Reward | Callable | None = None, prompts: Sequence[str] | None = None,
-                 progress: bool = True, overwrite: bool = False):
+                 progress: bool = True, overwrite: bool = False, truth: GroundTruth | None = WORLD):
         from textnorm_t2i.config import read_yaml
 
         if config is None:
@@ -69,6 +73,7 @@ class _Trainer:
             reward = as_reward(reward)
         self.reward = reward
         self.progress, self.overwrite = progress, overwrite
+        self.truth = truth  # judges the evaluation images and draws subset prompts (None: no gold columns)
 
     def train(self, resume: bool = False) -> Path:
         """Run (or, with ``resume``, continue) the fine-tuning; returns the run folder."""
@@ -83,7 +88,8 @@ class BestOfN(_Trainer):
     def train(self, resume: bool = False) -> Path:
         from textnorm_t2i.finetune.bon import run_bon
 
-        return run_bon(self.config, progress=self.progress, overwrite=self.overwrite, reward=self.reward)
+        return run_bon(self.config, progress=self.progress, overwrite=self.overwrite, reward=self.reward,
+                       truth=self.truth)
 
 
 class SFTTrainer(_Trainer):
@@ -95,7 +101,7 @@ class SFTTrainer(_Trainer):
         from textnorm_t2i.finetune.sft import run_sft
 
         return run_sft(self.config, resume=resume, progress=self.progress, overwrite=self.overwrite,
-                       reward=self.reward)
+                       reward=self.reward, truth=self.truth)
 
 
 class RLTrainer(_Trainer):
@@ -107,7 +113,7 @@ class RLTrainer(_Trainer):
         from textnorm_t2i.finetune.rl import run_rl
 
         return run_rl(self.config, resume=resume, progress=self.progress, overwrite=self.overwrite,
-                      reward=self.reward)
+                      reward=self.reward, truth=self.truth)
 
 
 class DraftTrainer(_Trainer):
@@ -120,4 +126,4 @@ class DraftTrainer(_Trainer):
         from textnorm_t2i.finetune.draft import run_draft
 
         return run_draft(self.config, resume=resume, progress=self.progress, overwrite=self.overwrite,
-                         reward=self.reward)
+                         reward=self.reward, truth=self.truth)

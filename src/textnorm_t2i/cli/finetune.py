@@ -11,6 +11,7 @@ from textnorm_t2i.errors import InputError
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from textnorm_t2i.finetune.config import CONFIGS, load_finetune_config
+    from textnorm_t2i.world.truth import WorldTruth
 
     if args.print_config:
         from textnorm_t2i.config import render_yaml
@@ -25,21 +26,24 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if args.method == "rl":
         from textnorm_t2i.finetune.rl import run_rl
 
-        out = run_rl(config, resume=args.resume, overwrite=args.overwrite, resume_from=args.resume_from)
+        out = run_rl(config, resume=args.resume, overwrite=args.overwrite, resume_from=args.resume_from,
+                     truth=WorldTruth())
     elif args.method == "sft":
         from textnorm_t2i.finetune.sft import run_sft
 
-        out = run_sft(config, resume=args.resume, overwrite=args.overwrite, resume_from=args.resume_from)
+        out = run_sft(config, resume=args.resume, overwrite=args.overwrite, resume_from=args.resume_from,
+                      truth=WorldTruth())
     elif args.method == "draft":
         from textnorm_t2i.finetune.draft import run_draft
 
-        out = run_draft(config, resume=args.resume, overwrite=args.overwrite, resume_from=args.resume_from)
+        out = run_draft(config, resume=args.resume, overwrite=args.overwrite, resume_from=args.resume_from,
+                        truth=WorldTruth())
     else:
         if args.resume or args.resume_from:
             raise InputError("finetune --method bon has no checkpoints to resume; use --overwrite to run it again")
         from textnorm_t2i.finetune.bon import run_bon
 
-        out = run_bon(config, overwrite=args.overwrite)
+        out = run_bon(config, overwrite=args.overwrite, truth=WorldTruth())
     print(f"results in {out}", file=sys.stderr)
     return 0
 

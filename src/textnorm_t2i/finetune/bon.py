@@ -20,8 +20,8 @@ from textnorm_t2i.finetune.backend import DiffusionBackend
 from textnorm_t2i.finetune.common import RandomStreams, default_device, print_accounting, training_prompts
 from textnorm_t2i.finetune.config import BestOfNConfig, as_config
 from textnorm_t2i.finetune.ddim import DDIMPolicy, sample_trajectories
-from textnorm_t2i.finetune.evaluation import gold_verdicts
 from textnorm_t2i.finetune.models import load_pipeline
+from textnorm_t2i.finetune.truth import GroundTruth, gold_verdicts
 from textnorm_t2i.io import atomic_write
 from textnorm_t2i.rundir import RunFolder
 
@@ -51,8 +51,8 @@ def best_of_n_curve(values: dict[str, np.ndarray], objective: np.ndarray, ns: li
     return rows
 
 
-def run_bon(config: BestOfNConfig | dict, progress: bool = True, overwrite: bool = False, reward: Any = None
-            ) -> Path:
+def run_bon(config: BestOfNConfig | dict, progress: bool = True, overwrite: bool = False, reward: Any = None,
+            truth: GroundTruth | None = None) -> Path:
     """Run best-of-n (``reward``: a reward or ``fn(images, prompts) -> scores`` replacing the config's objective);
     writes ``config.yaml``, ``bon.csv``, ``bon.png`` and a grid of the best-of-n_max images."""
     from tqdm.auto import tqdm
@@ -72,7 +72,7 @@ def run_bon(config: BestOfNConfig | dict, progress: bool = True, overwrite: bool
         pipe.to(default_device())
         backend = DiffusionBackend(pipe)
         run.start()
-        prompts = training_prompts(cfg)
+        prompts = training_prompts(cfg, truth)
         n_max = cfg.n_max
         policy = DDIMPolicy(pipe.scheduler.config, cfg.sampling.steps, eta=cfg.sampling.eta)
         print_accounting("bon", 1, len(prompts) * n_max, f" ({len(prompts)} prompts x {n_max})")
@@ -86,7 +86,7 @@ def run_bon(config: BestOfNConfig | dict, progress: bool = True, overwrite: bool
             values["objective"].append(obj)
             values["raw_reward"].append(raw.score(images, batch).numpy())
             values["textnorm_reward"].append(normed.score(images, batch).numpy())
-            gold = gold_verdicts(images, batch)
+            gold = gold_verdicts(truth, images, batch)
             values["gold_alignment"].append(np.full(n_max, np.nan) if gold is None else gold)
             best_images.append(images[int(obj.argmax())])
         arrays = {k: np.stack(v) for k, v in values.items()}

@@ -14,36 +14,34 @@ import numpy as np
 import torch
 
 from textnorm_t2i.errors import InputError
+from textnorm_t2i.finetune.truth import GroundTruth, subset_prompts
 from textnorm_t2i.rewards.base import Reward
 
 
-def training_prompts(cfg: Any) -> list[str]:
-    """The prompt pool: an explicit list, or prompts sampled from world subsets."""
+def training_prompts(cfg: Any, truth: GroundTruth | None = None) -> list[str]:
+    """The prompt pool: an explicit list, or prompts of named subsets drawn from the ground truth."""
     pc = cfg.prompts
     if pc.list:
         return list(pc.list)
-    from textnorm_t2i.world.grammar import sample_prompts
-
     out: list[str] = []
     for subset in pc.subsets:
-        out += sample_prompts(subset, pc.n, seed=pc.seed)
+        out += subset_prompts(truth, subset, pc.n, pc.seed)
     if not out:
         raise InputError("no training prompts: give prompts.list or prompts.subsets")
     return out
 
 
-def eval_prompts(cfg: Any) -> list[str]:
+def eval_prompts(cfg: Any, truth: GroundTruth | None = None) -> list[str]:
     """The evaluation prompts: explicit, ``eval.n_prompts`` drawn from the training pool, or (``eval.held_out``)
     ``eval.n_prompts`` per subset of ``prompts.subsets`` that are not training prompts."""
     if cfg.eval.prompts:
         return list(cfg.eval.prompts)
-    pool = training_prompts(cfg)
+    pool = training_prompts(cfg, truth)
     if cfg.eval.held_out:
-        from textnorm_t2i.world.grammar import sample_prompts
-
         taken, out = set(pool), []
         for subset in cfg.prompts.subsets:
-            fresh = [q for q in sample_prompts(subset, cfg.eval.n_prompts + len(pool), seed=cfg.eval.seed)
+            fresh = [q for q in subset_prompts(truth, subset, cfg.eval.n_prompts + len(pool), cfg.eval.seed,
+                                               "eval.held_out")
                      if q not in taken]
             out += fresh[: cfg.eval.n_prompts]
         if not out:

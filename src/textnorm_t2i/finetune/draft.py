@@ -43,6 +43,7 @@ from textnorm_t2i.finetune.evaluation import Evaluator, start_logging
 from textnorm_t2i.finetune.lora import save_lora_folder, trainable_state
 from textnorm_t2i.finetune.models import load_scheduler_config
 from textnorm_t2i.finetune.setup import setup_training
+from textnorm_t2i.finetune.truth import GroundTruth
 from textnorm_t2i.rewards.base import Reward
 from textnorm_t2i.rundir import GracefulStop
 
@@ -121,7 +122,8 @@ def regulariser(unet: Any, graph_steps: list, cond: torch.Tensor, uncond: torch.
 
 
 def run_draft(config: DraftConfig | dict, resume: bool = False, progress: bool = True, overwrite: bool = False,
-              resume_from: str | None = None, reward: Any = None, make_evaluator: Any = None) -> Path:
+              resume_from: str | None = None, reward: Any = None, make_evaluator: Any = None,
+              truth: GroundTruth | None = None) -> Path:
     """Run reward-gradient fine-tuning; returns the run folder (``config.yaml``, ``eval.csv``, ``samples.jsonl``,
     ``grids/``, ``checkpoint-*``, ``lora/`` in the peft/diffusers layout, ``report.html``).
 
@@ -155,7 +157,7 @@ def run_draft(config: DraftConfig | dict, resume: bool = False, progress: bool =
         evaluator = None
         if evaluate:
             evaluator = make_evaluator(model, out) if make_evaluator else Evaluator(
-                cfg, backend, model.objective, model.raw, model.textnorm, out, eval_prompts(cfg))
+                cfg, backend, model.objective, model.raw, model.textnorm, out, eval_prompts(cfg, truth), truth)
         start_step, samples_seen = 0, 0
         if checkpoint is not None:
             state = checkpoint.restore({"lora": trainable_state(unet)}, optimizer)
@@ -164,7 +166,7 @@ def run_draft(config: DraftConfig | dict, resume: bool = False, progress: bool =
                 evaluator.load_base()
         log, pool = start_logging(cfg, run, model, evaluator, main, start_step, checkpoint is not None,
                                   {"samples": 0, "train_reward": float("nan"), "seconds": 0.0, "loss": float("nan"),
-                                   "reg": float("nan")})
+                                   "reg": float("nan")}, truth)
         if main:
             print_accounting("draft", world, cfg.batch_size * cfg.gradient_accumulation_steps,
                              f"; optimiser steps {start_step}->{cfg.steps}; gradient through the last "

@@ -1,4 +1,4 @@
-"""Evaluation during fine-tuning: fixed prompts and seeds, the oracle's verdicts, and the run's log."""
+"""Evaluation during fine-tuning: fixed prompts and seeds, the ground truth's verdicts, and the run's log."""
 
 from __future__ import annotations
 
@@ -11,38 +11,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from textnorm_t2i.errors import InputError
+from textnorm_t2i.finetune.truth import GroundTruth, judgments
 from textnorm_t2i.rewards.base import Reward
 
 GRID_IMAGES = 48  # evaluation images drawn in each step's grid
 EVAL_COLUMNS = ("objective", "raw_reward", "textnorm_reward", "gold_alignment", "fidelity", "drift", "kl_base",
                 "kl_last_step")
 TRAIN_COLUMNS = ("objective", "gold_alignment", "fidelity")  # for training prompts evaluated too (train_ prefix)
-
-
-def gold_judgments(images: Any, prompts: list[str]) -> list[dict] | None:
-    """The oracle's ``{"aligned", "reasons", "fidelity"}`` per image, when every prompt is a world prompt and the
-    images are world-sized (else None); fidelity: every object recognisable, and at least one."""
-    from textnorm_t2i.generate.grid import to_uint8
-    from textnorm_t2i.world.grammar import parse
-    from textnorm_t2i.world.oracle import fidelity, judge
-    from textnorm_t2i.world.vocab import BASE_SIZE
-
-    try:
-        specs = [parse(p) for p in prompts]
-    except InputError:
-        return None
-    if images.shape[-1] < BASE_SIZE or images.shape[-1] != images.shape[-2]:
-        return None
-    verdicts = [judge(a, spec) for a, spec in zip(to_uint8(images), specs)]
-    return [{"aligned": bool(v.aligned), "reasons": list(v.reasons), "fidelity": fidelity(v.objects)}
-            for v in verdicts]
-
-
-def gold_verdicts(images: Any, prompts: list[str]) -> np.ndarray | None:
-    """The oracle's verdict (1.0 aligned, 0.0 not) per image (None where :func:`gold_judgments` is None)."""
-    judged = gold_judgments(images, prompts)
-    return None if judged is None else np.array([float(j["aligned"]) for j in judged])
 
 
 class RunLog:
@@ -175,15 +150,16 @@ class Evaluator:
     """
 
     def __init__(self, cfg: Any, backend: Any, objective: Reward, raw: Reward, textnorm: Reward, out: Path,
-                 prompts: list[str]):
+                 prompts: list[str], truth: GroundTruth | None = None):
         from textnorm_t2i.finetune.ddim import DDIMPolicy
 
         self.cfg, self.backend, self.out = cfg, backend, out
         self.objective, self.raw, self.textnorm = objective, raw, textnorm
+        self.truth = truth
         from textnorm_t2i.finetune.common import training_prompts
 
         per = cfg.eval.images_per_prompt
-        trained = training_prompts(cfg)[: cfg.eval.train_prompts] if cfg.eval.train_prompts else []
+        trained = training_prompts(cfg, truth)[: cfg.eval.train_prompts] if cfg.eval.train_prompts else []
         groups = [("eval", p) for p in prompts] + [("train", p) for p in trained]
         self.prompts = [p for _, p in groups for _ in range(per)]
         self.split = [s for s, _ in groups for _ in range(per)]
@@ -247,7 +223,7 @@ class Evaluator:
         scores = {k: r.score(images, self.prompts).double().cpu().numpy()
                   for k, r in (("objective", self.objective), ("raw_reward", self.raw),
                                ("textnorm_reward", self.textnorm))}
-        judged = gold_judgments(images, self.prompts)
+        judged = judgments(self.truth, images, self.prompts)
         drift = ((images - self.base_images) ** 2).flatten(1).mean(1).double().cpu().numpy()
         kl_base, kl_last = self.kl(unet if step > 0 else None)
         values = {**scores, "drift": drift, "kl_base": kl_base, "kl_last_step": kl_last}
@@ -281,7 +257,7 @@ class Evaluator:
 
 
 def start_logging(cfg: Any, run: Any, model: Any, evaluator: Any, main: bool, start: int, resumed: bool,
-                  first_row: dict) -> tuple[RunLog, list[str]]:
+                  first_row: dict, truth: GroundTruth | None = None) -> tuple[RunLog, list[str]]:
     """What RL and DRaFT do once a run is known to be valid, in this order: :meth:`RunFolder.start` (set an
     earlier run aside, mark the folder, write the config), open the logs (kept up to the checkpoint on resume),
     fill the text caches in one fixed order (so a resumed run is bitwise the same) and, on a fresh start,
@@ -294,7 +270,7 @@ def start_logging(cfg: Any, run: Any, model: Any, evaluator: Any, main: bool, st
     run.start()
     log = RunLog(run.folder, enabled=main, report_to=cfg.log.report_to, project=cfg.log.project,
                  resume_step=start if resumed else None, config=cfg.to_dict())
-    pool = training_prompts(cfg)
+    pool = training_prompts(cfg, truth)
     warm_caches(model.backend, [model.objective, model.raw, model.textnorm],
                 pool + (evaluator.prompts if evaluator is not None else []))
     if evaluator is not None and start == 0:

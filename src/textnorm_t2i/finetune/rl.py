@@ -41,6 +41,7 @@ from textnorm_t2i.finetune.lora import save_lora_folder, trainable_state
 from textnorm_t2i.finetune.models import load_scheduler_config
 from textnorm_t2i.finetune.setup import setup_training
 from textnorm_t2i.finetune.stat_tracking import PromptStatTracker
+from textnorm_t2i.finetune.truth import GroundTruth
 from textnorm_t2i.io import write_json_atomic
 from textnorm_t2i.rundir import GracefulStop
 
@@ -134,7 +135,8 @@ def _mean_stats(stats: list[dict]) -> dict:
 
 
 def run_rl(config: RLConfig | dict, resume: bool = False, progress: bool = True, overwrite: bool = False,
-           resume_from: str | None = None, reward: Any = None, make_evaluator: Any = None) -> Path:
+           resume_from: str | None = None, reward: Any = None, make_evaluator: Any = None,
+           truth: GroundTruth | None = None) -> Path:
     """Run RL fine-tuning; returns the run folder (``config.yaml``, ``eval.csv``, ``grids/``, ``checkpoint-*``,
     ``lora/`` (the LoRA adapter, peft/diffusers layout), ``report.html``).
 
@@ -167,7 +169,7 @@ def run_rl(config: RLConfig | dict, resume: bool = False, progress: bool = True,
         evaluator = None
         if evaluate:
             evaluator = make_evaluator(model, out) if make_evaluator else Evaluator(
-                cfg, backend, model.objective, model.raw, model.textnorm, out, eval_prompts(cfg))
+                cfg, backend, model.objective, model.raw, model.textnorm, out, eval_prompts(cfg, truth), truth)
 
         start_epoch, samples_seen = 0, 0
         if checkpoint is not None:
@@ -178,7 +180,7 @@ def run_rl(config: RLConfig | dict, resume: bool = False, progress: bool = True,
                 evaluator.load_base()
         log, pool = start_logging(cfg, run, model, evaluator, main, start_epoch, checkpoint is not None,
                                   {"samples": 0, "train_reward": float("nan"), "seconds": 0.0,
-                                   "clipfrac": float("nan"), "kl": float("nan")})
+                                   "clipfrac": float("nan"), "kl": float("nan")}, truth)
         batch = cfg.batch_size
         if main:
             print_accounting("rl", world, batch, f"; gradient steps per epoch: "

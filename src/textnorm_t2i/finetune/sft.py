@@ -26,9 +26,10 @@ from textnorm_t2i.finetune.common import (
 )
 from textnorm_t2i.finetune.config import SFTConfig, as_config
 from textnorm_t2i.finetune.ddim import DDIMPolicy, sample_trajectories
-from textnorm_t2i.finetune.evaluation import Evaluator, RunLog, gold_verdicts
+from textnorm_t2i.finetune.evaluation import Evaluator, RunLog
 from textnorm_t2i.finetune.lora import save_lora_folder, trainable_state
 from textnorm_t2i.finetune.setup import setup_training
+from textnorm_t2i.finetune.truth import GroundTruth, gold_verdicts
 from textnorm_t2i.io import write_json_atomic
 from textnorm_t2i.rundir import GracefulStop, RunFolder, hold_point
 
@@ -139,7 +140,7 @@ class SFTPool:
 
 
 def generate_pool(cfg: SFTConfig, backend: Any, objective: Any, train_prompts: list[str],
-                  streams: RandomStreams) -> SFTPool:
+                  streams: RandomStreams, truth: GroundTruth | None = None) -> SFTPool:
     """``samples_per_prompt`` samples of every training prompt with the run's sampler, scored and judged."""
     policy = DDIMPolicy(backend.pipe.scheduler.config, cfg.sampling.steps, eta=cfg.sampling.eta)
     prompts = [p for p in train_prompts for _ in range(cfg.samples_per_prompt)]
@@ -150,14 +151,14 @@ def generate_pool(cfg: SFTConfig, backend: Any, objective: Any, train_prompts: l
             traj = sample_trajectories(backend, chunk, policy, cfg.sampling.guidance_scale, streams.sft_pool(lo))
             latents.append(traj.latents[-1].cpu())
             rewards.append(objective.score(traj.images, chunk))
-            verdicts.append(gold_verdicts(traj.images, chunk))  # None unless world prompts
+            verdicts.append(gold_verdicts(truth, traj.images, chunk))  # None without a truth that judges them
     gold = None if not verdicts or any(v is None for v in verdicts) else np.concatenate(verdicts)
     return SFTPool(torch.cat(latents), prompts, torch.cat(rewards).numpy(), gold)
 
 
 def run_sft(config: SFTConfig | dict, resume: bool = False, progress: bool = True, overwrite: bool = False,
             resume_from: str | None = None, reward: Any = None, pool: SFTPool | None = None,
-            make_evaluator: Any = None) -> Path:
+            make_evaluator: Any = None, truth: GroundTruth | None = None) -> Path:
     """Run reward-weighted SFT; returns the run folder (``config.yaml``, ``eval.csv``, ``data.json``,
     ``checkpoint-*``, ``lora/`` (the LoRA adapter, peft/diffusers layout), ``report.html``).
 
@@ -178,12 +179,12 @@ def run_sft(config: SFTConfig | dict, resume: bool = False, progress: bool = Tru
 
         # 1. Generate (or take the caller's pool) and keep the best samples (deterministic from the seed, so a
         #    resume rebuilds the same set).
-        train_prompts = training_prompts(cfg)
+        train_prompts = training_prompts(cfg, truth)
         evaluator = make_evaluator(model, out) if make_evaluator else Evaluator(
-            cfg, backend, model.objective, model.raw, model.textnorm, out, eval_prompts(cfg))
+            cfg, backend, model.objective, model.raw, model.textnorm, out, eval_prompts(cfg, truth), truth)
         warm_caches(backend, [model.objective, model.raw, model.textnorm], train_prompts + evaluator.prompts)
         if pool is None:
-            pool = generate_pool(cfg, backend, model.objective, train_prompts, streams)
+            pool = generate_pool(cfg, backend, model.objective, train_prompts, streams, truth)
         prompts, latents_all, rewards_all, gold_all = pool.prompts, pool.latents, pool.rewards, pool.gold
         keep = select_samples(cfg, prompts, rewards_all, gold_all, streams)
         data_x0, data_prompts = latents_all[keep], [prompts[i] for i in keep]

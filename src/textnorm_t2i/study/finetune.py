@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from textnorm_t2i.study.config import SFT_CONTROLS
+from textnorm_t2i.world.truth import WorldTruth
 
 
 def slug(objective: str) -> str:
@@ -65,7 +66,7 @@ def sft_one(study: Any, objective: str) -> dict:
         return made[-1]
 
     folder = run_sft(cfg, progress=study.progress, overwrite=True, pool=pool, reward=reward,
-                     make_evaluator=make_evaluator)
+                     make_evaluator=make_evaluator, truth=WorldTruth())
     data = json.loads((folder / "data.json").read_text())
     evals = read_eval_csv(folder / "eval.csv")
     tag, summary = made[-1].last
@@ -149,7 +150,7 @@ def rl_one(study: Any, objective: str) -> dict:
     if not done:
         reward = study.scorer.reward(objective)
         run_rl(cfg, resume=(folder / "config.yaml").is_file(), progress=study.progress, reward=reward,
-               make_evaluator=lambda trainee, out: StudyEvaluator(study, objective, trainee))
+               make_evaluator=lambda trainee, out: StudyEvaluator(study, objective, trainee), truth=WorldTruth())
     evals = read_eval_csv(folder / "eval.csv")
     return {"evals": evals, "seconds": round(time.time() - t0, 1),
             "config": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "train_batch_size",
