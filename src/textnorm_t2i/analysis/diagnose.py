@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from textnorm_t2i import tables
 from textnorm_t2i.errors import InputError
 
 PERTURBATIONS = ("count", "color", "shape", "relation", "dropped", "added")
@@ -228,23 +229,10 @@ def render_table(results: Mapping[str, dict], fmt: str = "table") -> str:
 
 def _table(header: list[str], rows: list[list[str]], fmt: str, title: str) -> str:
     if fmt == "csv":
-        import csv
-        import io
-
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(header)
-        writer.writerows(rows)
-        return buf.getvalue()
+        return tables.csv_text(header, rows)
     if fmt == "markdown":
-        lines = [f"**{title}**", "", "| " + " | ".join(header) + " |",
-                 "|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|"]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-        return "\n".join(lines) + "\n"
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    lines = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    return "\n".join(lines) + "\n"
+        return f"**{title}**\n\n" + tables.markdown(header, rows, text_columns=2) + "\n"
+    return tables.terminal(header, rows, text_columns=2, title=title) + "\n"
 
 
 def plot_reliability(results: Mapping[str, dict], path: str | os.PathLike) -> None:

@@ -5,10 +5,9 @@ Results have the shape ``{subset: {model: {"n_prompts", <metric>..., "ci": {metr
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 
+from textnorm_t2i import tables
 from textnorm_t2i.bench.metrics import METRICS
 
 FORMATS = ("table", "markdown", "csv")
@@ -46,26 +45,22 @@ def to_csv(results: dict) -> str:
         'counting,clip,2,0.6,0.5,0.7'
     """
     metrics = [m for m in METRICS if any(m in row for ms in results.values() for row in ms.values())]
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["subset", "model", "n_prompts"] + [f"{m}{s}" for m in metrics for s in ("", "_low", "_high")])
+    header = ["subset", "model", "n_prompts"] + [f"{m}{s}" for m in metrics for s in ("", "_low", "_high")]
+    rows = []
     for subset, models in results.items():
         for model, row in models.items():
             cells = [subset, model, row["n_prompts"]]
             for m in metrics:
                 cells += [row.get(m), *row["ci"].get(m, [None, None])]
-            writer.writerow(["" if c is None else c for c in cells])
-    return buf.getvalue()
+            rows.append(cells)
+    return tables.csv_text(header, rows)
 
 
 def to_markdown(results: dict, note: str | None = None) -> str:
     """A Markdown table; each cell is the mean ± half the width of its 95% CI."""
     header = ["subset", "model", "prompts"] + [_HEADER[m] for m in METRICS]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in _rows(results)]
-    if note:
-        lines += ["", note]
-    return "\n".join(lines) + "\n"
+    text = tables.markdown(header, _rows(results), text_columns=2)
+    return text + ("\n\n" + note if note else "") + "\n"
 
 
 def to_table(results: dict, title: str | None = None, note: str | None = None) -> str:
@@ -77,26 +72,8 @@ def to_table(results: dict, title: str | None = None, note: str | None = None) -
         True
     """
     header = ["subset", "model", "prompts"] + [_HEADER[m] for m in METRICS]
-    rows = _rows(results)
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        parts = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
-        return "│ " + " │ ".join(parts) + " │"
-
-    def rule(left: str, mid: str, right: str) -> str:
-        return left + mid.join("─" * (w + 2) for w in widths) + right
-
-    out = [title] if title else []
-    out += [rule("┌", "┬", "┐"), line(header), rule("├", "┼", "┤")]
-    previous = None
-    for r in rows:
-        if previous is not None and r[0] != previous:
-            out.append(rule("├", "┼", "┤"))
-        out.append(line(r if r[0] != previous else [""] + r[1:]))
-        previous = r[0]
-    out.append(rule("└", "┴", "┘"))
-    out.append("Cells: mean over prompts ±half-width of the 95% bootstrap CI (1000 resamples over prompts).")
+    out = [tables.terminal(header, _rows(results), text_columns=2, title=title, group_column=0),
+           "Cells: mean over prompts ±half-width of the 95% bootstrap CI (1000 resamples over prompts)."]
     if note:
         out.append(note)
     return "\n".join(out) + "\n"

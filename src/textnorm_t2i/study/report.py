@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from textnorm_t2i import tables
 from textnorm_t2i.io import atomic_write, write_json_atomic
 from textnorm_t2i.study.objectives import family, label
 from textnorm_t2i.study.verdict import verdict
@@ -46,10 +47,7 @@ def html_label(objective: str) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]], caption: str = "") -> str:
-    head = "".join(f"<th>{h}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    cap = f"<caption>{caption}</caption>" if caption else ""
-    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return tables.html(header, rows, caption)
 
 
 def _plt() -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from textnorm_t2i import tables
 from textnorm_t2i.study.objectives import label
 from textnorm_t2i.study.verdict import verdict
 
@@ -22,9 +23,7 @@ def fmt_ci(m: dict | None, digits: int = 3) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
-    align = ["---"] + ["---:"] * (len(header) - 1)
-    return "\n".join(["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |",
-                      *("| " + " | ".join(r) + " |" for r in rows)])
+    return tables.markdown(header, rows)
 
 
 def _pick_ns(ns: list[int]) -> list[int]:
