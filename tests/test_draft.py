@@ -211,3 +211,14 @@ def test_the_engine_takes_its_ground_truth_from_the_caller():
     assert gold_verdicts(None, images, ["a red circle"] * 2) is None
     assert gold_verdicts(WORLD, images, ["a red circle"] * 2).tolist() == [0.0, 0.0]
     assert gold_verdicts(WORLD, images, ["a photo of a cat"] * 2) is None
+
+
+def test_a_section_override_keeps_the_rest_of_its_default():
+    """draft's sampling default is deterministic (eta 0): overriding its steps must not bring back eta 1 (the class
+    default of SamplingConfig), from --set or from YAML."""
+    from textnorm_t2i.config import from_dict
+    from textnorm_t2i.finetune.config import DraftConfig, load_finetune_config
+
+    assert load_finetune_config("draft", None, ["sampling.steps=5"]).sampling.eta == 0.0
+    assert from_dict(DraftConfig, {"method": "draft", "sampling": {"steps": 5}}).sampling.eta == 0.0
+    assert load_finetune_config("rl", None, ["sampling.steps=5"]).sampling.eta == 1.0

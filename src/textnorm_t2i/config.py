@@ -266,13 +266,24 @@ def _build(cls: type[C], data: Any, where: str, prefix: str = "") -> C:
             raise _unknown(str(key), prefix, cls, where)
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
-            kwargs[key] = _build(tp, value if value is not None else {}, where, f"{prefix}{key}.")
+            value = value if value is not None else {}
+            if isinstance(value, dict):  # a section's keys override its own default (which may differ from its class's)
+                value = _merge(_section_default(fields[key]), value)
+            kwargs[key] = _build(tp, value, where, f"{prefix}{key}.")
             continue
         try:
             kwargs[key] = _convert(value, tp, dict(fields[key].metadata))
         except _Reject as e:
             raise InputError(f"{where}: {prefix}{key}: {e}") from None
     return cls(**kwargs)
+
+
+def _section_default(field: dataclasses.Field) -> dict:
+    """The default of a nested section as a plain mapping (``{}`` when it has none)."""
+    if field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        default = field.default_factory()  # type: ignore[misc]
+        return default.to_dict() if isinstance(default, Config) else {}
+    return {}
 
 
 def _merge(base: dict, override: dict) -> dict:
