@@ -171,3 +171,12 @@ def test_nothing_refers_outside_the_repository():
     """The README and the pages name no file outside the repository (such as a sibling shared/ folder)."""
     for path in FILES:
         assert not re.search(r"\.\./|DESIGN\.md|\bshared/", path.read_text()), readme_check.shown(path)
+
+
+def test_the_site_hook_turns_github_lists_into_python_markdown_lists():
+    """A list right after a paragraph line (as `textnorm study summary` prints) gets its blank line, nested items
+    their 4 spaces; code is left alone."""
+    import mkdocs_hooks
+
+    page = "Per objective:\n- a\n  - b\n  more of b\n\ntext\n\n```\nx\n  - code\n```\n"
+    assert mkdocs_hooks.adapt(page) == "Per objective:\n\n- a\n    - b\n  more of b\n\ntext\n\n```\nx\n  - code\n```\n"

@@ -1,15 +1,18 @@
-"""Every generated block of the README equals what its command prints.
+"""Every generated block of the README and of the documentation pages equals what its command prints.
 
-A block is written in the README as
+The checked files are README.md and every Markdown page under docs/ (:func:`documentation_files`). A block is
+written in any of them as
 
     <!-- generated: textnorm tia2 table --published --format markdown -->
     ...the command's output...
     <!-- end generated -->
 
 `python tools/readme_check.py` runs each block's command (the ``textnorm`` CLI, in this process) and
-reports every block whose text differs; `--update` rewrites those blocks. `--only WORD` checks the
-blocks whose command contains WORD. `make readme-check` runs it; `tests/test_readme.py` runs the cheap
-blocks in the test suite.
+reports every block whose text differs, naming its file; `--update` rewrites those blocks in the file that
+holds them. `--only WORD` checks the blocks whose command contains WORD. Numbers quoted in prose must read as
+their records say in whichever checked file quotes them (the README's headline results in the README itself),
+and docs/index.md (the site's home) must be the README with its links made relative to docs/ (`--update`
+writes it). `make readme-check` runs it; `tests/test_readme.py` runs the cheap blocks in the test suite.
 
 What is compared exactly and what within a tolerance (another CPU's kernels move the last bits of float
 results, so nothing may depend on them):
@@ -42,11 +45,26 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+INDEX = ROOT / "docs" / "index.md"
 BLOCK = re.compile(r"(<!-- generated: (?P<cmd>.+?) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
 
 
+def documentation_files() -> list[Path]:
+    """The checked files: README.md, then every Markdown page under docs/ (sorted)."""
+    return [README, *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def shown(path: Path) -> str:
+    """A checked file's name in messages: its path in the repository (or as given, outside it)."""
+    try:
+        return path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def blocks(text: str) -> list[re.Match]:
-    """The generated blocks of a README text, in order."""
+    """The generated blocks of a README or page text, in order."""
     return list(BLOCK.finditer(text))
 
 
@@ -56,7 +74,7 @@ def run(command: str) -> str:
 
     argv = shlex.split(command)
     if argv[0] != "textnorm":
-        raise SystemExit(f"readme-check: only textnorm commands can generate README blocks, not {command!r}")
+        raise SystemExit(f"readme-check: only textnorm commands can generate blocks, not {command!r}")
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.chdir(ROOT):  # README paths are relative to the repository
         rc = main(argv[1:])
@@ -92,16 +110,17 @@ def within_last_digit(expected: str, got: str) -> bool:
 
 
 def block_matches(command: str, body: str, fresh: str) -> bool:
-    """A README block's text against what its command prints now (exact, or within the last digit for
+    """A block's text against what its command prints now (exact, or within the last digit for
     :data:`TOLERANT_BLOCKS`)."""
     if fresh.strip() == body.strip():
         return True
     return command.startswith(TOLERANT_BLOCKS) and within_last_digit(body.strip(), fresh.strip())
 
 
-def check(readme: Path, update: bool = False, only: str | None = None) -> list[str]:
-    """The commands whose blocks differ (after rewriting them when ``update``)."""
-    text = readme.read_text()
+def check(path: Path, update: bool = False, only: str | None = None) -> list[str]:
+    """``"FILE: COMMAND"`` for each block of ``path`` that differs from its command (after rewriting the blocks
+    in ``path`` when ``update``)."""
+    text = path.read_text()
     stale, new, last = [], [], 0
     for m in blocks(text):
         cmd, body = m.group("cmd"), m.group("body")
@@ -112,24 +131,53 @@ def check(readme: Path, update: bool = False, only: str | None = None) -> list[s
             continue
         t0 = time.time()
         fresh = run(cmd)
-        print(f"readme-check: {cmd} ({time.time() - t0:.0f} s)", file=sys.stderr)
+        print(f"readme-check: {shown(path)}: {cmd} ({time.time() - t0:.0f} s)", file=sys.stderr)
         if not block_matches(cmd, body, fresh):
-            stale.append(cmd)
-            sys.stderr.writelines(difflib.unified_diff(body.splitlines(True), fresh.splitlines(True), "README",
+            stale.append(f"{shown(path)}: {cmd}")
+            sys.stderr.writelines(difflib.unified_diff(body.splitlines(True), fresh.splitlines(True), shown(path),
                                                        cmd, n=0))
             new.append(fresh if fresh.endswith("\n") else fresh + "\n")
         else:
-            new.append(body)  # within tolerance: the README keeps the numbers it has
+            new.append(body)  # within tolerance: the file keeps the numbers it has
     new.append(text[last:])
     if update and stale:
-        readme.write_text("".join(new))
+        path.write_text("".join(new))
     return stale
 
 
+# ------------------------------------------------------------------------------------------- the site's home
+INDEX_NOTE = ("\n<!-- This page is README.md with its links made relative to docs/; "
+              "`make readme-update` (tools/readme_check.py --update) writes it. -->\n")
+
+
+def index_text(readme: str) -> str:
+    """docs/index.md as it must read: the README, its links into docs/ made relative to docs/.
+
+    Example:
+        >>> index_text("See [the study](docs/study.md).\\n").splitlines()[0]
+        'See [the study](study.md).'
+    """
+    return readme.replace("](docs/", "](") + INDEX_NOTE
+
+
+def check_index(update: bool = False, readme: Path = README, index: Path = INDEX) -> list[str]:
+    """``[]`` when ``index`` is the README's :func:`index_text`, else one line saying so (after writing it when
+    ``update``)."""
+    want = index_text(readme.read_text())
+    have = index.read_text() if index.is_file() else ""
+    if have == want:
+        return []
+    sys.stderr.writelines(difflib.unified_diff(have.splitlines(True), want.splitlines(True), shown(index),
+                                               f"{shown(readme)} with links relative to docs/", n=0))
+    if update:
+        index.write_text(want)
+    return [f"{shown(index)}: not {shown(readme)} with its links made relative to docs/"]
+
+
 # ------------------------------------------------------------------------------------------- records
-# Files the README's blocks and quoted numbers are read from, each with the command that makes it ({out}: a
-# scratch path). `--records` reruns every command and compares its output with the committed file (keys that
-# measure time are left out of the comparison). About 30 minutes on 2 cores.
+# Files the blocks and quoted numbers of the README and the docs pages are read from, each with the command that
+# makes it ({out}: a scratch path). `--records` reruns every command and compares its output with the committed
+# file (keys that measure time are left out of the comparison). About 30 minutes on 2 cores.
 RECORDS = [
     ("docs/diagnosis/embedded.json",
      "textnorm diagnose --reward shapes-clip-a --reward shapes-clip-b --reward shapes-pref --reward "
@@ -232,7 +280,8 @@ def _pct(x: float) -> str:
 
 
 def quoted_numbers() -> list[tuple[str, str]]:
-    """``(record, text)``: numbers the README quotes in prose, as they must read given the record files."""
+    """``(record, text)``: numbers the README and the docs pages quote in prose, as they must read given the record
+    files (each in at least one checked file; the README's own headline numbers are :func:`headline_quotes`)."""
     import csv
 
     def bon(kind: str) -> dict[int, float]:
@@ -263,15 +312,17 @@ def _span(values: list[float], digits: int = 2) -> str:
 
 
 def _table_rows(command: str) -> list[list[str]]:
-    """The data rows of the README's generated markdown table of ``command`` (itself checked against it)."""
-    body = next(m.group("body") for m in blocks((ROOT / "README.md").read_text()) if m.group("cmd") == command)
+    """The data rows of the generated markdown table of ``command`` (itself checked against it), in whichever
+    checked file holds it."""
+    body = next(m.group("body") for path in documentation_files() for m in blocks(path.read_text())
+                if m.group("cmd") == command)
     rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in body.splitlines()
             if line.startswith("|") and not line.startswith("|---")]
     return [r for r in rows if r[0] != "subset"]
 
 
 def prose_quotes() -> list[tuple[str, str]]:
-    """Summary numbers the README's prose takes from its generated tables and record files."""
+    """Summary numbers the prose takes from the generated tables and record files."""
     quotes = []
     info = _json_of("textnorm tia2 info --benchmark shapes --json")
     aligned = {subset: row["aligned_fraction"] for subset, row in info.items()}
@@ -331,7 +382,7 @@ def prose_quotes() -> list[tuple[str, str]]:
 
 
 def _model_quotes(models: Path) -> list[tuple[str, str]]:
-    """Numbers the README gives about the shipped models, from their training records and weights."""
+    """Numbers the pages give about the shipped models, from their training records and weights."""
     import csv
     import statistics
 
@@ -407,21 +458,26 @@ def _rl_snr(r: dict) -> str:
             f"{r['settings']['min_step_std']:g})")
 
 
-def draft_quotes() -> list[tuple[str, str]]:
-    """What the README says about the DRaFT runs, from their records in docs/draft (paired changes over the same
-    held-out images, mean ± standard error)."""
+def _draft_change(run: str, key: str, first: int, last: int, digits: int = 2) -> str:
+    """The paired change of ``key`` from step ``first`` to ``last`` of the DRaFT run docs/draft/RUN, as mean ± SE."""
     from textnorm_t2i.finetune.report import _read_samples, paired_change
 
-    def change(run: str, key: str, first: int, last: int, digits: int = 2) -> str:
-        m, se, _ = paired_change(_read_samples(ROOT / "docs" / "draft" / run / "samples.jsonl"), key, first, last)
-        return f"{m:+.{digits}f} ± {se:.{digits}f}"
+    m, se, _ = paired_change(_read_samples(ROOT / "docs" / "draft" / run / "samples.jsonl"), key, first, last)
+    return f"{m:+.{digits}f} ± {se:.{digits}f}"
 
-    def mean(run: str, key: str, step: int) -> float:
-        import csv
 
-        with (ROOT / "docs" / "draft" / run / "eval.csv").open() as f:
-            return next(float(r[key]) for r in csv.DictReader(f) if int(r["step"]) == step)
+def _draft_mean(run: str, key: str, step: int) -> float:
+    """The mean of ``key`` at ``step`` of the DRaFT run docs/draft/RUN (its eval.csv)."""
+    import csv
 
+    with (ROOT / "docs" / "draft" / run / "eval.csv").open() as f:
+        return next(float(r[key]) for r in csv.DictReader(f) if int(r["step"]) == step)
+
+
+def draft_quotes() -> list[tuple[str, str]]:
+    """What the pages say about the DRaFT runs, from their records in docs/draft (paired changes over the same
+    held-out images, mean ± standard error)."""
+    change, mean = _draft_change, _draft_mean
     record = "docs/draft/"
     return [
         (record + "clip-a", f"raises the held-out proxy by {change('clip-a', 'objective', 0, 100)} at step 100 and "
@@ -476,18 +532,22 @@ def draft_quotes() -> list[tuple[str, str]]:
     ]
 
 
-def sft_quotes() -> list[tuple[str, str]]:
-    """What the README says about SFT's controls, from their records in docs/sft (paired changes from the base over
-    the same images, mean ± standard error; training prompts with fresh noise and held-out prompts apart)."""
+def _sft_change(run: str, split: str, key: str = "aligned") -> str:
+    """The paired change of ``key`` from the base to the last step of the SFT run docs/sft/RUN on ``split``
+    (``train`` or ``eval``), as mean ± SE (n = pairs)."""
     from textnorm_t2i.finetune.report import _read_samples, paired_change
 
-    def change(run: str, split: str, key: str = "aligned") -> str:
-        records = [r for r in _read_samples(ROOT / "docs" / "sft" / run / "samples.jsonl")
-                   if r.get("split", "eval") == split]
-        last = max(r["step"] for r in records)
-        m, se, n = paired_change(records, key, 0, last)
-        return f"{m:+.3f} ± {se:.3f} (n = {n})"
+    records = [r for r in _read_samples(ROOT / "docs" / "sft" / run / "samples.jsonl")
+               if r.get("split", "eval") == split]
+    last = max(r["step"] for r in records)
+    m, se, n = paired_change(records, key, 0, last)
+    return f"{m:+.3f} ± {se:.3f} (n = {n})"
 
+
+def sft_quotes() -> list[tuple[str, str]]:
+    """What the pages say about SFT's controls, from their records in docs/sft (paired changes from the base over
+    the same images, mean ± standard error; training prompts with fresh noise and held-out prompts apart)."""
+    change = _sft_change
     quotes = []
     for run in sorted(p.name for p in (ROOT / "docs" / "sft").iterdir() if p.is_dir()):
         quotes.append((f"docs/sft/{run}", f"`{run}`: gold {change(run, 'train')} on the training prompts, "
@@ -495,7 +555,7 @@ def sft_quotes() -> list[tuple[str, str]]:
     return quotes
 
 
-# Timing benchmarks cannot be rerun to the same numbers; the README quotes their recorded output.
+# Timing benchmarks cannot be rerun to the same numbers; the pages quote their recorded output.
 BENCHMARK_QUOTES = [("docs/benchmarks/textnorm_overhead.json", _overhead),
                     ("docs/benchmarks/rl_throughput.json", _rl_throughput),
                     ("docs/benchmarks/draft_throughput.json", _draft_throughput),
@@ -503,32 +563,91 @@ BENCHMARK_QUOTES = [("docs/benchmarks/textnorm_overhead.json", _overhead),
                     ("docs/benchmarks/rl_gradient_snr_redness.json", _rl_snr)]
 
 
-def check_quotes(readme: Path) -> list[str]:
-    """The quoted passages the README does not contain as its records say (whitespace-insensitive)."""
-    text = " ".join(readme.read_text().split())
-    missing = [f"{record}: {quote!r}" for record, quote in quoted_numbers() if " ".join(quote.split()) not in text]
-    for m in missing:
-        print(f"readme-check: README does not quote {m}", file=sys.stderr)
+def headline_quotes() -> list[tuple[str, str]]:
+    """``(record, text)``: the README's headline results, as they must read in the README itself (docs/index.md
+    repeats them; the pages they link to give each in full)."""
+    import csv
+
+    published = _table_rows("textnorm tia2 table --published --format markdown")
+    tn, raw = {}, {}
+    for subset, model, _, auroc, *_ in published:
+        best = tn if model.startswith("textnorm_") else raw
+        if float(auroc.split()[0]) > best.get(subset, ("", -1.0))[1]:
+            best[subset] = (model, float(auroc.split()[0]))
+    subsets = ("counting", "composition", "comprehensive")
+    lead = "lead" if all(tn[s][1] > raw[s][1] for s in subsets) else "do not lead"
+    diag = _read("docs/diagnosis/embedded.json")
+    learned = [row for reward in ("shapes-clip-a", "shapes-clip-b", "shapes-pref")
+               for row in diag[reward]["subsets"].values()]
+
+    def bon(kind: str) -> dict[int, float]:
+        with (ROOT / f"docs/diagnosis/bon-perceive-clean-{kind}.csv").open() as f:
+            return {int(r["n"]): float(r["gold_alignment"]) for r in csv.DictReader(f)}
+
+    bon_raw, bon_tn = bon("raw"), bon("textnorm")
+    study = _read("docs/study/results.json")
+    top = max(study["map"]["look_weights"])
+    gains = [c["difference"]["mean"] for c in study["map"]["cells"] if c["w"] == top]
+    snr = _read("docs/benchmarks/rl_gradient_snr.json")
+    first = snr["rows"][0]
+    return [
+        ("the published TIA2 table", f"the authors' TextNorm rows {lead} every subset in AUROC: "
+         + ", ".join(f"{tn[s][1]:.3f} against {raw[s][1]:.3f} ({raw[s][0]}) on {s}" for s in subsets)),
+        ("docs/diagnosis/embedded.json", f"the learned embedded rewards reach AUROC "
+         f"{_span([row['auroc']['raw']['mean'] for row in learned])} against the simulated annotators, but the "
+         f"contrast that TextNorm keeps only {_span([row['auroc']['contrast']['mean'] for row in learned])}"),
+        ("docs/diagnosis/bon-perceive-clean-*.csv", f"best-of-32 by TextNorm raises gold alignment from "
+         f"{bon_tn[1]:.3f} to {bon_tn[32]:.3f} (by the raw reward: {bon_raw[32]:.3f})"),
+        ("docs/draft/detect", f"from step 50 to 100 the held-out proxy rises "
+         f"{_draft_change('detect', 'objective', 50, 100)} while gold falls "
+         f"{_draft_change('detect', 'aligned', 50, 100)}; by step 200 gold is "
+         f"{_draft_mean('detect', 'gold_alignment', 200):.3f} (from {_draft_mean('detect', 'gold_alignment', 0):.3f})"),
+        ("docs/sft/aligned-guided", f"SFT on the oracle's own aligned samples changes gold by "
+         f"{_sft_change('aligned-guided', 'train')} on its training prompts"),
+        ("docs/study/results.json", f"at look weight {top:g}, the gold alignment of best-of-16 is {_span(gains)} "
+         "higher by TextNorm than by the raw reward"),
+        ("docs/benchmarks/rl_gradient_snr.json", f"two independent {first['samples']}-sample batches give DDPO "
+         f"gradients with cosine {first['cosine_mean']:+.3f} ± {first['cosine_sd']:.3f} ({snr['reward']})"),
+    ]
+
+
+def check_quotes(paths: list[Path] | None = None) -> list[str]:
+    """The quoted passages that no checked file contains as its records say, and the headline passages the
+    README (the file named README.md among ``paths``) does not (whitespace-insensitive; ``paths`` defaults to
+    :func:`documentation_files`)."""
+    paths = documentation_files() if paths is None else paths
+    texts = {path: " ".join(path.read_text().split()) for path in paths}
+    readmes = [text for path, text in texts.items() if path.name == "README.md"]
+    missing = []
+    for record, quote in quoted_numbers():
+        if not any(" ".join(quote.split()) in text for text in texts.values()):
+            missing.append(f"{record}: {quote!r}")
+            print(f"readme-check: no checked file ({', '.join(shown(p) for p in paths)}) quotes {missing[-1]}",
+                  file=sys.stderr)
+    for record, quote in headline_quotes():
+        if not any(" ".join(quote.split()) in text for text in readmes):
+            missing.append(f"README.md: {record}: {quote!r}")
+            print(f"readme-check: README.md does not quote {record}: {quote!r}", file=sys.stderr)
     return missing
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--update", action="store_true", help="rewrite the blocks that differ")
+    parser.add_argument("--update", action="store_true", help="rewrite the blocks that differ, and docs/index.md")
     parser.add_argument("--only", help="check only the blocks whose command contains this")
-    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     parser.add_argument("--records", action="store_true",
                         help="also rerun the commands of the record files and compare (about 30 minutes)")
     args = parser.parse_args()
-    stale = check(args.readme, args.update, args.only) + check_quotes(args.readme)
+    stale = [s for path in documentation_files() for s in check(path, args.update, args.only)]
+    stale += check_index(args.update) + check_quotes()
     if args.records:
         stale += check_records()
     if stale and not args.update:
-        print(f"readme-check: {len(stale)} block(s) differ from their command: {stale} "
-              "(make readme-update rewrites them)", file=sys.stderr)
+        print(f"readme-check: {len(stale)} check(s) failed: {stale} (make readme-update rewrites the blocks and "
+              "docs/index.md; quotes and records are fixed by hand)", file=sys.stderr)
         return 1
     print(f"readme-check: {'updated ' + str(len(stale)) if stale else 'all'} generated block(s) "
-          f"{'' if stale else 'match their commands'}", file=sys.stderr)
+          f"{'' if stale else 'match their commands'} ({len(documentation_files())} files)", file=sys.stderr)
     return 0
 
 
