@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench bench-tia2 bench-overhead bench-oracle bench-generator bench-rl bench-rl-snr bench-draft readme-check readme-update clean
+.PHONY: install demo test test-fast docs lint bench bench-tia2 bench-overhead bench-oracle bench-generator bench-rl bench-rl-snr bench-draft readme-check readme-update clean
 
 install: $(STAMP)
 
@@ -27,6 +27,11 @@ test: install
 test-fast: install
 	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The documentation site: docs/ (pages listed in mkdocs.yml) into site/; --strict fails on a broken link or anchor.
+docs: install
+	$(BIN)/pip install --quiet -e ".[docs]"
+	$(BIN)/mkdocs build --strict --quiet
 
 bench: bench-tia2
 
