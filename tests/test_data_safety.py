@@ -360,11 +360,11 @@ def test_a_full_disk_while_checkpointing_leaves_no_partial_checkpoint(tmp_path, 
 def test_a_section_switched_off_is_not_checked():
     from textnorm_t2i.study.config import load_study_config
 
-    off = ["rl.enabled=false", "rl.batch_size=3", "rl.train_batch_size=2", "rl.objectives=[nosuch]",
+    off = ["rl.enabled=false", "rl.train.batch_size=3", "rl.train.train_batch_size=2", "rl.objectives=[nosuch]",
            "sft.enabled=false", "sft.objectives=[nosuch]", "map.enabled=false", "map.n=3", "map.noise_scales=[99]"]
     cfg = load_study_config(None, off)
-    assert not cfg.rl.enabled and cfg.rl.batch_size == 3
-    with pytest.raises(InputError, match="rl.train_batch_size=2 does not divide"):
+    assert not cfg.rl.enabled and cfg.rl.train.batch_size == 3
+    with pytest.raises(InputError, match="train_batch_size=2 does not divide"):
         load_study_config(None, [o for o in off if o != "rl.enabled=false" and "objectives" not in o])
 
 

@@ -207,11 +207,11 @@ objectives: {rewards: [shapes-clip-a, shapes-clip-b, shapes-perceive-clean], ens
              temperatures: [0.1, 1.0, 10.0], k: 3}
 pool: {n_max: 4, ns: [1, 2, 4], chunk: 16, steps: 4}
 map: {look_weights: [4], noise_scales: [1], n: 2}
-sft: {objectives: [raw/shapes-clip-a, tn/shapes-clip-a, control/aligned, control/random], steps: 2,
-      train_batch_size: 4, guided_loss: true}
-rl: {objectives: [raw/shapes-clip-a, ens-ur-tn], epochs: 2, batch_size: 4, train_batch_size: 4,
-     images_per_prompt: 2, eval_every: 1, steps: 4}
-eval: {samples_per_prompt: 2}
+sft: {objectives: [raw/shapes-clip-a, tn/shapes-clip-a, control/aligned, control/random],
+      train: {steps: 2, train_batch_size: 4, guided_loss: true}}
+rl: {objectives: [raw/shapes-clip-a, ens-ur-tn], eval_every: 1,
+     train: {epochs: 2, batch_size: 4, train_batch_size: 4, images_per_prompt: 2, sampling: {steps: 4}}}
+eval: {samples_per_prompt: 2, steps: 4}
 side_by_side: {best_of: 2}
 """
 
@@ -387,17 +387,17 @@ def test_a_resume_with_changed_settings_of_a_finished_stage_is_refused(tiny_stud
     from textnorm_t2i.errors import InputError
     from textnorm_t2i.study.run import run_study
 
-    cfg = _copy_of(tiny_study, tmp_path, **{"rl.lr": 0.5})
+    cfg = _copy_of(tiny_study, tmp_path, **{"rl.train.lr": 0.5})
     stages = tmp_path / "work" / "stages"
     before = {p.name: p.read_bytes() for p in stages.iterdir()}
-    with pytest.raises(InputError, match=r"stage\(s\) rl compare ran with other settings \(rl.lr: 0.003 -> 0.5"):
+    with pytest.raises(InputError, match=r"stage\(s\) rl compare ran with other settings \(rl.train.lr: 0.003 -> 0.5"):
         run_study(cfg, resume=True, progress=False)
     assert {p.name: p.read_bytes() for p in stages.iterdir()} == before
     assert not (tmp_path / "out").exists()
     # The record of each stage carries the settings it ran with (what the report can print).
     from textnorm_t2i.study.run import Study
 
-    assert Study(cfg).record("rl")["settings"]["rl.lr"] == 0.003
+    assert Study(cfg).record("rl")["settings"]["rl.train.lr"] == 0.003
 
 
 @pytest.mark.slow

@@ -312,6 +312,8 @@ def from_dict(cls: type[C], data: dict, where: str = "config") -> C:
 
 
 def _check_all(cfg: Config, where: str) -> None:
+    if getattr(cfg, "enabled", True) is False:  # a section switched off is not used, so not checked
+        return
     for f in dataclasses.fields(cfg):  # type: ignore[arg-type]
         value = getattr(cfg, f.name)
         if isinstance(value, Config):

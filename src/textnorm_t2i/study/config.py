@@ -5,8 +5,8 @@ TextNorm rewards and, as a control, the mean ensemble of the raw rewards -- by w
 to gold alignment (the world's oracle), with best-of-n, reward-weighted SFT and RL (DDPO).
 
 Example:
-    >>> cfg = load_config(StudyConfig, None, ["rl.epochs=4"])
-    >>> cfg.rl.epochs, cfg.pool.n_max, "tn/shapes-clip-a" in cfg.rl.objectives
+    >>> cfg = load_config(StudyConfig, None, ["rl.train.epochs=4"])
+    >>> cfg.rl.train.epochs, cfg.pool.n_max, "tn/shapes-clip-a" in cfg.rl.objectives
     (4, 64, True)
 """
 
@@ -19,6 +19,7 @@ from typing import Literal
 
 from textnorm_t2i.config import MAX_SEED, Config, load_config, option
 from textnorm_t2i.errors import InputError
+from textnorm_t2i.finetune.config import LoraConfig, RLConfig, SFTConfig
 
 __all__ = ["StudyConfig", "load_config"]
 
@@ -84,40 +85,58 @@ class MapConfig(Config):
     diagnose_prompts: int = option(40, "clean scenes per subset for each cell's diagnosis", min=4)
 
 
+# Keys of the embedded fine-tuning configs that the study sets for every run (its prompts, its folders, its
+# evaluation, the objective being optimised): giving them in the study's config is an error, not silently ignored.
+STUDY_OWNED = ("method", "seed", "generator", "out", "prompts", "reward", "eval", "log", "checkpoint_every",
+               "checkpoints_total_limit")
+SFT_OWNED = (*STUDY_OWNED, "sampling", "samples_per_prompt", "select")  # SFT trains on the study's shared pool
+
+
+def study_sft() -> SFTConfig:
+    """The SFT engine's settings the study uses by default (every objective the same)."""
+    return SFTConfig(method="sft", steps=200, train_batch_size=32, lr=5e-4, lora=LoraConfig(rank=8, alpha=8.0))
+
+
+def study_rl() -> RLConfig:
+    """The RL engine's settings the study uses by default (every objective the same)."""
+    return RLConfig(method="rl", epochs=32, batch_size=64, train_batch_size=32, images_per_prompt=8, lr=3e-3,
+                    clip_range=1e-2, lora=LoraConfig(rank=8, alpha=8.0), timesteps_per_pass=5)
+
+
+def _check_owned(section: str, train: Config, default: Config, owned: tuple[str, ...]) -> None:
+    for key in owned:
+        if getattr(train, key) != getattr(default, key):
+            raise InputError(f"{section}.train.{key}: set by the study for every run; leave it out")
+
+
 @dataclass
 class SFTStudyConfig(Config):
-    """Reward-weighted SFT on the pool's top samples per prompt, the same steps for every objective."""
+    """Reward-weighted SFT on the pool's top samples per prompt, the same settings for every objective."""
 
     enabled: bool = option(True, "run this stage")
     objectives: list[str] = option(["raw/shapes-clip-a", "tn/shapes-clip-a", "raw/shapes-perceive-looks",
                                     "tn/shapes-perceive-looks", *DEFAULT_RL_OBJECTIVES[2:]], "objectives fine-tuned, "
                                    "and SFT's controls: control/aligned (the oracle's aligned samples) and "
                                    "control/random (a random top_fraction)")
-    top_fraction: float = option(0.1, "fraction of each prompt's pool samples kept", min=0, min_exclusive=True, max=1)
-    steps: int = option(200, "optimisation steps", min=1)
-    train_batch_size: int = option(32, "samples per step", min=1)
-    lr: float = option(5e-4, "learning rate (AdamW)", min=0, min_exclusive=True)
-    lora_rank: int = option(8, "LoRA rank (alpha = rank)", min=1)
-    reg_coef: float = option(0.0, "> 0: MSE towards the frozen base model's prediction", min=0)
-    guided_loss: bool = option(False, "fit the guided prediction at pool.guidance_scale (the sampler used)")
-    caption_dropout: float = option(0.0, "share of training examples given the empty prompt", min=0, max=1)
+    train: SFTConfig = option(study_sft(), "the SFT engine's settings (textnorm finetune --method sft "
+                              "--print-config); the study sets " + ", ".join(SFT_OWNED))
+
+    def check(self) -> None:
+        _check_owned("sft", self.train, study_sft(), SFT_OWNED)
 
 
 @dataclass
 class RLStudyConfig(Config):
-    """DDPO with the same compute for every objective; evaluated every ``eval_every`` epochs."""
+    """DDPO with the same settings for every objective; evaluated every ``eval_every`` epochs."""
 
     enabled: bool = option(True, "run this stage")
     objectives: list[str] = option(list(DEFAULT_RL_OBJECTIVES), "objectives optimised")
-    epochs: int = option(32, "epochs per objective", min=1, mutable_on_resume=True)
-    batch_size: int = option(64, "samples per epoch", min=1)
-    train_batch_size: int = option(32, "samples per gradient step (divides batch_size)", min=1)
-    images_per_prompt: int = option(8, "samples per prompt in each epoch (divides batch_size)", min=1)
-    lr: float = option(3e-3, "learning rate (AdamW)", min=0, min_exclusive=True)
-    clip_range: float = option(1e-2, "PPO ratio clip range", min=0, min_exclusive=True)
-    lora_rank: int = option(8, "LoRA rank (alpha = rank)", min=1)
     eval_every: int = option(8, "evaluate (and keep a checkpoint) every this many epochs", min=1)
-    steps: int = option(10, "DDIM steps (training and evaluation)", min=1, max=1000)
+    train: RLConfig = option(study_rl(), "the RL engine's settings (textnorm finetune --method rl --print-config); "
+                             "the study sets " + ", ".join(STUDY_OWNED))
+
+    def check(self) -> None:
+        _check_owned("rl", self.train, study_rl(), STUDY_OWNED)
 
 
 @dataclass
@@ -125,6 +144,7 @@ class EvalStudyConfig(Config):
     """Held-out evaluation of fine-tuned models: stochastic samples with the training sampler, fixed seeds."""
 
     samples_per_prompt: int = option(4, "samples per evaluation prompt", min=1)
+    steps: int = option(10, "DDIM steps of the evaluation samples", min=1, max=1000)
     seed: int = option(1234, "seed of the evaluation noise", min=0, max=MAX_SEED)
 
 
@@ -192,9 +212,6 @@ class StudyConfig(Config):
         for key, n in (("side_by_side.best_of", self.side_by_side.best_of),):
             if self.pool.n_max % n:
                 raise InputError(f"{key}={n} does not divide pool.n_max={self.pool.n_max}")
-        for key in ("train_batch_size", "images_per_prompt") if self.rl.enabled else ():
-            if self.rl.batch_size % getattr(self.rl, key):
-                raise InputError(f"rl.{key}={getattr(self.rl, key)} does not divide rl.batch_size={self.rl.batch_size}")
         if self.side_by_side.flip + self.side_by_side.unsure > 1:
             raise InputError("side_by_side: flip + unsure must be <= 1")
         if self.map.enabled:

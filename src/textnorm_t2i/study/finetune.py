@@ -9,10 +9,12 @@ from __future__ import annotations
 import csv
 import json
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from textnorm_t2i.finetune.config import EvalConfig, LogConfig, PromptsConfig, RLConfig, SamplingConfig, SFTConfig
 from textnorm_t2i.study.config import SFT_CONTROLS
 from textnorm_t2i.world.truth import WorldTruth
 
@@ -27,23 +29,17 @@ def slug(objective: str) -> str:
     return objective.replace("/", "-")
 
 
-def sft_config(study: Any, objective: str) -> Any:
-    """The SFT config of one objective's run: the study's pool sampler, its ``sft`` section, the run folder."""
-    from textnorm_t2i.finetune.config import as_config
-
-    cfg, sc = study.cfg, study.cfg.sft
-    return as_config("sft", {
-        "method": "sft", "seed": cfg.seed, "generator": cfg.generator, "out": str(study.work / "sft" / slug(objective)),
-        "prompts": {"list": study.flat("train")},
-        "sampling": {"steps": cfg.pool.steps, "guidance_scale": cfg.pool.guidance_scale, "eta": cfg.pool.eta},
-        "lora": {"rank": sc.lora_rank, "alpha": sc.lora_rank}, "samples_per_prompt": cfg.pool.n_max,
-        "select": SFT_CONTROLS.get(objective, "reward"), "top_fraction": sc.top_fraction, "steps": sc.steps,
-        "train_batch_size": sc.train_batch_size, "lr": sc.lr, "reg_coef": sc.reg_coef,
-        "guided_loss": sc.guided_loss, "caption_dropout": sc.caption_dropout,
-        "eval": {"every": sc.steps}, "checkpoint_every": sc.steps, "checkpoints_total_limit": 1,
-        "log": {"report_to": ["csv"]}})
-
-
+def sft_config(study: Any, objective: str) -> SFTConfig:
+    """The SFT config of one objective's run: the study's ``sft.train`` with what the study sets for every run
+    (its pool's sampler and prompts, the run folder, the selection, one evaluation at the end)."""
+    cfg = study.cfg
+    return replace(cfg.sft.train, seed=cfg.seed, generator=cfg.generator, out=str(study.work / "sft" / slug(objective)),
+                   prompts=PromptsConfig(list=study.flat("train")),
+                   sampling=SamplingConfig(steps=cfg.pool.steps, guidance_scale=cfg.pool.guidance_scale,
+                                           eta=cfg.pool.eta),
+                   samples_per_prompt=cfg.pool.n_max, select=SFT_CONTROLS.get(objective, "reward"),
+                   eval=EvalConfig(every=cfg.sft.train.steps), checkpoint_every=cfg.sft.train.steps,
+                   checkpoints_total_limit=1, log=LogConfig(report_to=["csv"]))
 
 
 def sft_one(study: Any, objective: str) -> dict:
@@ -114,21 +110,13 @@ class StudyEvaluator:
         """Nothing to load (see :meth:`save_base`)."""
 
 
-def rl_config(study: Any, objective: str) -> Any:
-    """The RL config of one objective's run (the same for every objective but the folder)."""
-    from textnorm_t2i.finetune.config import as_config
-
+def rl_config(study: Any, objective: str) -> RLConfig:
+    """The RL config of one objective's run: the study's ``rl.train`` with its prompts, folder and evaluation (the
+    same for every objective but the folder; the reward is passed to the run)."""
     cfg, rc = study.cfg, study.cfg.rl
-    return as_config("rl", {
-        "method": "rl", "seed": cfg.seed, "generator": cfg.generator, "out": str(study.work / "rl" / slug(objective)),
-        "prompts": {"list": study.flat("train")},
-        "reward": {"name": cfg.objectives.ensemble[0] if cfg.objectives.ensemble else cfg.objectives.rewards[0]},
-        "sampling": {"steps": rc.steps, "guidance_scale": cfg.pool.guidance_scale, "eta": 1.0},
-        "lora": {"rank": rc.lora_rank, "alpha": rc.lora_rank},
-        "eval": {"every": rc.eval_every}, "checkpoint_every": rc.eval_every,
-        "epochs": rc.epochs, "batch_size": rc.batch_size, "train_batch_size": rc.train_batch_size,
-        "images_per_prompt": rc.images_per_prompt,
-        "timesteps_per_pass": 5, "lr": rc.lr, "clip_range": rc.clip_range})
+    return replace(rc.train, seed=cfg.seed, generator=cfg.generator, out=str(study.work / "rl" / slug(objective)),
+                   prompts=PromptsConfig(list=study.flat("train")), eval=EvalConfig(every=rc.eval_every),
+                   checkpoint_every=rc.eval_every)
 
 
 def read_eval_csv(path: Any) -> list[dict]:

@@ -373,7 +373,7 @@ def _write_report_files(study: Any, out: Path) -> None:
                  f"({split}); excluded: {p['excluded']}{notes}. "
                  f"Pool: {cfg.pool.n_max} samples per training prompt, {cfg.pool.steps} DDIM steps "
                  f"(eta {cfg.pool.eta}). Held-out evaluation: {cfg.eval.samples_per_prompt} samples per prompt "
-                 f"({nev * cfg.eval.samples_per_prompt} images), stochastic DDIM with {cfg.rl.steps} steps, the same "
+                 f"({nev * cfg.eval.samples_per_prompt} images), stochastic DDIM with {cfg.eval.steps} steps, the same "
                  "noise for every model. Fidelity: every detected object is a recognisable shape and colour.</p>")
     if results["temperatures"]:
         h.append(_temperature_table(results["temperatures"]))
@@ -397,17 +397,17 @@ def _write_report_files(study: Any, out: Path) -> None:
     sft = results["sft"] or {}
     if sft and not sft.get("skipped"):
         h.append(_eval_table({o: r["summary"] for o, r in sft.items()},
-                             f"Held-out evaluation after {cfg.sft.steps} steps (batch {cfg.sft.train_batch_size}, lr "
-                             f"{cfg.sft.lr:g}) for every objective"))
+                             f"Held-out evaluation after {cfg.sft.train.steps} steps (batch "
+                             f"{cfg.sft.train.train_batch_size}, lr {cfg.sft.train.lr:g}) for every objective"))
     else:
         h.append(_not_run(results["sft"], "sft"))
     h.append("<h2>RL (DDPO)</h2>")
     rl = results["rl"] or {}
     if rl and not rl.get("skipped"):
-        rc = cfg.rl
+        rc = cfg.rl.train
         h += [f"<p>{rc.epochs} epochs × {rc.batch_size} samples, {rc.train_batch_size} per gradient step, lr "
-              f"{rc.lr:g}, PPO clip {rc.clip_range:g}, LoRA rank {rc.lora_rank}, {rc.steps} DDIM steps; evaluated "
-              f"every {rc.eval_every} epochs.</p>", _img(rl_plot(rl), "RL curves"),
+              f"{rc.lr:g}, PPO clip {rc.clip_range:g}, LoRA rank {rc.lora.rank}, {rc.sampling.steps} DDIM steps; "
+              f"evaluated every {cfg.rl.eval_every} epochs.</p>", _img(rl_plot(rl), "RL curves"),
               _eval_table({f"{o} @ {int(run['evals'][-1]['step'])}": run["evals"][-1]["summary"]
                            for o, run in rl.items() if "summary" in run["evals"][-1]},
                           "Held-out evaluation at the last epoch")]

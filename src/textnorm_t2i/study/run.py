@@ -51,7 +51,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
 OWN_SETTINGS: dict[str, tuple[str, ...]] = {
     "prompts": ("seed", "prompts"), "temperatures": ("objectives", "bootstrap"), "pool": ("seed", "generator", "pool"),
     "scores": (), "bon": ("bootstrap",), "map": ("map",),
-    "base": ("generator", "eval", "rl.steps", "pool.guidance_scale", "bootstrap"), "sft": ("sft",), "rl": ("rl",),
+    "base": ("generator", "eval", "pool.guidance_scale", "bootstrap"), "sft": ("sft",), "rl": ("rl",),
     "compare": ("side_by_side",), "report": (),
 }
 # Stage records are ``{"schema", "stage", "settings", "files", "result"}``; another schema is not read.
@@ -356,7 +356,7 @@ class Study:
         folder.mkdir(parents=True, exist_ok=True)
         backend = backend or self.backend
         e = self.cfg.eval
-        ev = sample_eval(backend, self.flat("eval"), e.samples_per_prompt, self.cfg.rl.steps,
+        ev = sample_eval(backend, self.flat("eval"), e.samples_per_prompt, e.steps,
                          self.cfg.pool.guidance_scale, e.seed, unet=unet, base=base, progress=self.progress)
         recs = records(ev, score_uint8(self.scorer, ev.images, ev.prompts), self.subset_of)
         with atomic_write(folder / f"{tag}.safetensors", "wb") as f:
@@ -379,7 +379,7 @@ class Study:
         for objective in self.cfg.sft.objectives:
             if objective in done:
                 continue
-            _log(f"SFT on the top {self.cfg.sft.top_fraction:.0%} of the pool by {objective}")
+            _log(f"SFT on the top {self.cfg.sft.train.top_fraction:.0%} of the pool by {objective}")
             done[objective] = sft_one(self, objective)
             self.save("sft_partial", done)
         self.save("sft", done)

@@ -26,6 +26,11 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return tables.markdown(header, rows)
 
 
+def _engine(section: dict) -> dict:
+    """A fine-tuning section's engine settings: ``train`` (the first edition's results.json kept them flat)."""
+    return section.get("train", section)
+
+
 def _pick_ns(ns: list[int]) -> list[int]:
     wanted = [1, 4, 16, ns[-1]]
     return [n for n in ns if n in wanted]
@@ -80,7 +85,7 @@ def sft_section(results: dict) -> list[str]:
         return []
     entries = {"base model": results["base"]["summary"]} if results.get("base") else {}
     entries.update({label(o): r["summary"] for o, r in sft.items()})
-    cfg = results["config"]["sft"]
+    cfg = _engine(results["config"]["sft"])
     return [f"**Reward-weighted SFT** (top {cfg['top_fraction']:.0%} of the pool per prompt by each objective, "
             f"{cfg['steps']} steps each; held-out prompts):", "",
             _table(["model", "gold alignment", "fidelity", "KL from base (nats)"], _eval_rows(entries))]
@@ -90,7 +95,7 @@ def rl_section(results: dict) -> list[str]:
     rl = results.get("rl") or {}
     if not rl or rl.get("skipped"):
         return []
-    cfg = results["config"]["rl"]
+    cfg = _engine(results["config"]["rl"])
     rows = []
     for o, run in rl.items():
         for e in run["evals"]:
