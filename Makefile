@@ -35,7 +35,7 @@ docs: install
 
 bench: bench-tia2
 
-# Each benchmark prints its ratios measured side by side in one run (see the README for what each measures).
+# Each benchmark prints its ratios measured side by side in one run (docs/benchmarks.md says what each measures).
 bench-tia2: install
 	$(BIN)/python benchmarks/tia2_eval.py
 
@@ -60,8 +60,8 @@ bench-rl-snr: install
 	$(BIN)/python benchmarks/rl_gradient_snr.py -o docs/benchmarks/rl_gradient_snr.json
 	$(BIN)/python benchmarks/rl_gradient_snr.py --reward redness -o docs/benchmarks/rl_gradient_snr_redness.json
 
-# Every generated README block equals what its command prints, every quoted number its record file, and every
-# record file what its command writes now (33 minutes here); readme-update rewrites the blocks.
+# Every generated block of the README and docs/ equals what its command prints, every quoted number its record
+# file, and every record file what its command writes now (33 minutes here); readme-update rewrites the blocks.
 readme-check: install
 	$(BIN)/python tools/readme_check.py --records
 

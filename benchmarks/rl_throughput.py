@@ -170,7 +170,7 @@ def main() -> None:
     parser.add_argument("--timesteps-per-pass", type=int, default=1,
                         help="our setting for the last lines (1 = the engine's default, one denoising step per call)")
     parser.add_argument("--also", type=int, nargs="*", default=[2, 5], help="further timesteps_per_pass values to run")
-    parser.add_argument("-o", "--output", help="also write the results as JSON (the README quotes docs/benchmarks/)")
+    parser.add_argument("-o", "--output", help="also write the results as JSON (docs/benchmarks/, quoted by the docs)")
     parser.add_argument("--without-trl", action="store_true",
                         help="our side only, no ratios (a smoke test that needs no trl environment)")
     args = parser.parse_args()

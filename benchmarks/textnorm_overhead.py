@@ -45,7 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--contrastive", type=int, default=32)
-    parser.add_argument("-o", "--output", help="also write the results as JSON (the README quotes docs/benchmarks/)")
+    parser.add_argument("-o", "--output", help="also write the results as JSON (docs/benchmarks/, quoted by the docs)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     g = torch.Generator().manual_seed(0)

@@ -1,4 +1,4 @@
-"""A second, deliberately different renderer following DESIGN.md §2: hard edges (no anti-aliasing),
+"""A second, deliberately different renderer following docs/world.md: hard edges (no anti-aliasing),
 objects exactly 1 px apart allowed, PIL primitives drawn with their own conventions."""
 import random
 

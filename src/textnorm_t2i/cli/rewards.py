@@ -106,7 +106,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     if bool(args.reward) == bool(args.from_json):
         raise InputError("give --reward (to diagnose) or --from-json (to render a saved diagnosis), one of the two")
     if args.from_json:
-        # A saved `--json` result rendered again (as the README's tables are), without rescoring anything.
+        # A saved `--json` result rendered again (as the docs' tables are), without rescoring anything.
         from textnorm_t2i.io import read_json
 
         saved = read_json(args.from_json)

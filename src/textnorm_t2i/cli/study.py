@@ -85,7 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     study = sub.add_parser("study", help="the study: does optimising TextNorm give better-aligned models?")
     ssub = study.add_subparsers(dest="study_command", required=True, parser_class=Parser)
-    ssum = ssub.add_parser("summary", help="the markdown summary of a study's results.json (the README's section)",
+    ssum = ssub.add_parser("summary", help="the markdown summary of a study's results.json (docs/study.md's section)",
                            epilog="example: textnorm study summary --results docs/study/results.json")
     ssum.add_argument("--results", default="docs/study/results.json", metavar="FILE", help="a study's results.json")
     ssum.set_defaults(func=cmd_study_summary)

@@ -17,7 +17,7 @@ read leniently as the perceive presets read them (:func:`textnorm_t2i.rewards.pe
 
 It is trained (``textnorm train reward --config configs/reward-detect.yaml``, :mod:`train_detect`) on
 renders and on the embedded generator's own images, labelled by the oracle. It is strong on images like
-those (see the README's diagnosis) and, being a network of pixels, a generator can still fool it with
+those (see docs/diagnosis.md) and, being a network of pixels, a generator can still fool it with
 images no renderer or generator would make: that is what it is for -- a proxy to study over-optimisation
 on, whose gradient is informative.
 

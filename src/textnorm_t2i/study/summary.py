@@ -1,4 +1,4 @@
-"""The study's numbers as markdown, from its ``results.json`` (the README's study section is this text).
+"""The study's numbers as markdown, from its ``results.json`` (docs/study.md's study section is this text).
 
 Example:
     >>> fmt_ci({"mean": 0.5, "ci": [0.4, 0.61]})

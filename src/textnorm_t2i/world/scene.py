@@ -1,4 +1,4 @@
-"""Scenes of coloured shapes on black, and their rendering (DESIGN.md §2).
+"""Scenes of coloured shapes on black, and their rendering (docs/world.md describes them).
 
 Sizes are given at 32 x 32 and scale with the canvas. Shapes are drawn 4x supersampled and
 downsampled, which gives anti-aliased edges.

@@ -1,4 +1,4 @@
-"""The vocabulary of the synthetic world: colours, shapes, count words, relations (DESIGN.md §2)."""
+"""The vocabulary of the synthetic world: colours, shapes, count words, relations (see docs/world.md)."""
 
 from __future__ import annotations
 
