@@ -22,10 +22,12 @@ demo: install
 # Every test (under 6 minutes on 2 idle cores here); test-fast leaves out those marked `slow` (under a minute).
 test: install
 	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/lint-imports  # the package's layers (pyproject.toml: [tool.importlinter])
 	$(BIN)/python -m pytest -q
 
 test-fast: install
 	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # The documentation site: docs/ (pages listed in mkdocs.yml) into site/; --strict fails on a broken link or anchor.
