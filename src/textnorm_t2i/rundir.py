@@ -28,8 +28,10 @@ from typing import Any
 
 import yaml
 
-from textnorm_t2i.config import load_yaml_text
+from textnorm_t2i import __version__
+from textnorm_t2i.config import config_differences, load_yaml_text, mutable_keys
 from textnorm_t2i.errors import InputError
+from textnorm_t2i.io import write_text_atomic
 
 LOCK_NAME = ".lock"
 MARKER_NAME = ".textnorm-run"
@@ -187,9 +189,6 @@ def mark_run_dir(folder: str | os.PathLike, kind: str, **extra: str) -> None:
     """Write the marker that says a textnorm run of ``kind`` made ``folder`` (so ``--overwrite`` may clear it)."""
     import json
 
-    from textnorm_t2i import __version__
-    from textnorm_t2i.io import write_text_atomic
-
     write_text_atomic(Path(folder) / MARKER_NAME,
                       json.dumps({"kind": kind, "textnorm": __version__, **extra}) + "\n")
 
@@ -277,14 +276,10 @@ def prepare_run_dir(folder: str | os.PathLike, *, kind: str, resume: bool = Fals
 
 def write_run_config(folder: str | os.PathLike, config: dict, name: str = "config.yaml") -> None:
     """The resolved config, as YAML, in the run folder (written once the run is known to be valid)."""
-    from textnorm_t2i.io import write_text_atomic
-
     write_text_atomic(Path(folder) / name, yaml.safe_dump(config, sort_keys=False))
 
 
 def _check_same_config(where: Path, config_cls: type, saved: dict, config: dict) -> None:
-    from textnorm_t2i.config import config_differences, mutable_keys
-
     diffs = config_differences(config_cls, saved, config)
     if diffs:
         more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
@@ -301,6 +296,8 @@ def select_checkpoint(folder: str | os.PathLike, config_cls: type | None, config
     with a note. A checkpoint made with another config (beyond the keys that may change on resume) is
     an error naming the first difference.
     """
+    # checkpoint imports torch: imported here, not at the top, so that the CLI (which needs this module's
+    # RunInterrupted) starts without it.
     from textnorm_t2i.checkpoint import list_checkpoints, read_checkpoint
 
     if resume_from is not None:
@@ -440,7 +437,7 @@ class RunFolder:
 
     def checkpoint(self, name: str, modules: dict, optimizer: Any = None, scheduler: Any = None,
                    state: dict | None = None) -> Path:
-        from textnorm_t2i.checkpoint import prune_checkpoints, save_checkpoint
+        from textnorm_t2i.checkpoint import prune_checkpoints, save_checkpoint  # torch (see select_checkpoint)
 
         path = save_checkpoint(self.folder / name, modules, optimizer, scheduler,
                                state={**(state or {}), "config": self.config_dict})

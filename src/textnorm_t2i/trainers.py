@@ -28,10 +28,15 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from textnorm_t2i.config import read_yaml
 from textnorm_t2i.errors import InputError
+from textnorm_t2i.finetune.bon import run_bon
 from textnorm_t2i.finetune.config import BestOfNConfig, DraftConfig, FinetuneConfig, RLConfig, SFTConfig, as_config
+from textnorm_t2i.finetune.draft import run_draft
+from textnorm_t2i.finetune.rl import run_rl
+from textnorm_t2i.finetune.sft import run_sft
 from textnorm_t2i.finetune.truth import GroundTruth
-from textnorm_t2i.rewards.base import Reward
+from textnorm_t2i.rewards.base import Reward, as_reward, check_prompts
 from textnorm_t2i.world.truth import WorldTruth
 
 WORLD = WorldTruth()  # the embedded world's oracle and prompts: the default ground truth
@@ -46,8 +51,6 @@ class _Trainer:
     def __init__(self, config: FinetuneConfig | dict | str | os.PathLike | None = None,
                  reward: Reward | Callable | None = None, prompts: Sequence[str] | None = None,
                  progress: bool = True, overwrite: bool = False, truth: GroundTruth | None = WORLD):
-        from textnorm_t2i.config import read_yaml
-
         if config is None:
             data: dict = {}
         elif isinstance(config, (str, os.PathLike)):
@@ -62,14 +65,10 @@ class _Trainer:
         if prompts is not None and not isinstance(data.get("prompts") or {}, dict):
             raise InputError(f"config: prompts must be a mapping of keys to values, got {data['prompts']!r:.80}")
         if prompts is not None:
-            from textnorm_t2i.rewards.base import check_prompts
-
             check_prompts(prompts)  # a bare string is one prompt, not a list of characters: refused
             data["prompts"] = {**(data.get("prompts") or {}), "list": list(prompts)}
         self.config = as_config(self.METHOD, data)  # checked here: a bad key fails before any model loads
         if reward is not None:
-            from textnorm_t2i.rewards.base import as_reward
-
             reward = as_reward(reward)
         self.reward = reward
         self.progress, self.overwrite = progress, overwrite
@@ -86,8 +85,6 @@ class BestOfN(_Trainer):
     METHOD = "bon"
 
     def train(self, resume: bool = False) -> Path:
-        from textnorm_t2i.finetune.bon import run_bon
-
         return run_bon(self.config, progress=self.progress, overwrite=self.overwrite, reward=self.reward,
                        truth=self.truth)
 
@@ -98,8 +95,6 @@ class SFTTrainer(_Trainer):
     METHOD = "sft"
 
     def train(self, resume: bool = False) -> Path:
-        from textnorm_t2i.finetune.sft import run_sft
-
         return run_sft(self.config, resume=resume, progress=self.progress, overwrite=self.overwrite,
                        reward=self.reward, truth=self.truth)
 
@@ -110,8 +105,6 @@ class RLTrainer(_Trainer):
     METHOD = "rl"
 
     def train(self, resume: bool = False) -> Path:
-        from textnorm_t2i.finetune.rl import run_rl
-
         return run_rl(self.config, resume=resume, progress=self.progress, overwrite=self.overwrite,
                       reward=self.reward, truth=self.truth)
 
@@ -123,7 +116,5 @@ class DraftTrainer(_Trainer):
     METHOD = "draft"
 
     def train(self, resume: bool = False) -> Path:
-        from textnorm_t2i.finetune.draft import run_draft
-
         return run_draft(self.config, resume=resume, progress=self.progress, overwrite=self.overwrite,
                          reward=self.reward, truth=self.truth)

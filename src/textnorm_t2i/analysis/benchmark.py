@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 
 from textnorm_t2i.errors import InputError
+from textnorm_t2i.generate.load import load_generator
 from textnorm_t2i.io import write_text_atomic
 from textnorm_t2i.prompts.rules import rule_set
+from textnorm_t2i.rundir import MARKER_NAME, mark_run_dir, prepare_run_dir, remove_entries
 from textnorm_t2i.world.annotators import annotate, write_subset
 from textnorm_t2i.world.grammar import SUBSETS, sample_prompts
 from textnorm_t2i.world.vocab import COLORS
@@ -34,9 +36,6 @@ def build_shapes_benchmark(out_dir: str | os.PathLike, prompts_per_subset: int =
     Example:
         >>> build_shapes_benchmark("/tmp/tia2-shapes", prompts_per_subset=2, samples=4)  # doctest: +SKIP
     """
-    from textnorm_t2i.generate.load import load_generator
-    from textnorm_t2i.rundir import MARKER_NAME, mark_run_dir, prepare_run_dir, remove_entries
-
     if samples < 2 or prompts_per_subset < 1:
         raise InputError("need at least 1 prompt per subset and 2 samples per prompt")
     final = Path(out_dir)

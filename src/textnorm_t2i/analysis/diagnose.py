@@ -34,7 +34,17 @@ import numpy as np
 import torch
 
 from textnorm_t2i import tables
+from textnorm_t2i.bench.evaluate import evaluate_subset
+from textnorm_t2i.bench.tia2 import load_benchmark
+from textnorm_t2i.calibrate.textnorm import normalize_sets, pad_sets
 from textnorm_t2i.errors import InputError
+from textnorm_t2i.io import atomic_write, open_image
+from textnorm_t2i.objectives.factory import build_reward
+from textnorm_t2i.rewards.base import Reward
+from textnorm_t2i.world.grammar import Clause, near_misses, parse, sample_prompts
+from textnorm_t2i.world.oracle import judge
+from textnorm_t2i.world.scene import render
+from textnorm_t2i.world.vocab import COLORS, MAX_OBJECTS, SHAPES
 
 PERTURBATIONS = ("count", "color", "shape", "relation", "dropped", "added")
 N_BINS = 10
@@ -63,9 +73,6 @@ def perturbations(spec: Any) -> dict[str, list[Any]]:
         >>> [s.to_prompt() for s in perturbations(parse("a red circle and a blue square"))["dropped"]]
         ['a blue square', 'a red circle']
     """
-    from textnorm_t2i.world.grammar import Clause, near_misses
-    from textnorm_t2i.world.vocab import COLORS, MAX_OBJECTS, SHAPES
-
     out = near_misses(spec)
     out["dropped"] = []
     if len(spec.clauses) > 1:
@@ -135,9 +142,6 @@ def _wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def clean_scenes(subset: str, n: int, seed: int = 0) -> tuple[list[Any], list[Any]]:
     """``n`` rendered scenes of a subset's prompts and their specs (each scene exactly its prompt)."""
-    from textnorm_t2i.world.grammar import parse, sample_prompts
-    from textnorm_t2i.world.scene import render
-
     specs = [replace(parse(p), lead_in="") for p in sample_prompts(subset, n, seed=seed)]
     return [render(s, seed=seed * 100_003 + i) for i, s in enumerate(specs)], specs
 
@@ -150,15 +154,6 @@ def diagnose(reward: Any, benchmark: str | os.PathLike = "shapes", subsets: Sequ
 
     Returns ``{"reward", "benchmark", "temperature", "seconds", "subsets": {subset: {...}}}``.
     """
-    from textnorm_t2i.bench.evaluate import evaluate_subset
-    from textnorm_t2i.bench.tia2 import load_benchmark
-    from textnorm_t2i.calibrate.textnorm import normalize_sets, pad_sets
-    from textnorm_t2i.io import open_image
-    from textnorm_t2i.objectives.factory import build_reward
-    from textnorm_t2i.rewards.base import Reward
-    from textnorm_t2i.world.grammar import parse
-    from textnorm_t2i.world.oracle import judge
-
     t0 = time.time()
     model = reward if isinstance(reward, Reward) else build_reward(reward)
     out: dict = {"reward": model.name, "benchmark": str(benchmark), "temperature": temperature, "subsets": {}}
@@ -241,8 +236,6 @@ def plot_reliability(results: Mapping[str, dict], path: str | os.PathLike) -> No
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from textnorm_t2i.io import atomic_write
 
     subsets = list(dict.fromkeys(s for r in results.values() for s in r["subsets"]))
     fig, axes = plt.subplots(1, len(subsets), figsize=(4 * len(subsets), 4), squeeze=False)

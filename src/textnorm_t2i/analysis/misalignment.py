@@ -13,8 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from textnorm_t2i.bench.evaluate import evaluate_subset
+from textnorm_t2i.bench.report import render
 from textnorm_t2i.bench.tia2 import load_benchmark
-from textnorm_t2i.calibrate.select import select_hyperparameters, subset_set_rewards
+from textnorm_t2i.calibrate.select import DEFAULT_LAMS, DEFAULT_TEMPERATURES, select_hyperparameters, subset_set_rewards
 from textnorm_t2i.objectives.factory import load_members, normalise
 from textnorm_t2i.rewards.spec import RewardSpec
 
@@ -33,8 +34,6 @@ def misalignment_table(benchmark: str | os.PathLike = "shapes", rewards: Sequenc
     Example:
         >>> table = misalignment_table("shapes")  # doctest: +SKIP
     """
-    from textnorm_t2i.calibrate.select import DEFAULT_LAMS, DEFAULT_TEMPERATURES
-
     temperatures = temperatures or DEFAULT_TEMPERATURES
     lams = lams or DEFAULT_LAMS
     specs = [RewardSpec(name=name) for name in rewards]
@@ -66,8 +65,6 @@ def misalignment_text(benchmark: str | os.PathLike = "shapes", rewards: Sequence
                       oracle: bool = False, fmt: str = "table", as_json: bool = False) -> str:
     """The misalignment table rendered (as ``textnorm world benchmark table`` prints it)."""
     import json
-
-    from textnorm_t2i.bench.report import render
 
     results = misalignment_table(benchmark, rewards, k=k, oracle=oracle)
     if as_json:

@@ -24,6 +24,7 @@ from textnorm_t2i.bench.tia2 import Subset
 from textnorm_t2i.calibrate.ensemble import combine
 from textnorm_t2i.calibrate.textnorm import normalize_sets, pad_sets
 from textnorm_t2i.errors import InputError
+from textnorm_t2i.io import open_image
 
 DEFAULT_TEMPERATURES = tuple(float(t) for t in np.round(10.0 ** np.linspace(-2, 2, 17), 6))
 DEFAULT_LAMS = (0.0, 0.25, 0.5, 1.0, 2.0)
@@ -44,8 +45,6 @@ def subset_set_rewards(subset: Subset, rewards: Sequence, batch: int = 128, prog
     reward is rounded to :data:`SCORE_DECIMALS` decimals in float64, so tables do not depend on the CPU.
     """
     from tqdm.auto import tqdm
-
-    from textnorm_t2i.io import open_image
 
     out: list[list] = [[None] * len(subset.images) for _ in rewards]
     wanted = sorted(i for p in subset.evaluated_prompts for i in subset.prompt_images[p])

@@ -21,8 +21,12 @@ from textnorm_t2i.finetune.common import RandomStreams, default_device, print_ac
 from textnorm_t2i.finetune.config import BestOfNConfig, as_config
 from textnorm_t2i.finetune.ddim import DDIMPolicy, sample_trajectories
 from textnorm_t2i.finetune.models import load_pipeline
+from textnorm_t2i.finetune.report import write_run_report
 from textnorm_t2i.finetune.truth import GroundTruth, gold_verdicts
+from textnorm_t2i.generate.grid import image_grid, to_pil
 from textnorm_t2i.io import atomic_write
+from textnorm_t2i.objectives.factory import build_views
+from textnorm_t2i.rewards.base import as_reward
 from textnorm_t2i.rundir import RunFolder
 
 
@@ -57,16 +61,12 @@ def run_bon(config: BestOfNConfig | dict, progress: bool = True, overwrite: bool
     writes ``config.yaml``, ``bon.csv``, ``bon.png`` and a grid of the best-of-n_max images."""
     from tqdm.auto import tqdm
 
-    from textnorm_t2i.objectives.factory import build_views
-
     cfg: BestOfNConfig = as_config("bon", config)  # type: ignore[assignment]
     run = RunFolder(cfg.out, cfg, overwrite=overwrite).open()
     try:
         out, streams = run.folder, RandomStreams(cfg.seed)
         objective, raw, normed = build_views(cfg.reward)
         if reward is not None:
-            from textnorm_t2i.rewards.base import as_reward
-
             objective = as_reward(reward)
         pipe = load_pipeline(cfg.generator)
         pipe.to(default_device())
@@ -104,13 +104,9 @@ def run_bon(config: BestOfNConfig | dict, progress: bool = True, overwrite: bool
                                           [n])[0]
                     row["aligned"] = row.pop("gold_alignment")
                     f.write(json.dumps({"prompt": prompt, **row}) + "\n")
-        from textnorm_t2i.generate.grid import image_grid, to_pil
-
         with atomic_write(out / "grid.png", "wb") as f:
             image_grid(to_pil(torch.stack(best_images)), rows=len(best_images), scale=3,
                        labels=prompts).save(f, format="PNG")
-        from textnorm_t2i.finetune.report import write_run_report
-
         write_run_report(out, f"best-of-{n_max} by {objective.name}")
     finally:
         run.close()

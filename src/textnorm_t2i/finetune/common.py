@@ -14,8 +14,10 @@ import numpy as np
 import torch
 
 from textnorm_t2i.errors import InputError
+from textnorm_t2i.finetune.lora import trainable_state
 from textnorm_t2i.finetune.truth import GroundTruth, subset_prompts
 from textnorm_t2i.rewards.base import Reward
+from textnorm_t2i.rundir import RunFolder, hold_point
 
 
 def training_prompts(cfg: Any, truth: GroundTruth | None = None) -> list[str]:
@@ -146,8 +148,6 @@ def open_accelerated_run(cfg: Any, resume: bool, overwrite: bool, resume_from: A
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    from textnorm_t2i.rundir import RunFolder
-
     AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
     run = RunFolder(cfg.out, cfg, resume=resume, overwrite=overwrite, resume_from=resume_from,
@@ -160,9 +160,6 @@ def checkpoint_or_stop(run: Any, accelerator: Any, stop: Any, unet: Any, optimiz
     """The end of an RL epoch or a DRaFT step: a test's hold point, a stop request agreed by every process, a
     checkpoint when one is due (or the run stops), and :class:`~textnorm_t2i.rundir.RunInterrupted` when it
     stops early. Returns the newest checkpoint."""
-    from textnorm_t2i.finetune.lora import trainable_state
-    from textnorm_t2i.rundir import hold_point
-
     hold_point(f"{unit}:{done}")
     stopping = any_process(accelerator, stop.requested)
     if done % every == 0 or done == total or stopping:

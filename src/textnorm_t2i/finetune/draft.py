@@ -42,8 +42,10 @@ from textnorm_t2i.finetune.ddim import DDIMPolicy, guided_output
 from textnorm_t2i.finetune.evaluation import Evaluator, start_logging
 from textnorm_t2i.finetune.lora import save_lora_folder, trainable_state
 from textnorm_t2i.finetune.models import load_scheduler_config
+from textnorm_t2i.finetune.report import write_run_report
 from textnorm_t2i.finetune.setup import setup_training
 from textnorm_t2i.finetune.truth import GroundTruth
+from textnorm_t2i.objectives.factory import build_views
 from textnorm_t2i.rewards.base import Reward
 from textnorm_t2i.rundir import GracefulStop
 
@@ -137,8 +139,6 @@ def run_draft(config: DraftConfig | dict, resume: bool = False, progress: bool =
     policy = DDIMPolicy(load_scheduler_config(cfg.generator), cfg.sampling.steps, cfg.sampling.eta)
     if cfg.truncation_steps > cfg.sampling.steps:
         raise InputError(f"truncation_steps={cfg.truncation_steps} exceeds sampling.steps={cfg.sampling.steps}")
-    from textnorm_t2i.objectives.factory import build_views
-
     views = build_views(cfg.reward)
     if reward is None:  # a registered reward declares it; a callable is probed below, once it can be shaped
         check_differentiable(views[0], (3, 8, 8))
@@ -232,8 +232,6 @@ def run_draft(config: DraftConfig | dict, resume: bool = False, progress: bool =
         accelerator.wait_for_everyone()
         if main:
             save_lora_folder(unet, out / "lora")
-            from textnorm_t2i.finetune.report import write_run_report
-
             write_run_report(out, f"DRaFT-{cfg.truncation_steps} on {model.objective.name}")
     finally:
         run.close()

@@ -11,8 +11,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from textnorm_t2i.finetune.common import adapters_off, training_prompts, warm_caches
+from textnorm_t2i.finetune.ddim import DDIMPolicy, sample_trajectories, sample_with_step_kl
 from textnorm_t2i.finetune.truth import GroundTruth, judgments
+from textnorm_t2i.generate.grid import image_grid, to_pil
+from textnorm_t2i.io import atomic_write
 from textnorm_t2i.rewards.base import Reward
+from textnorm_t2i.rundir import note
 
 GRID_IMAGES = 48  # evaluation images drawn in each step's grid
 EVAL_COLUMNS = ("objective", "raw_reward", "textnorm_reward", "gold_alignment", "fidelity", "drift", "kl_base",
@@ -65,8 +70,6 @@ class RunLog:
     def _truncate_after(self, step: int) -> None:
         """Keep the rows logged up to ``step`` (a resumed run redoes the rest)."""
         import json
-
-        from textnorm_t2i.io import atomic_write
 
         def kept_sample(line: str) -> bool:  # a line cut short by a killed run is dropped, not a crash
             try:
@@ -151,13 +154,9 @@ class Evaluator:
 
     def __init__(self, cfg: Any, backend: Any, objective: Reward, raw: Reward, textnorm: Reward, out: Path,
                  prompts: list[str], truth: GroundTruth | None = None):
-        from textnorm_t2i.finetune.ddim import DDIMPolicy
-
         self.cfg, self.backend, self.out = cfg, backend, out
         self.objective, self.raw, self.textnorm = objective, raw, textnorm
         self.truth = truth
-        from textnorm_t2i.finetune.common import training_prompts
-
         per = cfg.eval.images_per_prompt
         trained = training_prompts(cfg, truth)[: cfg.eval.train_prompts] if cfg.eval.train_prompts else []
         groups = [("eval", p) for p in prompts] + [("train", p) for p in trained]
@@ -169,8 +168,6 @@ class Evaluator:
         self.base_images: torch.Tensor | None = None
 
     def sample(self) -> torch.Tensor:
-        from textnorm_t2i.finetune.ddim import sample_trajectories
-
         g = torch.Generator().manual_seed(self.cfg.eval.seed)
         return sample_trajectories(self.backend, self.prompts, self.policy, self.cfg.sampling.guidance_scale,
                                    g).images
@@ -178,9 +175,6 @@ class Evaluator:
     def kl(self, unet: Any) -> tuple[np.ndarray, np.ndarray]:
         """Per image: the KL from the base summed over the steps with sigma >= ``eval.kl_min_std``, and that of
         the last stochastic step (zeros for the base model itself)."""
-        from textnorm_t2i.finetune.common import adapters_off
-        from textnorm_t2i.finetune.ddim import sample_with_step_kl
-
         stds = self.kl_policy.stds
         counted = [j for j, s in enumerate(stds) if s > 0 and s >= self.cfg.eval.kl_min_std]
         last = max((j for j, s in enumerate(stds) if s > 0), default=None)
@@ -203,18 +197,11 @@ class Evaluator:
         try:
             self.base_images = load_file(self.out / "base_eval.safetensors")["images"]
         except Exception as e:  # a missing or corrupt file: the base images are recomputed from the seed
-            from textnorm_t2i.rundir import note
-
             note(f"{self.out / 'base_eval.safetensors'} unreadable ({type(e).__name__}); base images recomputed")
             self.base_images = None
 
     def __call__(self, step: int, extra: dict | None = None, unet: Any = None) -> dict:
-        from textnorm_t2i.generate.grid import image_grid, to_pil
-        from textnorm_t2i.io import atomic_write
-
         if self.base_images is None and unet is not None and step > 0:
-            from textnorm_t2i.finetune.common import adapters_off
-
             with adapters_off(unet)():
                 self.base_images = self.sample()
         images = self.sample()
@@ -265,8 +252,6 @@ def start_logging(cfg: Any, run: Any, model: Any, evaluator: Any, main: bool, st
 
     Returns the log and the training prompt pool.
     """
-    from textnorm_t2i.finetune.common import training_prompts, warm_caches
-
     run.start()
     log = RunLog(run.folder, enabled=main, report_to=cfg.log.report_to, project=cfg.log.project,
                  resume_step=start if resumed else None, config=cfg.to_dict())

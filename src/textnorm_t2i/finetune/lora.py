@@ -8,7 +8,9 @@ from typing import Any
 
 import torch
 
+from textnorm_t2i.errors import InputError
 from textnorm_t2i.io import atomic_write
+from textnorm_t2i.rewards.hub import offline
 
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "conv1", "conv2", "ff.net.0.proj",
                    "ff.net.2")
@@ -89,8 +91,6 @@ def load_lora_folder(unet: Any, folder: str | os.PathLike, prefix: str = "unet")
         ...
         textnorm_t2i.errors.InputError: /nonexistent: no such folder ...
     """
-    from textnorm_t2i.errors import InputError
-
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder (expected a LoRA folder with {ADAPTER_CONFIG} and "
@@ -136,9 +136,6 @@ def push_lora_to_hub(folder: str | os.PathLike, repo_id: str, private: bool = Tr
         ...
         textnorm_t2i.errors.InputError: /nonexistent: no such folder ...
     """
-    from textnorm_t2i.errors import InputError
-    from textnorm_t2i.rewards.hub import offline
-
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder (expected a LoRA folder with {ADAPTER_CONFIG})")

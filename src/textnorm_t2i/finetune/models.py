@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from textnorm_t2i.errors import InputError
+from textnorm_t2i.generate.load import load_generator, shipped_generator_dir
 from textnorm_t2i.io import read_json
 
 
@@ -20,8 +21,6 @@ def load_pipeline(name_or_path: str | os.PathLike) -> Any:
         ...
         textnorm_t2i.errors.InputError: /nonexistent: not a pipeline folder (no model_index.json)
     """
-    from textnorm_t2i.generate.load import load_generator
-
     if str(name_or_path) == "shapes":
         return load_generator("shapes")
     path = Path(name_or_path)
@@ -53,8 +52,6 @@ def load_scheduler_config(name_or_path: str | os.PathLike) -> dict:
         >>> load_scheduler_config("shapes")["prediction_type"]
         'v_prediction'
     """
-    from textnorm_t2i.generate.load import shipped_generator_dir
-
     path = shipped_generator_dir() if str(name_or_path) == "shapes" else Path(name_or_path)
     config = path / "scheduler" / "scheduler_config.json"
     if not config.is_file():

@@ -22,6 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from textnorm_t2i.bench.evaluate import summarize
+from textnorm_t2i.io import atomic_write
+
 VALUES = [("objective", "optimised reward"), ("raw_reward", "raw reward"), ("textnorm_reward", "TextNorm reward"),
           ("aligned", "gold alignment (oracle)"), ("fidelity", "fidelity (every object recognisable)"),
           ("drift", "drift from base (pixel MSE)"),
@@ -33,8 +36,6 @@ CSS = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1
 
 def _bands(values: np.ndarray) -> tuple[float, float, float]:
     """Mean and 95% percentile-bootstrap interval of per-prompt values (the benchmark's own bootstrap)."""
-    from textnorm_t2i.bench.evaluate import summarize
-
     v = values[~np.isnan(values)]
     if not len(v):
         return float("nan"), float("nan"), float("nan")
@@ -143,8 +144,6 @@ def _verdict(s: dict | None) -> str:
 def write_run_report(out: Path, title: str = "") -> Path | None:
     """Write ``out/report.html`` from the run's ``samples.jsonl`` (SFT/RL) or ``bon.csv`` (best-of-n); returns
     its path, or None when the run has nothing evaluated yet."""
-    from textnorm_t2i.io import atomic_write
-
     out = Path(out)
     h = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title or out.name)}</title>"
          f"<style>{CSS}</style></head><body><h1>{html.escape(title or 'Fine-tuning run')}: {html.escape(str(out))}"

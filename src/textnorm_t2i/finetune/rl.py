@@ -39,6 +39,7 @@ from textnorm_t2i.finetune.ddim import DDIMPolicy, Trajectory, guided_output, sa
 from textnorm_t2i.finetune.evaluation import Evaluator, start_logging
 from textnorm_t2i.finetune.lora import save_lora_folder, trainable_state
 from textnorm_t2i.finetune.models import load_scheduler_config
+from textnorm_t2i.finetune.report import write_run_report
 from textnorm_t2i.finetune.setup import setup_training
 from textnorm_t2i.finetune.stat_tracking import PromptStatTracker
 from textnorm_t2i.finetune.truth import GroundTruth
@@ -257,8 +258,6 @@ def run_rl(config: RLConfig | dict, resume: bool = False, progress: bool = True,
         log.close()
         _finish(out, unet, rank, main, samples_seen, accelerator)
         if main:
-            from textnorm_t2i.finetune.report import write_run_report
-
             write_run_report(out, f"RL (DDPO) on {model.objective.name}")
     finally:
         run.close()

@@ -7,7 +7,11 @@ from typing import Any
 
 import torch
 
-from textnorm_t2i.rewards.base import Reward
+from textnorm_t2i.finetune.backend import DiffusionBackend
+from textnorm_t2i.finetune.lora import DEFAULT_TARGETS, add_lora
+from textnorm_t2i.finetune.models import load_pipeline
+from textnorm_t2i.objectives.factory import build_views
+from textnorm_t2i.rewards.base import Reward, as_reward
 
 
 @dataclass
@@ -31,15 +35,8 @@ def setup_training(cfg: Any, device: torch.device, reward: Any = None,
     """Load ``cfg.generator`` onto ``device``, add LoRA (seeded by ``cfg.seed``), build AdamW at ``cfg.lr``
     and the rewards of ``cfg.reward`` (through the one reward factory, unless already built: ``views``);
     ``reward`` (a reward or a callable ``fn(images, prompts) -> scores``) replaces the objective."""
-    from textnorm_t2i.finetune.backend import DiffusionBackend
-    from textnorm_t2i.finetune.lora import DEFAULT_TARGETS, add_lora
-    from textnorm_t2i.finetune.models import load_pipeline
-    from textnorm_t2i.objectives.factory import build_views
-
     objective, raw, normed = views or build_views(cfg.reward)  # a bad reward fails before the pipeline loads
     if reward is not None:
-        from textnorm_t2i.rewards.base import as_reward
-
         objective = as_reward(reward)
     pipe = load_pipeline(cfg.generator)
     pipe.to(device)

@@ -28,6 +28,7 @@ from textnorm_t2i.finetune.config import SFTConfig, as_config
 from textnorm_t2i.finetune.ddim import DDIMPolicy, sample_trajectories
 from textnorm_t2i.finetune.evaluation import Evaluator, RunLog
 from textnorm_t2i.finetune.lora import save_lora_folder, trainable_state
+from textnorm_t2i.finetune.report import write_run_report
 from textnorm_t2i.finetune.setup import setup_training
 from textnorm_t2i.finetune.truth import GroundTruth, gold_verdicts
 from textnorm_t2i.io import write_json_atomic
@@ -249,8 +250,6 @@ def run_sft(config: SFTConfig | dict, resume: bool = False, progress: bool = Tru
                     raise run.interrupted(stop, f"after step {step + 1} of {cfg.steps}", last_checkpoint)
         log.close()
         save_lora_folder(unet, out / "lora")
-        from textnorm_t2i.finetune.report import write_run_report
-
         write_run_report(out, f"reward-weighted SFT on {model.objective.name}")
         write_json_atomic(out / "data.json", {
             "generated": len(prompts), "kept": len(keep), "select": cfg.select,

@@ -7,6 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 from textnorm_t2i.errors import InputError
+from textnorm_t2i.generate.pipeline import ShapesPipeline
 
 
 def shipped_generator_dir() -> Path:
@@ -20,8 +21,6 @@ def load_generator(name_or_path: str | os.PathLike = "shapes"):
     Example:
         >>> pipe = load_generator("shapes")  # doctest: +SKIP
     """
-    from textnorm_t2i.generate.pipeline import ShapesPipeline
-
     path = shipped_generator_dir() if str(name_or_path) == "shapes" else Path(name_or_path)
     if not (path / "model_index.json").exists():
         raise InputError(f"{path}: not a pipeline folder (no model_index.json)")

@@ -15,6 +15,7 @@ from diffusers import DDIMScheduler, DiffusionPipeline
 
 from textnorm_t2i.errors import InputError
 from textnorm_t2i.generate.grid import to_pil
+from textnorm_t2i.generate.tokenizer import MAX_LENGTH, build_tokenizer
 
 
 class ShapesPipeline(DiffusionPipeline):
@@ -103,8 +104,6 @@ def build_pipeline(config: dict | None = None, seed: int = 0) -> ShapesPipeline:
     """
     from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
-
-    from textnorm_t2i.generate.tokenizer import MAX_LENGTH, build_tokenizer
 
     cfg = {"block_out_channels": [16, 32, 64], "layers_per_block": 1, "text_hidden": 64, "text_layers": 2,
            "attention_head_dim": 8, "sample_size": 32, "prediction_type": "v_prediction",

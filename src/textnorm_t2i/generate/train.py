@@ -17,9 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from textnorm_t2i.config import from_dict
 from textnorm_t2i.generate.config import GeneratorTrainConfig
+from textnorm_t2i.generate.grid import image_grid
 from textnorm_t2i.generate.pipeline import ShapesPipeline, build_pipeline
 from textnorm_t2i.io import write_text_atomic
+from textnorm_t2i.rundir import GracefulStop, RunFolder
 from textnorm_t2i.world.grammar import Spec, sample_spec
 from textnorm_t2i.world.scene import draw_scene, sample_scene
 
@@ -75,8 +78,6 @@ def ema_pipeline(pipe: ShapesPipeline, ema: dict[str, torch.Tensor]) -> ShapesPi
 
 def save_sample_grid(pipe: ShapesPipeline, prompts: list[str], path: Path, seed: int = 0, per_prompt: int = 4) -> None:
     """A grid (one row per prompt) of samples, written next to a text file listing the prompts."""
-    from textnorm_t2i.generate.grid import image_grid
-
     images = pipe([p for p in prompts for _ in range(per_prompt)], seed=seed).images
     image_grid(images, rows=len(prompts), scale=3, labels=prompts).save(path)
 
@@ -85,9 +86,6 @@ def train_generator(config: GeneratorTrainConfig | dict, out_dir: str | Path, re
                     progress: bool = True, overwrite: bool = False) -> Path:
     """Train the generator; returns the folder of the final EMA pipeline (``<out_dir>/pipeline``)."""
     from tqdm.auto import tqdm
-
-    from textnorm_t2i.config import from_dict
-    from textnorm_t2i.rundir import GracefulStop, RunFolder
 
     cfg = config if isinstance(config, GeneratorTrainConfig) else from_dict(GeneratorTrainConfig, dict(config))
     run = RunFolder(out_dir, cfg, kind="generator", resume=resume, overwrite=overwrite).open()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from textnorm_t2i.bench.tia2 import load_benchmark
 from textnorm_t2i.errors import InputError
 from textnorm_t2i.io import read_json
 
@@ -19,8 +20,6 @@ def load_prompt_sets(source: str | os.PathLike) -> dict[str, list[str]]:
     """
     name = str(source)
     if name == "tia2" or name.startswith("tia2:"):
-        from textnorm_t2i.bench.tia2 import load_benchmark
-
         subsets = [name.split(":", 1)[1]] if ":" in name else None
         merged: dict[str, list[str]] = {}
         for subset in load_benchmark(subsets=subsets).values():

@@ -24,6 +24,7 @@ from typing import Any
 
 from textnorm_t2i.errors import InputError
 from textnorm_t2i.io import write_json_atomic
+from textnorm_t2i.rewards.hub import load_pretrained
 
 DEFAULT_TEMPLATE = (
     "You write contrastive prompts for testing whether an image matches its text. Given a prompt, write "
@@ -189,8 +190,6 @@ class LocalLMGenerator(LLMGenerator):
     def __init__(self, path: str | os.PathLike, max_new_tokens: int = 256, device: str = "cpu", **kwargs: Any):
         super().__init__(**kwargs)
         from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from textnorm_t2i.rewards.hub import load_pretrained
 
         self.model = str(path)
         self.tokenizer = load_pretrained(AutoTokenizer, str(path), "llm")

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from textnorm_t2i.errors import InputError
+from textnorm_t2i.io import MAX_IMAGE_PIXELS, open_image
 
 Images = Sequence[Image.Image] | torch.Tensor
 SCORE_MATRIX_PAIRS = 4096  # the most (image, prompt) pairs score_matrix tiles at once
@@ -83,8 +84,6 @@ def _prepare(images: Images | Sequence[str | os.PathLike] | np.ndarray) -> Image
         ...
         textnorm_t2i.errors.InputError: float images must have values in [0, 1], got values up to 255.0; ...
     """
-    from textnorm_t2i.io import MAX_IMAGE_PIXELS
-
     if isinstance(images, np.ndarray):
         if images.dtype != np.uint8 and not np.issubdtype(images.dtype, np.floating):
             raise InputError(f"image array must be uint8 (0-255) or float (0-1), got {images.dtype}")
@@ -120,8 +119,6 @@ def _prepare(images: Images | Sequence[str | os.PathLike] | np.ndarray) -> Image
             raise InputError(f"image {i}: {img.width}x{img.height} is larger than the {MAX_IMAGE_PIXELS:,} pixels "
                              "a reward accepts; resize it first")
     if any(isinstance(i, (str, os.PathLike)) for i in images):
-        from textnorm_t2i.io import open_image
-
         return [open_image(i) if isinstance(i, (str, os.PathLike)) else i for i in images]
     return images
 

@@ -46,6 +46,7 @@ from torch import nn
 from textnorm_t2i.errors import InputError
 from textnorm_t2i.rewards.base import Images, Reward, _take, to_tensor
 from textnorm_t2i.rewards.folder import read_model_folder, write_model_folder
+from textnorm_t2i.rewards.perceive import read_prompt
 from textnorm_t2i.world.vocab import COLORS, SHAPES
 
 KINDS: tuple[tuple[str, str], ...] = tuple((c, s) for c in COLORS for s in SHAPES)
@@ -127,8 +128,6 @@ def _floored_log(p: torch.Tensor, eps: float) -> torch.Tensor:
 @lru_cache(maxsize=65536)
 def read_spec(prompt: str) -> Any:
     """The world spec of a prompt, read as the perceive presets read it (lenient beyond the grammar)."""
-    from textnorm_t2i.rewards.perceive import read_prompt
-
     return read_prompt(prompt)
 
 

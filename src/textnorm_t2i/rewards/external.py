@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from textnorm_t2i.errors import InputError
+from textnorm_t2i.generate.grid import to_pil
 from textnorm_t2i.rewards.base import Images, Reward, to_tensor
 
 
@@ -31,8 +32,6 @@ def _require_pickle_opt_in(reward: str, allow_pickle: bool) -> None:
 
 
 def _pil(images: Images) -> list:
-    from textnorm_t2i.generate.grid import to_pil
-
     if isinstance(images, torch.Tensor):
         return to_pil(to_tensor(images).clamp(0, 1))
     return list(images)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from textnorm_t2i.errors import InputError
+from textnorm_t2i.io import atomic_write, write_json_atomic
 
 
 def read_model_folder(path: str | os.PathLike) -> tuple[dict, dict[str, Any]]:
@@ -31,8 +32,6 @@ def read_model_folder(path: str | os.PathLike) -> tuple[dict, dict[str, Any]]:
 def write_model_folder(path: str | os.PathLike, model: Any, name: str) -> None:
     """Write ``model`` (a module with a ``config`` dict) and its name into ``path``, each file atomically."""
     from safetensors.torch import save
-
-    from textnorm_t2i.io import atomic_write, write_json_atomic
 
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)

@@ -47,7 +47,11 @@ import numpy as np
 import torch
 
 from textnorm_t2i.errors import InputError
+from textnorm_t2i.generate.grid import to_uint8
 from textnorm_t2i.rewards.base import Images, Reward, _take
+from textnorm_t2i.world.grammar import Clause, Relation, Spec, parse
+from textnorm_t2i.world.oracle import detect
+from textnorm_t2i.world.vocab import COLORS, COUNT_WORDS, LEAD_INS, RELATIONS, SHAPES, SINGULAR
 
 LOOK_SCALE = 10.0
 CHROMA_LIT = 50.0
@@ -108,9 +112,6 @@ def look(image: np.ndarray) -> float:
 
 def perceive(image: np.ndarray, noise: PerceptionNoise) -> list[Perceived]:
     """The scene as this reward perceives it: detected objects, then the seeded noise of ``noise``."""
-    from textnorm_t2i.world.oracle import detect
-    from textnorm_t2i.world.vocab import COLORS, SHAPES
-
     detected = detect(image)
     objects = [Perceived(o.shape, o.color, o.center) for o in detected]
     if not any(v for k, v in asdict(noise).items() if k != "seed"):
@@ -186,9 +187,6 @@ def read_prompt(prompt: str) -> Any:
         >>> read_prompt("a photo of five blue circle-like squares").clauses
         (Clause(shape='blue circle-like squares', color=None, count=5),)
     """
-    from textnorm_t2i.world.grammar import Clause, Relation, Spec, parse
-    from textnorm_t2i.world.vocab import COLORS, COUNT_WORDS, LEAD_INS, RELATIONS, SHAPES, SINGULAR
-
     try:
         return parse(prompt)
     except InputError:
@@ -237,8 +235,6 @@ class PerceiveReward(Reward):
         self.noise, self.w, self.name = noise or PerceptionNoise(), float(w), name
 
     def _arrays(self, images: Images) -> list[np.ndarray]:
-        from textnorm_t2i.generate.grid import to_uint8
-
         if isinstance(images, torch.Tensor):
             return list(to_uint8(images.detach().cpu()))
         return [np.asarray(img.convert("RGB")) for img in images]

@@ -12,7 +12,7 @@ import torch
 from textnorm_t2i.distributed import process_rank_world
 from textnorm_t2i.errors import InputError
 from textnorm_t2i.io import iter_jsonl, open_image, read_text
-from textnorm_t2i.rewards.base import Reward
+from textnorm_t2i.rewards.base import Reward, as_reward
 
 
 def read_manifest(path: str | os.PathLike) -> list[tuple[Path, str]]:
@@ -60,8 +60,6 @@ def score_files(reward: Reward, images: Sequence[Path], prompts: Sequence[str], 
         textnorm_t2i.errors.InputError: missing.png: image not found
     """
     from tqdm.auto import tqdm
-
-    from textnorm_t2i.rewards.base import as_reward
 
     reward = as_reward(reward)
     if not skip_unreadable:  # a missing file fails before any work, not half-way through

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from textnorm_t2i.errors import InputError
+from textnorm_t2i.generate.tokenizer import build_tokenizer
 from textnorm_t2i.rewards.base import DualEncoderReward, Images, to_tensor
 from textnorm_t2i.rewards.folder import read_model_folder, write_model_folder
 
@@ -36,8 +37,6 @@ def reward_tokenizer():
         >>> tok.convert_ids_to_tokens(tok("some circles")["input_ids"])
         ['[BOS]', 'some', 'circles', '[EOS]']
     """
-    from textnorm_t2i.generate.tokenizer import build_tokenizer
-
     return build_tokenizer(EXTRA_WORDS, max_length=24)
 
 

@@ -25,9 +25,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from textnorm_t2i.bench.tia2 import load_benchmark
+from textnorm_t2i.config import from_dict
+from textnorm_t2i.generate.load import load_generator
 from textnorm_t2i.io import write_json_atomic, write_text_atomic
 from textnorm_t2i.rewards.detect import KINDS, MAX_COUNT, N_KINDS, DetectReward, ParseNet, kind_index
 from textnorm_t2i.rewards.train_config import DetectTrainConfig
+from textnorm_t2i.rewards.train_pref import preference_prompts
+from textnorm_t2i.rewards.train_shapes import random_scene
+from textnorm_t2i.rundir import mark_run_dir, prepare_run_dir
+from textnorm_t2i.world.grammar import SUBSETS, sample_prompts, sample_spec
+from textnorm_t2i.world.oracle import detect
+from textnorm_t2i.world.perturb import perturb_all
+from textnorm_t2i.world.scene import Scene, draw_scene, sample_scene
 
 
 def parse_labels(images: np.ndarray) -> dict[str, np.ndarray]:
@@ -40,8 +50,6 @@ def parse_labels(images: np.ndarray) -> dict[str, np.ndarray]:
         >>> int(labels["counts"].sum()), int(labels["has_position"].sum())
         (2, 2)
     """
-    from textnorm_t2i.world.oracle import detect
-
     n, size = len(images), images.shape[1]
     counts = np.zeros((n, N_KINDS), dtype=np.int64)
     pos = np.zeros((n, len(KINDS), 2), dtype=np.float32)
@@ -58,11 +66,6 @@ def parse_labels(images: np.ndarray) -> dict[str, np.ndarray]:
 
 def _render_images(cfg: DetectTrainConfig, progress: bool) -> np.ndarray:
     from tqdm.auto import tqdm
-
-    from textnorm_t2i.rewards.train_shapes import random_scene
-    from textnorm_t2i.world.grammar import SUBSETS, sample_spec
-    from textnorm_t2i.world.perturb import perturb_all
-    from textnorm_t2i.world.scene import Scene, draw_scene, sample_scene
 
     rng = random.Random(f"detect-renders:{cfg.seed}")
     out = np.zeros((cfg.renders, 32, 32, 3), dtype=np.uint8)
@@ -89,10 +92,6 @@ def detect_prompts(prompts_per_subset: int, seed: int = 0) -> list[str]:
         >>> len(detect_prompts(5))
         15
     """
-    from textnorm_t2i.bench.tia2 import load_benchmark
-    from textnorm_t2i.rewards.train_pref import preference_prompts
-    from textnorm_t2i.world.grammar import SUBSETS, sample_prompts
-
     taken = {c for s in load_benchmark("shapes").values() for c in s.captions} | set(preference_prompts())
     prompts = []
     for subset in SUBSETS:
@@ -103,8 +102,6 @@ def detect_prompts(prompts_per_subset: int, seed: int = 0) -> list[str]:
 
 def _generator_images(cfg: DetectTrainConfig, prompts: list[str], progress: bool) -> np.ndarray:
     from tqdm.auto import tqdm
-
-    from textnorm_t2i.generate.load import load_generator
 
     pipe = load_generator("shapes")
     todo = [p for p in prompts for _ in range(cfg.samples_per_prompt)]
@@ -161,9 +158,6 @@ def train_detect_reward(config: DetectTrainConfig | dict, out_dir: str | Path, p
     ``out_dir`` must be empty, or an earlier reward's folder with ``overwrite``.
     """
     from tqdm.auto import tqdm
-
-    from textnorm_t2i.config import from_dict
-    from textnorm_t2i.rundir import mark_run_dir, prepare_run_dir
 
     cfg = config if isinstance(config, DetectTrainConfig) else from_dict(DetectTrainConfig, dict(config))
     lock, _ = prepare_run_dir(out_dir, kind="reward", overwrite=overwrite, marker="config.json", resumable=False)

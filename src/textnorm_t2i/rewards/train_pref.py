@@ -24,14 +24,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from textnorm_t2i.bench.tia2 import load_benchmark
+from textnorm_t2i.generate.load import load_generator
+from textnorm_t2i.io import write_text_atomic
+from textnorm_t2i.rewards.perceive import look
+from textnorm_t2i.rewards.registry import load_reward
 from textnorm_t2i.rewards.train_config import PrefTrainConfig
+from textnorm_t2i.rundir import mark_run_dir, prepare_run_dir
+from textnorm_t2i.world.grammar import SUBSETS, sample_prompts
+from textnorm_t2i.world.oracle import judge
 
 
 def preference_prompts(prompts_per_subset: int = 100, seed: int = 0) -> list[str]:
     """The prompts of shapes-pref's training data (none is a TIA2-Shapes caption); studies keep theirs apart."""
-    from textnorm_t2i.bench.tia2 import load_benchmark
-    from textnorm_t2i.world.grammar import SUBSETS, sample_prompts
-
     taken = {c for s in load_benchmark("shapes").values() for c in s.captions}
     prompts = []
     for subset in SUBSETS:
@@ -43,10 +48,6 @@ def preference_prompts(prompts_per_subset: int = 100, seed: int = 0) -> list[str
 def preference_data(cfg: PrefTrainConfig, progress: bool = True) -> dict:
     """Generated images, their prompts, oracle verdicts, looks and the simulated comparisons."""
     from tqdm.auto import tqdm
-
-    from textnorm_t2i.generate.load import load_generator
-    from textnorm_t2i.rewards.perceive import look
-    from textnorm_t2i.world.oracle import judge
 
     prompts = preference_prompts(cfg.prompts_per_subset, cfg.seed)
     pipe = load_generator("shapes")
@@ -83,10 +84,6 @@ def train_pref_reward(cfg: PrefTrainConfig, out_dir: str | Path, progress: bool 
                       overwrite: bool = False) -> Path:
     """Train ``shapes-pref``; writes ``config.json``, ``model.safetensors``, ``train_log.csv`` and ``data.json``."""
     from tqdm.auto import tqdm
-
-    from textnorm_t2i.io import write_text_atomic
-    from textnorm_t2i.rewards.registry import load_reward
-    from textnorm_t2i.rundir import mark_run_dir, prepare_run_dir
 
     lock, _ = prepare_run_dir(out_dir, kind="reward", overwrite=overwrite, marker="config.json",
                               resumable=False)

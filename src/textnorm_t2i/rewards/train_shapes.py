@@ -17,9 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from textnorm_t2i.config import from_dict
 from textnorm_t2i.io import write_text_atomic
 from textnorm_t2i.rewards.shapes import ShapesDualEncoder, ShapesReward, contrastive_loss, reward_tokenizer
 from textnorm_t2i.rewards.train_config import RewardTrainConfig
+from textnorm_t2i.rundir import mark_run_dir, prepare_run_dir
 from textnorm_t2i.world.grammar import Clause, Spec
 from textnorm_t2i.world.scene import Scene, draw_scene, sample_scene
 from textnorm_t2i.world.vocab import COLORS, LEAD_INS, NUMBER_WORD, PLURAL, RELATION_PHRASE, SHAPES
@@ -84,9 +86,6 @@ def train_reward(config: RewardTrainConfig | dict, out_dir: str | Path, progress
     ``out_dir`` must be empty, or an earlier reward's folder with ``overwrite``.
     """
     from tqdm.auto import tqdm
-
-    from textnorm_t2i.config import from_dict
-    from textnorm_t2i.rundir import mark_run_dir, prepare_run_dir
 
     typed = config if isinstance(config, RewardTrainConfig) else from_dict(RewardTrainConfig, dict(config))
     cfg = typed.to_dict()

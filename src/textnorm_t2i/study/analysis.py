@@ -11,7 +11,15 @@ from typing import Any
 
 import numpy as np
 
+from textnorm_t2i.analysis.diagnose import diagnose
 from textnorm_t2i.bench.evaluate import summarize
+from textnorm_t2i.io import read_json
+from textnorm_t2i.rewards.perceive import PRESETS, PerceiveReward
+from textnorm_t2i.study.config import SFT_CONTROLS
+from textnorm_t2i.study.evaluate import score_uint8
+from textnorm_t2i.study.objectives import ObjectiveScorer, choose_temperatures
+from textnorm_t2i.study.objectives import family as family_of
+from textnorm_t2i.world.annotators import simulate_votes
 
 
 def mean_ci(values: np.ndarray, n_bootstrap: int = 1000, seed: int = 0) -> dict:
@@ -88,11 +96,6 @@ def perceive_map(cfg: Any, images: Any, prompts: list[str], gold: np.ndarray, pr
 
     from tqdm.auto import tqdm
 
-    from textnorm_t2i.analysis.diagnose import diagnose
-    from textnorm_t2i.rewards.perceive import PRESETS, PerceiveReward
-    from textnorm_t2i.study.evaluate import score_uint8
-    from textnorm_t2i.study.objectives import ObjectiveScorer, choose_temperatures
-
     m = cfg.map
     noisy = PRESETS["shapes-perceive-noisy"]["noise"]
     shape = gold.shape
@@ -168,8 +171,6 @@ def side_by_side(aligned_a: np.ndarray, aligned_b: np.ndarray, prompt_index: np.
     its image is judged aligned and B's is not, loses in the reverse case, and ties otherwise. CIs are
     bootstraps over prompts (pairs of one prompt resampled together).
     """
-    from textnorm_t2i.world.annotators import simulate_votes
-
     def judged(aligned: np.ndarray, s: int) -> np.ndarray:
         votes = simulate_votes(aligned.astype(bool), annotators, flip, unsure, seed=s)
         yes, no = (votes == 1).sum(1), (votes == 0).sum(1)
@@ -189,8 +190,6 @@ def side_by_side(aligned_a: np.ndarray, aligned_b: np.ndarray, prompt_index: np.
 
 
 def _family_best(candidates: dict[str, list[dict]], family: str, validation: set[str]) -> str | None:
-    from textnorm_t2i.study.objectives import family as family_of
-
     best, best_gold = None, -1.0
     for name, recs in candidates.items():
         if family_of(name) != family:
@@ -279,8 +278,6 @@ def _selection_keys(objective: str) -> tuple[str, str]:
 
 def compare(study: Any) -> dict:
     """Side-by-side judgments per method, and RL checkpoint selection without gold."""
-    from textnorm_t2i.io import read_json
-
     cfg = study.cfg
     sbs, n_boot = cfg.side_by_side, cfg.bootstrap
     out: dict[str, Any] = {}
@@ -292,8 +289,6 @@ def compare(study: Any) -> dict:
     load = lambda tag: read_json(study.work / "eval" / f"{tag}.json")  # noqa: E731
     sft = study.result("sft") or {}
     if sft and not sft.get("skipped"):
-        from textnorm_t2i.study.config import SFT_CONTROLS
-
         out["sft"] = compare_models({o: load(r["tag"]) for o, r in sft.items() if o not in SFT_CONTROLS}, eval_prompts,
                                     sbs, cfg.seed, n_boot)
     rl = study.result("rl") or {}

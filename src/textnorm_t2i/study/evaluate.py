@@ -18,7 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from textnorm_t2i.world.oracle import fidelity
+from textnorm_t2i.finetune.common import derived_seed
+from textnorm_t2i.finetune.ddim import DDIMPolicy, sample_with_step_kl
+from textnorm_t2i.generate.grid import to_uint8
+from textnorm_t2i.world.oracle import fidelity, judge
 
 
 @dataclass
@@ -35,8 +38,6 @@ def sample_with_kl(backend: Any, prompts: list[str], policy: Any, guidance_scale
                    unet: Any = None, base: Any = None) -> tuple[torch.Tensor, np.ndarray]:
     """Images (float ``[0, 1]``) sampled by ``unet`` with the stochastic policy, and each trajectory's KL from
     the base model summed over every step (see :func:`~textnorm_t2i.finetune.ddim.sample_with_step_kl`)."""
-    from textnorm_t2i.finetune.ddim import sample_with_step_kl
-
     images, per_step = sample_with_step_kl(backend, prompts, policy, guidance_scale, generator, unet, base)
     return images, per_step.sum(axis=1)
 
@@ -46,10 +47,6 @@ def sample_eval(backend: Any, prompts: list[str], samples_per_prompt: int, steps
                 ) -> EvalImages:
     """``samples_per_prompt`` images per prompt, the same noise for every model (seeded per chunk)."""
     from tqdm.auto import tqdm
-
-    from textnorm_t2i.finetune.common import derived_seed
-    from textnorm_t2i.finetune.ddim import DDIMPolicy
-    from textnorm_t2i.generate.grid import to_uint8
 
     policy = DDIMPolicy(backend.pipe.scheduler.config, steps, eta=1.0)
     flat = [(p, s) for s in range(samples_per_prompt) for p in prompts]
@@ -65,8 +62,6 @@ def sample_eval(backend: Any, prompts: list[str], samples_per_prompt: int, steps
 
 def judge_images(images: torch.Tensor, prompts: list[str]) -> list[dict]:
     """The oracle's verdict, reasons and fidelity of each uint8 image."""
-    from textnorm_t2i.world.oracle import judge
-
     out = []
     for img, prompt in zip(images, prompts):
         verdict = judge(img.permute(1, 2, 0).numpy(), prompt)

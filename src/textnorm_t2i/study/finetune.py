@@ -14,7 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from textnorm_t2i.finetune.common import adapters_off
 from textnorm_t2i.finetune.config import EvalConfig, LogConfig, PromptsConfig, RLConfig, SamplingConfig, SFTConfig
+from textnorm_t2i.finetune.rl import run_rl
+from textnorm_t2i.finetune.sft import SFTPool, run_sft
 from textnorm_t2i.study.config import SFT_CONTROLS
 from textnorm_t2i.world.truth import WorldTruth
 
@@ -45,8 +48,6 @@ def sft_config(study: Any, objective: str) -> SFTConfig:
 def sft_one(study: Any, objective: str) -> dict:
     """SFT (the one engine, :func:`~textnorm_t2i.finetune.sft.run_sft`) on the study's pool selected by
     ``objective`` (or a control); evaluated held-out by the study at the last step."""
-    from textnorm_t2i.finetune.sft import SFTPool, run_sft
-
     cfg = sft_config(study, objective)
     t0 = time.time()
     scores = study.pool_scores()
@@ -83,8 +84,6 @@ class StudyEvaluator:
         self.prompts = study.flat("eval")
 
     def __call__(self, step: int, extra: dict | None = None, unet: Any = None) -> dict:
-        from textnorm_t2i.finetune.common import adapters_off
-
         tag = f"{self.method}-{slug(self.objective)}-{step:04d}"
         if step == 0:
             import shutil
@@ -128,8 +127,6 @@ def read_eval_csv(path: Any) -> list[dict]:
 
 def rl_one(study: Any, objective: str) -> dict:
     """DDPO on ``objective`` (resumed from its last checkpoint when the run folder exists)."""
-    from textnorm_t2i.finetune.rl import run_rl
-
     cfg = rl_config(study, objective)
     folder = study.work / "rl" / slug(objective)
     t0 = time.time()

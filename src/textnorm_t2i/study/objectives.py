@@ -24,7 +24,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from textnorm_t2i.bench.evaluate import evaluate_subset, summarize
+from textnorm_t2i.bench.tia2 import load_benchmark
+from textnorm_t2i.calibrate.ensemble import Ensemble, combine
+from textnorm_t2i.calibrate.select import DEFAULT_LAMS, DEFAULT_TEMPERATURES, cross_validate, kfold_assignment
+from textnorm_t2i.calibrate.textnorm import normalize_sets, pad_sets
 from textnorm_t2i.errors import InputError
+from textnorm_t2i.io import open_image
+from textnorm_t2i.objectives.factory import load_members, normalise
+from textnorm_t2i.rewards.spec import RewardSpec
 
 METRIC = "auroc"
 
@@ -52,8 +60,6 @@ def label(objective: str) -> str:
 
 def _cv(values: np.ndarray, k: int, seed: int = 0) -> tuple[int, np.ndarray]:
     """``(global choice, held-out per-prompt values)`` of a grid ``(n_grid, n_prompts)`` by k-fold CV."""
-    from textnorm_t2i.calibrate.select import cross_validate, kfold_assignment
-
     folds = kfold_assignment(values.shape[1], k, seed)
     pick = cross_validate(values, folds)[folds]
     return int(np.argmax(values.mean(axis=1))), values[pick, np.arange(values.shape[1])]
@@ -71,15 +77,6 @@ def choose_temperatures(rewards: Sequence[str], ensemble: Sequence[str], benchma
     Returns ``{"rewards": {name: {temperature, raw, textnorm}}, "ur_lam": float, "ensembles": {...}}``.
     """
     from tqdm.auto import tqdm
-
-    from textnorm_t2i.bench.evaluate import evaluate_subset, summarize
-    from textnorm_t2i.bench.tia2 import load_benchmark
-    from textnorm_t2i.calibrate.ensemble import combine
-    from textnorm_t2i.calibrate.select import DEFAULT_LAMS, DEFAULT_TEMPERATURES
-    from textnorm_t2i.calibrate.textnorm import normalize_sets, pad_sets
-    from textnorm_t2i.io import open_image
-    from textnorm_t2i.objectives.factory import load_members, normalise
-    from textnorm_t2i.rewards.spec import RewardSpec
 
     grid = list(temperatures or DEFAULT_TEMPERATURES)
     lam_grid = list(lams or DEFAULT_LAMS)
@@ -138,9 +135,6 @@ class ObjectiveScorer:
     """
 
     def __init__(self, temperatures: dict[str, float], ensemble: Sequence[str] = (), ur_lam: float = 0.5):
-        from textnorm_t2i.objectives.factory import load_members, normalise
-        from textnorm_t2i.rewards.spec import RewardSpec
-
         self.temperatures = dict(temperatures)
         self.ensemble, self.ur_lam = list(ensemble), float(ur_lam)
         self.normed = {}
@@ -150,18 +144,12 @@ class ObjectiveScorer:
 
     def add(self, name: str, reward: Any, temperature: float) -> None:
         """Score another reward (raw and TextNorm, rules sets) under ``name``."""
-        from textnorm_t2i.objectives.factory import normalise
-        from textnorm_t2i.rewards.spec import RewardSpec
-
         spec = RewardSpec(name="shapes-perceive-clean", textnorm=True, temperature=temperature)
         self.temperatures[name] = temperature
         self.normed[name] = normalise(reward, spec)
 
     def __call__(self, images: Any, prompts: list[str]) -> dict[str, np.ndarray]:
         """``{objective: scores (N,)}`` for every ``raw/<r>``, ``tn/<r>`` and ensemble."""
-        from textnorm_t2i.calibrate.ensemble import combine
-        from textnorm_t2i.calibrate.textnorm import normalize_sets, pad_sets
-
         out: dict[str, np.ndarray] = {}
         for name, tn in self.normed.items():
             values, mask = pad_sets(tn.set_rewards(images, prompts))
@@ -179,8 +167,6 @@ class ObjectiveScorer:
     def reward(self, objective: str) -> Any:
         """The objective as a :class:`~textnorm_t2i.rewards.base.Reward` (what RL optimises); it scores exactly
         what ``self(images, prompts)[objective]`` gives."""
-        from textnorm_t2i.calibrate.ensemble import Ensemble
-
         if objective.startswith("raw/"):
             return self.normed[objective[4:]].reward
         if objective.startswith("tn/"):

@@ -15,7 +15,10 @@ from typing import Any
 import numpy as np
 
 from textnorm_t2i import tables
-from textnorm_t2i.io import atomic_write, write_json_atomic
+from textnorm_t2i.finetune.report import png_data_uri
+from textnorm_t2i.io import atomic_write, read_json, write_json_atomic
+from textnorm_t2i.rundir import mark_run_dir
+from textnorm_t2i.study.analysis import summarize_records
 from textnorm_t2i.study.objectives import family, label
 from textnorm_t2i.study.verdict import verdict
 
@@ -24,8 +27,6 @@ COLORS = {"raw": "tab:red", "textnorm": "tab:blue"}
 
 
 def _png(fig: Any) -> str:
-    from textnorm_t2i.finetune.report import png_data_uri
-
     return png_data_uri(fig, dpi=90)
 
 
@@ -179,8 +180,6 @@ def image_grid(study: Any, tag: str, objective: str | None, prompts: list[str]) 
     """One row of images (the first sample of each of ``prompts``) of an evaluation, captioned."""
     from safetensors.torch import load_file
 
-    from textnorm_t2i.io import read_json
-
     recs = read_json(study.work / "eval" / f"{tag}.json")
     images = load_file(study.work / "eval" / f"{tag}.safetensors")["images"].permute(0, 2, 3, 1).numpy()
     index = {(r["prompt"], r["sample"]): i for i, r in enumerate(recs)}
@@ -284,9 +283,6 @@ def _selection_table(sel: dict) -> str:
 
 def _rl_rows(rl: dict, study: Any) -> dict:
     """Add CI bounds to the RL evaluation rows from the stored evaluations."""
-    from textnorm_t2i.io import read_json
-    from textnorm_t2i.study.analysis import summarize_records
-
     for run in rl.values():
         for e in run["evals"]:
             path = study.work / "eval" / f"{e['tag']}.json"
@@ -315,8 +311,6 @@ def write_report(study: Any) -> None:
     import os
     import shutil
 
-    from textnorm_t2i.rundir import mark_run_dir
-
     final = Path(study.cfg.out)
     out = final / ".report.tmp"
     shutil.rmtree(out, ignore_errors=True)
@@ -331,8 +325,6 @@ def write_report(study: Any) -> None:
 
 
 def _write_report_files(study: Any, out: Path) -> None:
-    from textnorm_t2i.io import read_json
-
     cfg = study.cfg
     names = ("prompts", "temperatures", "bon", "map", "base", "sft", "rl", "compare", "timings")
     results = {n: study.result(n) for n in names}

@@ -30,10 +30,34 @@ from typing import Any
 import numpy as np
 import torch
 
+from textnorm_t2i.bench.tia2 import load_benchmark
+from textnorm_t2i.config import flatten, from_dict, read_yaml
+from textnorm_t2i.distributed import process_rank_world
 from textnorm_t2i.errors import InputError
-from textnorm_t2i.io import write_json_atomic
-from textnorm_t2i.rundir import hold_point
+from textnorm_t2i.finetune.backend import DiffusionBackend
+from textnorm_t2i.finetune.common import derived_seed
+from textnorm_t2i.finetune.ddim import DDIMPolicy, sample_trajectories
+from textnorm_t2i.finetune.models import load_pipeline, load_scheduler_config
+from textnorm_t2i.generate.grid import to_uint8
+from textnorm_t2i.io import atomic_write, check_writable, file_digest, write_json_atomic
+from textnorm_t2i.rewards.train_pref import preference_prompts
+from textnorm_t2i.rundir import (
+    MARKER_NAME,
+    RunFolder,
+    RunLock,
+    _check_same_config,
+    clearable_entries,
+    hold_point,
+    read_marker,
+    remove_entries,
+)
+from textnorm_t2i.study.analysis import bon_curves, compare, perceive_map, summarize_records
 from textnorm_t2i.study.config import StudyConfig
+from textnorm_t2i.study.evaluate import judge_images, records, sample_eval, score_uint8
+from textnorm_t2i.study.finetune import rl_one, sft_one
+from textnorm_t2i.study.objectives import ObjectiveScorer, choose_temperatures
+from textnorm_t2i.study.report import write_report
+from textnorm_t2i.world.grammar import SUBSETS, sample_prompts
 
 STAGES = ("prompts", "temperatures", "pool", "scores", "bon", "map", "base", "sft", "rl", "compare", "report")
 # Stages that split their work across the processes of `accelerate launch` (the rest run in one process).
@@ -65,8 +89,6 @@ def stage_settings(cfg: StudyConfig, stage: str) -> dict[str, Any]:
         >>> sorted(stage_settings(StudyConfig(), "pool"))[:3]
         ['generator', 'pool.chunk', 'pool.eta']
     """
-    from textnorm_t2i.config import flatten
-
     wanted, todo = set(), [stage]
     while todo:
         name = todo.pop()
@@ -92,8 +114,6 @@ class Study:
         self._results: dict[str, Any] = {}   # stage records read and verified once per process
         self.written: list[Path] = []         # artefacts the running stage wrote (their digests go in its record)
         self.timings: dict[str, float] = {}
-        from textnorm_t2i.distributed import process_rank_world
-
         self.rank, self.world = process_rank_world()
         self.main = self.rank == 0
 
@@ -127,9 +147,6 @@ class Study:
 
     def fresh_pipeline(self) -> Any:
         """A newly loaded generator on the study's device (each fine-tuning run starts from one)."""
-        from textnorm_t2i.finetune.backend import DiffusionBackend
-        from textnorm_t2i.finetune.models import load_pipeline
-
         pipe = load_pipeline(self.cfg.generator)
         pipe.to(self.device)
         return DiffusionBackend(pipe)
@@ -145,8 +162,6 @@ class Study:
         or an artefact it lists that is missing or changed (then the stage runs again, with a note)."""
         if name in self._results:
             return self._results[name]
-        from textnorm_t2i.io import file_digest
-
         path = self.stages / f"{name}.json"
         if not path.is_file():
             return None
@@ -180,8 +195,6 @@ class Study:
 
     def save(self, name: str, obj: Any) -> None:
         """Record a stage's result with the settings it ran with and the digests of the artefacts it wrote."""
-        from textnorm_t2i.io import file_digest
-
         rec = {"schema": STAGE_SCHEMA, "stage": name,
                "settings": stage_settings(self.cfg, name) if name in STAGES else {},
                "files": {str(p.relative_to(self.work)): file_digest(p) for p in self.written},
@@ -205,8 +218,6 @@ class Study:
     @property
     def scorer(self) -> Any:
         if self._scorer is None:
-            from textnorm_t2i.study.objectives import ObjectiveScorer
-
             t = self.result("temperatures")
             self._scorer = ObjectiveScorer({r: v["temperature"] for r, v in t["rewards"].items()},
                                            self.cfg.objectives.ensemble, t.get("ur_lam", 0.5))
@@ -214,10 +225,6 @@ class Study:
 
     # ------------------------------------------------------------------ stages
     def stage_prompts(self) -> None:
-        from textnorm_t2i.bench.tia2 import load_benchmark
-        from textnorm_t2i.rewards.train_pref import preference_prompts
-        from textnorm_t2i.world.grammar import SUBSETS, sample_prompts
-
         taken = {c for s in load_benchmark("shapes").values() for c in s.captions} | set(preference_prompts())
         p = self.cfg.prompts
         out: dict[str, Any] = {"train": {}, "eval": {}, "excluded": "TIA2-Shapes captions and shapes-pref's "
@@ -239,8 +246,6 @@ class Study:
         self.save("prompts", out)
 
     def stage_temperatures(self) -> None:
-        from textnorm_t2i.study.objectives import choose_temperatures
-
         o = self.cfg.objectives
         self.save("temperatures", choose_temperatures(o.rewards, o.ensemble, o.benchmark, o.k, o.temperatures,
                                                       o.lams, self.cfg.bootstrap, self.progress))
@@ -253,11 +258,6 @@ class Study:
     def stage_pool(self) -> None:
         from safetensors.torch import save
         from tqdm.auto import tqdm
-
-        from textnorm_t2i.finetune.common import derived_seed
-        from textnorm_t2i.finetune.ddim import DDIMPolicy, sample_trajectories
-        from textnorm_t2i.generate.grid import to_uint8
-        from textnorm_t2i.io import atomic_write, file_digest
 
         pc = self.cfg.pool
         folder = self.work / "pool"
@@ -291,9 +291,6 @@ class Study:
     def stage_scores(self) -> None:
         from safetensors.torch import save
 
-        from textnorm_t2i.io import atomic_write
-        from textnorm_t2i.study.evaluate import judge_images, score_uint8
-
         images = self.load_pool("images")
         prompts = [q for q in self.flat("train") for _ in range(self.cfg.pool.n_max)]
         if self.main:
@@ -324,8 +321,6 @@ class Study:
         return {k: v.numpy() for k, v in load_file(self.stages / "pool_scores.safetensors").items()}
 
     def stage_bon(self) -> None:
-        from textnorm_t2i.study.analysis import bon_curves
-
         self.save("bon", bon_curves(self.pool_scores(), self.cfg.objective_names(), self.cfg.pool.ns,
                                     self.train_subsets(), self.cfg.bootstrap))
 
@@ -336,8 +331,6 @@ class Study:
         if not self.cfg.map.enabled:
             self.save("map", {"skipped": True})
             return
-        from textnorm_t2i.study.analysis import perceive_map
-
         images = self.load_pool("images")
         prompts = [q for q in self.flat("train") for _ in range(self.cfg.pool.n_max)]
         self.save("map", perceive_map(self.cfg, images, prompts, self.pool_scores()["gold"], self.progress))
@@ -347,10 +340,6 @@ class Study:
         """Sample the held-out prompts with ``unet`` (default: the base model), score, judge; write
         ``eval/<tag>.safetensors`` (images) and ``eval/<tag>.json`` (records); return the summary."""
         from safetensors.torch import save
-
-        from textnorm_t2i.io import atomic_write
-        from textnorm_t2i.study.analysis import summarize_records
-        from textnorm_t2i.study.evaluate import records, sample_eval, score_uint8
 
         folder = self.work / "eval"
         folder.mkdir(parents=True, exist_ok=True)
@@ -373,8 +362,6 @@ class Study:
         if not self.cfg.sft.enabled:
             self.save("sft", {"skipped": True})
             return
-        from textnorm_t2i.study.finetune import sft_one
-
         done = self.result("sft_partial") or {}
         for objective in self.cfg.sft.objectives:
             if objective in done:
@@ -389,8 +376,6 @@ class Study:
         if not self.cfg.rl.enabled:
             self.save("rl", {"skipped": True})
             return
-        from textnorm_t2i.study.finetune import rl_one
-
         done = {}
         for objective in self.cfg.rl.objectives:
             _log(f"RL (DDPO) on {objective}")
@@ -398,13 +383,9 @@ class Study:
         self.save("rl", done)
 
     def stage_compare(self) -> None:
-        from textnorm_t2i.study.analysis import compare
-
         self.save("compare", compare(self))
 
     def stage_report(self) -> None:
-        from textnorm_t2i.study.report import write_report
-
         write_report(self)
 
 
@@ -454,8 +435,6 @@ def check_report_folder(out: Path, work: str, overwrite: bool) -> None:
     """``out`` may take this study's report: it is empty, or holds a report (marked ``.textnorm-run``, kind
     ``report``) of the study in ``work`` and nothing else; another study's report is replaced only with
     ``overwrite``."""
-    from textnorm_t2i.rundir import clearable_entries, read_marker
-
     if not [p for p in out.iterdir() if p.name != ".lock"]:
         return
     clearable_entries(out, "report")  # a folder no study report made, or with files of its own: refused
@@ -531,15 +510,10 @@ def run_study(config: StudyConfig | dict, resume: bool = False, overwrite: bool 
 
     ``redo`` names stages to run again even when done (e.g. ``["report"]`` after changing the report code).
     """
-    from textnorm_t2i.config import from_dict
-    from textnorm_t2i.rundir import RunFolder, RunLock
-
     cfg = config if isinstance(config, StudyConfig) else from_dict(StudyConfig, dict(config), "config")
     bad = [s for s in (only or []) + (redo or []) if s not in STAGES]
     if bad:
         raise InputError(f"unknown stage(s) {bad} (stages: {', '.join(STAGES)})")
-    from textnorm_t2i.distributed import process_rank_world
-
     rank, world = process_rank_world()
     if world > 1:
         unsharded = [s for s in (only or STAGES) if s not in SHARDED + PREREQUISITES]
@@ -547,11 +521,7 @@ def run_study(config: StudyConfig | dict, resume: bool = False, overwrite: bool 
             raise InputError(f"under accelerate launch ({world} processes) the study runs only the stages that shard "
                              f"({', '.join(SHARDED)}) and what they need ({', '.join(PREREQUISITES)}): pass --only "
                              f"{' '.join(PREREQUISITES + SHARDED)}, then run the rest in one process with --resume")
-    from textnorm_t2i.io import check_writable
-
     check_writable(Path(cfg.out) / "report.html")
-    from textnorm_t2i.finetune.models import load_scheduler_config
-
     load_scheduler_config(cfg.generator)  # a missing or broken generator is found before any work or clearing
     run = RunFolder(cfg.work, cfg, kind="study", resume=resume, overwrite=overwrite, main=rank == 0).open()
     # `out` is locked too: two studies (other work folders) writing one report folder would mix their files.
@@ -570,16 +540,11 @@ def run_study(config: StudyConfig | dict, resume: bool = False, overwrite: bool 
     try:
         saved = run.folder / "config.yaml"
         if resume and saved.is_file():
-            from textnorm_t2i.config import read_yaml
-            from textnorm_t2i.rundir import _check_same_config
-
             _check_same_config(saved, StudyConfig, read_yaml(saved), cfg.to_dict())
         study = Study(cfg, progress)
         _check_stage_plan(study, only, redo or [], fresh=overwrite)  # before the folder is touched
         run.start()
         if overwrite and out_lock is not None:  # the earlier study's report goes with its work folder
-            from textnorm_t2i.rundir import MARKER_NAME, clearable_entries, remove_entries
-
             remove_entries([p for p in clearable_entries(Path(cfg.out), "report") if p.name != MARKER_NAME])
         if study.main:
             study.stages.mkdir(parents=True, exist_ok=True)
