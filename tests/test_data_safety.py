@@ -596,7 +596,7 @@ def test_a_report_that_fails_half_way_leaves_the_earlier_report_whole(tmp_path, 
 
     monkeypatch.setattr(report, "_write_report_files", half)
     with pytest.raises(RuntimeError):
-        report.write_report(SimpleNamespace(cfg=SimpleNamespace(out=str(out), work="runs/s")))
+        report.write_report(report.ReportInputs(SimpleNamespace(out=str(out), work="runs/s"), {}, tmp_path))
     assert {p.name: p.read_text() for p in out.iterdir()} == {n: f"old {n}" for n in report.REPORT_FILES}
 
 

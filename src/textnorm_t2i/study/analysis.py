@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ from textnorm_t2i.analysis.diagnose import diagnose
 from textnorm_t2i.bench.evaluate import summarize
 from textnorm_t2i.io import read_json
 from textnorm_t2i.rewards.perceive import PRESETS, PerceiveReward
-from textnorm_t2i.study.config import SFT_CONTROLS
+from textnorm_t2i.study.config import SFT_CONTROLS, StudyConfig
 from textnorm_t2i.study.evaluate import score_uint8
 from textnorm_t2i.study.objectives import ObjectiveScorer, choose_temperatures
 from textnorm_t2i.study.objectives import family as family_of
@@ -89,7 +90,7 @@ def bon_curves(scores: dict[str, np.ndarray], objectives: Sequence[str], ns: Seq
     return out
 
 
-def perceive_map(cfg: Any, images: Any, prompts: list[str], gold: np.ndarray, progress: bool = True) -> dict:
+def perceive_map(cfg: StudyConfig, images: Any, prompts: list[str], gold: np.ndarray, progress: bool = True) -> dict:
     """For each (look weight, noise scale): gold of best-of-n by TextNorm minus by the raw reward (paired CI over
     prompts), the CV temperature, and the cell's diagnosis (offset / contrast AUROC on TIA2-Shapes)."""
     from dataclasses import replace
@@ -226,11 +227,10 @@ def compare_models(candidates: dict[str, list[dict]], prompts: list[str], sbs: A
     return out
 
 
-def bon_records(study: Any, objective: str, n: int) -> list[dict]:
-    """Best-of-n picks from the pool as evaluation-like records (``sample`` = group index)."""
-    scores = study.pool_scores()
+def bon_records(scores: dict[str, np.ndarray], prompts: list[str], objective: str, n: int) -> list[dict]:
+    """Best-of-n picks from the pool (``scores``: objective and ``gold`` arrays, prompts x samples) as
+    evaluation-like records (``sample`` = group index)."""
     picks = bon_picks(scores[objective], n)
-    prompts = study.flat("train")
     return [{"prompt": p, "sample": g, "aligned": bool(scores["gold"][i, picks[i, g]])}
             for i, p in enumerate(prompts) for g in range(picks.shape[1])]
 
@@ -276,22 +276,22 @@ def _selection_keys(objective: str) -> tuple[str, str]:
     return "ens-mean-raw", "ens-mean-tn"
 
 
-def compare(study: Any) -> dict:
-    """Side-by-side judgments per method, and RL checkpoint selection without gold."""
-    cfg = study.cfg
+def compare(cfg: StudyConfig, train_prompts: list[str], eval_prompts: list[str], pool_scores: dict[str, np.ndarray],
+            sft: dict | None, rl: dict | None, evaluations: Path) -> dict:
+    """Side-by-side judgments per method (best-of-n on the pool of ``train_prompts``; SFT and RL on the stored
+    evaluations of ``eval_prompts``), and RL checkpoint selection without gold."""
     sbs, n_boot = cfg.side_by_side, cfg.bootstrap
     out: dict[str, Any] = {}
     objectives = cfg.objective_names()
-    out["bon"] = compare_models({o: bon_records(study, o, sbs.best_of) for o in objectives}, study.flat("train"),
-                                sbs, cfg.seed, n_boot)
+    out["bon"] = compare_models({o: bon_records(pool_scores, train_prompts, o, sbs.best_of) for o in objectives},
+                                train_prompts, sbs, cfg.seed, n_boot)
     out["bon"]["n"] = sbs.best_of
-    eval_prompts = study.flat("eval")
-    load = lambda tag: read_json(study.work / "eval" / f"{tag}.json")  # noqa: E731
-    sft = study.result("sft") or {}
+    load = lambda tag: read_json(evaluations / f"{tag}.json")  # noqa: E731
+    sft = sft or {}
     if sft and not sft.get("skipped"):
         out["sft"] = compare_models({o: load(r["tag"]) for o, r in sft.items() if o not in SFT_CONTROLS}, eval_prompts,
                                     sbs, cfg.seed, n_boot)
-    rl = study.result("rl") or {}
+    rl = rl or {}
     if rl and not rl.get("skipped"):
         out["rl"] = compare_models({o: load(r["evals"][-1]["tag"]) for o, r in rl.items()}, eval_prompts, sbs,
                                    cfg.seed, n_boot)

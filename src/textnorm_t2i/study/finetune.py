@@ -10,7 +10,7 @@ import csv
 import json
 import time
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from textnorm_t2i.finetune.rl import run_rl
 from textnorm_t2i.finetune.sft import SFTPool, run_sft
 from textnorm_t2i.study.config import SFT_CONTROLS
 from textnorm_t2i.world.truth import WorldTruth
+
+if TYPE_CHECKING:  # run.py runs these stages (a type only: no import cycle at run time)
+    from textnorm_t2i.study.run import Study
 
 
 def slug(objective: str) -> str:
@@ -32,7 +35,7 @@ def slug(objective: str) -> str:
     return objective.replace("/", "-")
 
 
-def sft_config(study: Any, objective: str) -> SFTConfig:
+def sft_config(study: Study, objective: str) -> SFTConfig:
     """The SFT config of one objective's run: the study's ``sft.train`` with what the study sets for every run
     (its pool's sampler and prompts, the run folder, the selection, one evaluation at the end)."""
     cfg = study.cfg
@@ -45,7 +48,7 @@ def sft_config(study: Any, objective: str) -> SFTConfig:
                    checkpoints_total_limit=1, log=LogConfig(report_to=["csv"]))
 
 
-def sft_one(study: Any, objective: str) -> dict:
+def sft_one(study: Study, objective: str) -> dict:
     """SFT (the one engine, :func:`~textnorm_t2i.finetune.sft.run_sft`) on the study's pool selected by
     ``objective`` (or a control); evaluated held-out by the study at the last step."""
     cfg = sft_config(study, objective)
@@ -79,7 +82,7 @@ class StudyEvaluator:
     evaluation is reused rather than sampled again.
     """
 
-    def __init__(self, study: Any, objective: str, trainee: Any, method: str = "rl"):
+    def __init__(self, study: Study, objective: str, trainee: Any, method: str = "rl"):
         self.study, self.objective, self.trainee, self.method = study, objective, trainee, method
         self.prompts = study.flat("eval")
 
@@ -109,7 +112,7 @@ class StudyEvaluator:
         """Nothing to load (see :meth:`save_base`)."""
 
 
-def rl_config(study: Any, objective: str) -> RLConfig:
+def rl_config(study: Study, objective: str) -> RLConfig:
     """The RL config of one objective's run: the study's ``rl.train`` with its prompts, folder and evaluation (the
     same for every objective but the folder; the reward is passed to the run)."""
     cfg, rc = study.cfg, study.cfg.rl
@@ -125,7 +128,7 @@ def read_eval_csv(path: Any) -> list[dict]:
     return [{k: (v if k == "tag" else float(v)) for k, v in r.items()} for r in rows]
 
 
-def rl_one(study: Any, objective: str) -> dict:
+def rl_one(study: Study, objective: str) -> dict:
     """DDPO on ``objective`` (resumed from its last checkpoint when the run folder exists)."""
     cfg = rl_config(study, objective)
     folder = study.work / "rl" / slug(objective)

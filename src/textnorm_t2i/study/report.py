@@ -9,16 +9,19 @@ import base64
 import html
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors.torch import load_file
 
 from textnorm_t2i import tables
 from textnorm_t2i.finetune.report import png_data_uri
 from textnorm_t2i.io import atomic_write, read_json, write_json_atomic
 from textnorm_t2i.rundir import mark_run_dir
 from textnorm_t2i.study.analysis import summarize_records
+from textnorm_t2i.study.config import StudyConfig
 from textnorm_t2i.study.objectives import family, label
 from textnorm_t2i.study.verdict import verdict
 
@@ -176,12 +179,10 @@ def _image_cell(img: np.ndarray, rec: dict, objective: str | None) -> str:
             f"<br><small>{html.escape(why)}</small></figcaption></figure>")
 
 
-def image_grid(study: Any, tag: str, objective: str | None, prompts: list[str]) -> str:
+def image_grid(evaluations: Path, tag: str, objective: str | None, prompts: list[str]) -> str:
     """One row of images (the first sample of each of ``prompts``) of an evaluation, captioned."""
-    from safetensors.torch import load_file
-
-    recs = read_json(study.work / "eval" / f"{tag}.json")
-    images = load_file(study.work / "eval" / f"{tag}.safetensors")["images"].permute(0, 2, 3, 1).numpy()
+    recs = read_json(evaluations / f"{tag}.json")
+    images = load_file(evaluations / f"{tag}.safetensors")["images"].permute(0, 2, 3, 1).numpy()
     index = {(r["prompt"], r["sample"]): i for i, r in enumerate(recs)}
     cells = [_image_cell(images[index[(p, 0)]], recs[index[(p, 0)]], objective) for p in prompts]
     return f"<div class=grid>{''.join(cells)}</div>"
@@ -281,13 +282,13 @@ def _selection_table(sel: dict) -> str:
                   "the ORACLE row uses gold on the validation prompts")
 
 
-def _rl_rows(rl: dict, study: Any) -> dict:
+def _rl_rows(rl: dict, evaluations: Path, n_bootstrap: int) -> dict:
     """Add CI bounds to the RL evaluation rows from the stored evaluations."""
     for run in rl.values():
         for e in run["evals"]:
-            path = study.work / "eval" / f"{e['tag']}.json"
+            path = evaluations / f"{e['tag']}.json"
             if path.is_file() and "gold_lo" not in e:
-                s = summarize_records(read_json(path), study.cfg.bootstrap)
+                s = summarize_records(read_json(path), n_bootstrap)
                 e["gold_lo"], e["gold_hi"] = s["gold"]["ci"]
                 e["fidelity_lo"], e["fidelity_hi"] = s["fidelity"]["ci"]
                 e["summary"] = s
@@ -304,32 +305,41 @@ def _not_run(result: dict | None, section: str) -> str:
 REPORT_FILES = ("results.json", "samples.jsonl", "report.html")
 
 
-def write_report(study: Any) -> None:
-    """Write ``report.html``, ``results.json`` and ``samples.jsonl`` into ``study.cfg.out`` as one unit: they are
-    made in a staging folder and moved into place together only when all three are complete, so a failed report
-    never leaves new results beside an old report."""
+@dataclass
+class ReportInputs:
+    """What the report is made of: the study's config, every stage's result (``None``: not run yet) and the folder
+    of the stored evaluations (``<tag>.json`` records, ``<tag>.safetensors`` images)."""
+
+    cfg: StudyConfig
+    results: dict[str, Any]
+    evaluations: Path
+
+
+def write_report(inputs: ReportInputs) -> None:
+    """Write ``report.html``, ``results.json`` and ``samples.jsonl`` into ``cfg.out`` as one unit: they are made in
+    a staging folder and moved into place together only when all three are complete, so a failed report never
+    leaves new results beside an old report."""
     import os
     import shutil
 
-    final = Path(study.cfg.out)
+    final = Path(inputs.cfg.out)
     out = final / ".report.tmp"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     try:
-        _write_report_files(study, out)
+        _write_report_files(inputs, out)
         for name in REPORT_FILES:
             os.replace(out / name, final / name)
-        mark_run_dir(final, "report", work=study.cfg.work)  # whose report this is (see run.check_report_folder)
+        mark_run_dir(final, "report", work=inputs.cfg.work)  # whose report this is (see run.check_report_folder)
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
 
-def _write_report_files(study: Any, out: Path) -> None:
-    cfg = study.cfg
-    names = ("prompts", "temperatures", "bon", "map", "base", "sft", "rl", "compare", "timings")
-    results = {n: study.result(n) for n in names}
+def _write_report_files(inputs: ReportInputs, out: Path) -> None:
+    cfg, evaluations = inputs.cfg, inputs.evaluations
+    results = dict(inputs.results)
     if results["rl"] and not results["rl"].get("skipped"):
-        results["rl"] = _rl_rows(results["rl"], study)
+        results["rl"] = _rl_rows(results["rl"], evaluations, cfg.bootstrap)
     results["config"] = cfg.to_dict()
     write_json_atomic(out / "results.json", results)
 
@@ -345,7 +355,7 @@ def _write_report_files(study: Any, out: Path) -> None:
                 tags.append((e["tag"], o, f"RL: {label(o)} @ epoch {int(e['step'])}"))
     with atomic_write(out / "samples.jsonl") as f:
         for tag, _objective, _title in tags:
-            for r in read_json(study.work / "eval" / f"{tag}.json"):
+            for r in read_json(evaluations / f"{tag}.json"):
                 f.write(json.dumps({"model": tag, **r}) + "\n")
 
     h = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>textnorm study</title><style>{CSS}"
@@ -416,7 +426,7 @@ def _write_report_files(study: Any, out: Path) -> None:
                  "captioned with the optimised reward and the oracle's verdict and reasons.</p>")
         h.append("<p class=prompts>Prompts, left to right: " + "; ".join(html.escape(q) for q in evals) + "</p>")
         for tag, objective, title in tags:
-            h += [f"<h3>{html.escape(title)}</h3>", image_grid(study, tag, objective, evals)]
+            h += [f"<h3>{html.escape(title)}</h3>", image_grid(evaluations, tag, objective, evals)]
     if results["timings"]:
         h.append(_table(["stage", "seconds"], [[k, f"{v:.0f}"] for k, v in results["timings"].items()],
                         "Time of each stage on this machine"))

@@ -56,7 +56,7 @@ from textnorm_t2i.study.config import StudyConfig
 from textnorm_t2i.study.evaluate import judge_images, records, sample_eval, score_uint8
 from textnorm_t2i.study.finetune import rl_one, sft_one
 from textnorm_t2i.study.objectives import ObjectiveScorer, choose_temperatures
-from textnorm_t2i.study.report import write_report
+from textnorm_t2i.study.report import ReportInputs, write_report
 from textnorm_t2i.world.grammar import SUBSETS, sample_prompts
 
 STAGES = ("prompts", "temperatures", "pool", "scores", "bon", "map", "base", "sft", "rl", "compare", "report")
@@ -383,10 +383,12 @@ class Study:
         self.save("rl", done)
 
     def stage_compare(self) -> None:
-        self.save("compare", compare(self))
+        self.save("compare", compare(self.cfg, self.flat("train"), self.flat("eval"), self.pool_scores(),
+                                     self.result("sft"), self.result("rl"), self.work / "eval"))
 
     def stage_report(self) -> None:
-        write_report(self)
+        names = ("prompts", "temperatures", "bon", "map", "base", "sft", "rl", "compare", "timings")
+        write_report(ReportInputs(self.cfg, {n: self.result(n) for n in names}, self.work / "eval"))
 
 
 def _run_stages(study: Study, only: list[str] | None, redo: list[str], timings: dict,
