@@ -39,6 +39,12 @@ class KeysHelp(argparse.RawDescriptionHelpFormatter, DefaultsHelp):
     """A description kept as written (a list of config keys) and the defaults in the help."""
 
 
+def add_group(sub: argparse._SubParsersAction, name: str, help: str) -> argparse._SubParsersAction:
+    """A command group (``textnorm NAME ...``) and the sub-parsers of its commands."""
+    group = sub.add_parser(name, help=help)
+    return group.add_subparsers(dest=f"{name}_command", required=True, parser_class=Parser)
+
+
 def int_in(lo: int, hi: int | None = None):
     """An argparse type: an integer in [lo, hi].
 

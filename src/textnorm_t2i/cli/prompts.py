@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from textnorm_t2i.cli.common import Parser, check_output, float_in, int_in
+from textnorm_t2i.cli.common import add_group, check_output, float_in, int_in
 from textnorm_t2i.errors import InputError
 
 
@@ -40,8 +40,7 @@ def cmd_prompts_generate(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """``prompts generate``."""
-    prompts = sub.add_parser("prompts", help="contrastive prompt sets")
-    psub = prompts.add_subparsers(dest="prompts_command", required=True, parser_class=Parser)
+    psub = add_group(sub, "prompts", "contrastive prompt sets")
     gen = psub.add_parser("generate", help="contrastive sets from rules or a language model")
     gen.add_argument("--method", choices=("rules", "llm"), required=True)
     gen.add_argument("--in", dest="input", required=True, metavar="PROMPTS", help="text file (one per line) or JSON")

@@ -6,7 +6,16 @@ import argparse
 import json
 import sys
 
-from textnorm_t2i.cli.common import Parser, add_output, add_reward, check_output, emit, float_in, int_in, write_jsonl
+from textnorm_t2i.cli.common import (
+    add_group,
+    add_output,
+    add_reward,
+    check_output,
+    emit,
+    float_in,
+    int_in,
+    write_jsonl,
+)
 from textnorm_t2i.errors import InputError
 
 
@@ -131,8 +140,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """``rewards list``, ``score``, ``calibrate``, ``diagnose``."""
-    rewards = sub.add_parser("rewards", help="reward models")
-    rsub = rewards.add_subparsers(dest="rewards_command", required=True, parser_class=Parser)
+    rsub = add_group(sub, "rewards", "reward models")
     rlist = rsub.add_parser("list", help="every registered reward")
     rlist.add_argument("--json", action="store_true", help="print JSON")
     rlist.set_defaults(func=cmd_rewards_list)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from textnorm_t2i.cli.common import Parser
+from textnorm_t2i.cli.common import add_group
 from textnorm_t2i.errors import InputError
 
 
@@ -83,8 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="run the main job on the embedded default")
     demo.set_defaults(func=cmd_demo)
 
-    study = sub.add_parser("study", help="the study: does optimising TextNorm give better-aligned models?")
-    ssub = study.add_subparsers(dest="study_command", required=True, parser_class=Parser)
+    ssub = add_group(sub, "study", "the study: does optimising TextNorm give better-aligned models?")
     ssum = ssub.add_parser("summary", help="the markdown summary of a study's results.json (docs/study.md's section)",
                            epilog="example: textnorm study summary --results docs/study/results.json")
     ssum.add_argument("--results", default="docs/study/results.json", metavar="FILE", help="a study's results.json")

@@ -6,7 +6,15 @@ import argparse
 import json
 import sys
 
-from textnorm_t2i.cli.common import Parser, add_benchmark, add_output, add_reward, check_output, emit, write_jsonl
+from textnorm_t2i.cli.common import (
+    add_benchmark,
+    add_group,
+    add_output,
+    add_reward,
+    check_output,
+    emit,
+    write_jsonl,
+)
 from textnorm_t2i.cli.rewards import processes_note, reward_from_args
 from textnorm_t2i.errors import InputError
 
@@ -108,8 +116,7 @@ def published_table(benchmark: str | None = None, subsets: list[str] | None = No
 
 def register(sub: argparse._SubParsersAction) -> None:
     """``tia2 info | table | eval | score``."""
-    tia2 = sub.add_parser("tia2", help="TIA2 benchmark: info, published table, evaluate your scores")
-    tsub = tia2.add_subparsers(dest="tia2_command", required=True, parser_class=Parser)
+    tsub = add_group(sub, "tia2", "TIA2 benchmark: info, published table, evaluate your scores")
 
     info = tsub.add_parser("info", help="prompts, images, evaluated prompts and aligned fraction per subset")
     add_benchmark(info)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from textnorm_t2i.cli.common import Parser, add_run_options, check_output, float_in, int_in
+from textnorm_t2i.cli.common import add_group, add_run_options, check_output, float_in, int_in
 from textnorm_t2i.errors import InputError
 
 IMAGE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP"}
@@ -85,8 +85,7 @@ def cmd_train_reward(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """``train generator | reward`` and ``generate``."""
-    train = sub.add_parser("train", help="train the embedded models")
-    trsub = train.add_subparsers(dest="train_command", required=True, parser_class=Parser)
+    trsub = add_group(sub, "train", "train the embedded models")
     tg = trsub.add_parser("generator", help="train the embedded text-to-image model from scratch")
     tg.add_argument("--config", metavar="FILE", help="YAML config, e.g. configs/generator.yaml "
                     "(default: the built-in one)")

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from textnorm_t2i.cli.common import Parser, add_output, check_output, emit, int_in
+from textnorm_t2i.cli.common import add_group, add_output, check_output, emit, int_in
 from textnorm_t2i.errors import InputError
 
 
@@ -74,8 +74,7 @@ def cmd_world_benchmark_table(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """``world render | judge | prompts | benchmark build | benchmark table``."""
-    world = sub.add_parser("world", help="the embedded synthetic world")
-    wsub = world.add_subparsers(dest="world_command", required=True, parser_class=Parser)
+    wsub = add_group(sub, "world", "the embedded synthetic world")
     wr = wsub.add_parser("render", help="draw a random scene that satisfies a prompt")
     wr.add_argument("--prompt", required=True)
     wr.add_argument("--seed", type=int, default=0, help="scene seed")
@@ -94,8 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     wp.add_argument("--seed", type=int, default=0, help="sampling seed")
     wp.set_defaults(func=cmd_world_prompts)
 
-    wb = wsub.add_parser("benchmark", help="TIA2-Shapes: build it, or print its misalignment table")
-    wbsub = wb.add_subparsers(dest="benchmark_command", required=True, parser_class=Parser)
+    wbsub = add_group(wsub, "benchmark", "TIA2-Shapes: build it, or print its misalignment table")
     wbb = wbsub.add_parser("build", help="build TIA2-Shapes from the embedded generator")
     wbb.add_argument("-o", "--output", required=True, metavar="DIR")
     wbb.add_argument("--prompts-per-subset", type=int_in(1, 10_000), default=40, help="prompts per subset")
