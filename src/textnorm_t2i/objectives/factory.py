@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 from textnorm_t2i.calibrate.ensemble import Ensemble
 from textnorm_t2i.calibrate.textnorm import TextNorm
@@ -40,9 +40,22 @@ def rule_vocabulary(spec: RewardSpec) -> tuple[str, ...]:
     """
     if spec.colors:
         return tuple(spec.colors)
-    if reward_entry(spec.names[0]).vocabulary == "world":
-        return tuple(WORLD_COLORS)
-    return OPEN_COLORS
+    return vocabulary_colors(reward_entry(spec.names[0]).vocabulary)
+
+
+def vocabulary_colors(vocabulary: Literal["world", "open"]) -> tuple[str, ...]:
+    """The colour words of a declared vocabulary: the world's four, or the open rules' list.
+
+    Example:
+        >>> vocabulary_colors("world")
+        ('red', 'green', 'blue', 'yellow')
+    """
+    return tuple(WORLD_COLORS) if vocabulary == "world" else OPEN_COLORS
+
+
+def normalise_by_rules(reward: Reward, temperature: float, vocabulary: Literal["world", "open"]) -> Reward:
+    """TextNorm of a reward built outside the registry, over rule sets in the ``vocabulary`` it declares."""
+    return TextNorm(reward, {}, temperature, "none", generator=partial(rule_set, colors=vocabulary_colors(vocabulary)))
 
 
 def contrastive_sets(spec: RewardSpec) -> tuple[dict[str, list[str]], Callable[[str], list[str]] | None]:

@@ -31,7 +31,7 @@ from textnorm_t2i.calibrate.select import DEFAULT_LAMS, DEFAULT_TEMPERATURES, cr
 from textnorm_t2i.calibrate.textnorm import normalize_sets, pad_sets
 from textnorm_t2i.errors import InputError
 from textnorm_t2i.io import open_image
-from textnorm_t2i.objectives.factory import load_members, normalise
+from textnorm_t2i.objectives.factory import load_members, normalise, normalise_by_rules
 from textnorm_t2i.rewards.spec import RewardSpec
 
 METRIC = "auroc"
@@ -144,9 +144,8 @@ class ObjectiveScorer:
 
     def add(self, name: str, reward: Any, temperature: float) -> None:
         """Score another reward (raw and TextNorm, rules sets) under ``name``."""
-        spec = RewardSpec(name="shapes-perceive-clean", textnorm=True, temperature=temperature)
         self.temperatures[name] = temperature
-        self.normed[name] = normalise(reward, spec)
+        self.normed[name] = normalise_by_rules(reward, temperature, vocabulary="world")  # the map's world rewards
 
     def __call__(self, images: Any, prompts: list[str]) -> dict[str, np.ndarray]:
         """``{objective: scores (N,)}`` for every ``raw/<r>``, ``tn/<r>`` and ensemble."""
