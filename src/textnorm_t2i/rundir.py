@@ -279,7 +279,9 @@ def write_run_config(folder: str | os.PathLike, config: dict, name: str = "confi
     write_text_atomic(Path(folder) / name, yaml.safe_dump(config, sort_keys=False))
 
 
-def _check_same_config(where: Path, config_cls: type, saved: dict, config: dict) -> None:
+def check_same_config(where: Path, config_cls: type, saved: dict, config: dict) -> None:
+    """Refuse to continue ``where`` (a run or study folder) when ``config`` differs from the ``saved`` one beyond
+    the keys ``config_cls`` marks as changeable on resume; the error names the first difference."""
     diffs = config_differences(config_cls, saved, config)
     if diffs:
         more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
@@ -326,12 +328,12 @@ def select_checkpoint(folder: str | os.PathLike, config_cls: type | None, config
             except (OSError, yaml.YAMLError):
                 saved_yaml = None
             if isinstance(saved_yaml, dict):
-                _check_same_config(recorded, config_cls, saved_yaml, config)
+                check_same_config(recorded, config_cls, saved_yaml, config)
         note(f"{folder}: no checkpoint yet; starting from the beginning")
         return None
     saved = chosen.state.get("config")
     if saved is not None and config_cls is not None:
-        _check_same_config(chosen.folder, config_cls, saved, config)
+        check_same_config(chosen.folder, config_cls, saved, config)
     note(f"resuming from {chosen.folder}")
     return chosen
 

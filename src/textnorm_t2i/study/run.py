@@ -45,7 +45,7 @@ from textnorm_t2i.rundir import (
     MARKER_NAME,
     RunFolder,
     RunLock,
-    _check_same_config,
+    check_same_config,
     clearable_entries,
     hold_point,
     read_marker,
@@ -542,7 +542,7 @@ def run_study(config: StudyConfig | dict, resume: bool = False, overwrite: bool 
     try:
         saved = run.folder / "config.yaml"
         if resume and saved.is_file():
-            _check_same_config(saved, StudyConfig, read_yaml(saved), cfg.to_dict())
+            check_same_config(saved, StudyConfig, read_yaml(saved), cfg.to_dict())
         study = Study(cfg, progress)
         _check_stage_plan(study, only, redo or [], fresh=overwrite)  # before the folder is touched
         run.start()
