@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast docs lint bench bench-tia2 bench-overhead bench-oracle bench-generator bench-rl bench-rl-snr bench-draft readme-check readme-update clean
+.PHONY: install demo test test-fast docs lint bench bench-tia2 bench-overhead bench-oracle bench-generator bench-rl bench-rl-snr bench-draft bench-generator-speed readme-check readme-update clean
 
 install: $(STAMP)
 
@@ -56,6 +56,10 @@ bench-rl: install
 # DRaFT vs trl 0.23.1's AlignPropTrainer: steps/s and peak memory, side by side.
 bench-draft: install
 	$(BIN)/python benchmarks/draft_throughput.py -o docs/benchmarks/draft_throughput.json
+
+# The embedded generator's speed: machine rates, UNet GFLOP/s per code path, sampling images/s (about 2 minutes).
+bench-generator-speed: install
+	$(BIN)/python benchmarks/generator_speed.py --compile -o docs/benchmarks/generator_speed.json
 
 # Signal in one DDPO gradient (about 7 minutes per reward).
 bench-rl-snr: install
