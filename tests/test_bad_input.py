@@ -495,3 +495,29 @@ def test_world_judge_exit_code(tmp_path, capsys):
     assert main(["world", "judge", "--prompt", "three red circles", str(tmp_path / "two.png"), "--exit-code"]) == 1
     assert main(["world", "judge", "--prompt", "three red circles", str(tmp_path / "two.png")]) == 0
     assert "NOT ALIGNED" in capsys.readouterr().out
+
+
+def test_reward_training_method_of_the_wrong_type_is_one_line(tmp_path, capsys):
+    (tmp_path / "r.yaml").write_text("method: [detect]\n")
+    assert main(["train", "reward", "--config", str(tmp_path / "r.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "method: expected one of contrastive, preference, detect" in err
+
+
+def test_the_studys_embedded_engine_settings_are_fixed_on_resume():
+    """The engines allow some keys to change on resume (e.g. SFT's steps); inside the study they may not, so a resumed
+    study cannot mix runs of different lengths."""
+    from textnorm_t2i.config import config_differences, mutable_keys
+    from textnorm_t2i.study.config import StudyConfig, load_study_config
+
+    assert not any(k.startswith("sft.train.") for k in mutable_keys(StudyConfig))
+    before, after = load_study_config(None, []), load_study_config(None, ["sft.train.steps=400"])
+    assert config_differences(StudyConfig, before.to_dict(), after.to_dict()) == ["sft.train.steps: 200 -> 400"]
+
+
+def test_help_shows_a_zero_default_but_not_none_or_false(capsys):
+    with pytest.raises(SystemExit):
+        main(["diagnose", "--help"])
+    out = capsys.readouterr().out
+    assert "seed of the clean scenes (default: 0)" in " ".join(out.split())
+    assert "(default: None)" not in out and "(default: False)" not in out

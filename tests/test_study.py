@@ -210,7 +210,7 @@ map: {look_weights: [4], noise_scales: [1], n: 2}
 sft: {objectives: [raw/shapes-clip-a, tn/shapes-clip-a, control/aligned, control/random],
       train: {steps: 2, train_batch_size: 4, guided_loss: true}}
 rl: {objectives: [raw/shapes-clip-a, ens-ur-tn], eval_every: 1,
-     train: {epochs: 2, batch_size: 4, train_batch_size: 4, images_per_prompt: 2, sampling: {steps: 4}}}
+     train: {epochs: 2, batch_size: 4, train_batch_size: 4, images_per_prompt: 2}}
 eval: {samples_per_prompt: 2, steps: 4}
 side_by_side: {best_of: 2}
 """

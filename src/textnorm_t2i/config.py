@@ -49,14 +49,16 @@ MAX_SEED = 2**32 - 1  # seeds feed numpy's SeedSequence and torch.manual_seed: n
 
 
 def option(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-           min_exclusive: bool = False, mutable_on_resume: bool = False) -> Any:
+           min_exclusive: bool = False, mutable_on_resume: bool = False, frozen_on_resume: bool = False) -> Any:
     """A config field: its default, a one-line help text and an optional numeric range.
 
-    ``mutable_on_resume`` marks keys that a resumed run may change (e.g. the number of epochs).
+    ``mutable_on_resume`` marks keys that a resumed run may change (e.g. the number of epochs);
+    ``frozen_on_resume`` marks a nested section none of whose keys may change, whatever its own class allows (a
+    config embedded in another whose resume rules differ, e.g. the study's ``sft.train``).
     Mutable defaults (lists, dicts, nested configs) are copied for each instance.
     """
     meta = {"help": help, "min": min, "max": max, "min_exclusive": min_exclusive,
-            "mutable_on_resume": mutable_on_resume}
+            "mutable_on_resume": mutable_on_resume, "frozen_on_resume": frozen_on_resume}
     if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
         import copy
 
@@ -479,7 +481,8 @@ def mutable_keys(cls: type, prefix: str = "") -> set[str]:
         if dataclasses.is_dataclass(tp):
             if f.metadata.get("mutable_on_resume"):
                 out.add(f"{prefix}{f.name}")
-            out |= mutable_keys(tp, f"{prefix}{f.name}.")
+            if not f.metadata.get("frozen_on_resume"):
+                out |= mutable_keys(tp, f"{prefix}{f.name}.")
         elif f.metadata.get("mutable_on_resume"):
             out.add(f"{prefix}{f.name}")
     return out

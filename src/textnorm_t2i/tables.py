@@ -1,4 +1,5 @@
-"""Tables as Markdown, HTML, CSV or boxed terminal text: every table the package prints or writes goes through here.
+"""Tables as Markdown, HTML, CSV or boxed terminal text, for the result tables of the benchmark, the diagnosis and
+the study (a few one-off listings, such as ``tia2 info``, print their own columns).
 
 A table is a header and rows of already formatted cells; the first ``text_columns`` columns are text (left
 aligned), the rest numbers (right aligned).

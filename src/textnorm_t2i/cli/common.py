@@ -13,7 +13,7 @@ from textnorm_t2i.io import check_writable, write_text_atomic
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (``textnorm: error: ...``, exit code 2) and defaults in every help."""
+    """argparse with one-line errors (``textnorm: error: ...``, exit code 2) and the defaults in the help."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", DefaultsHelp)
@@ -30,7 +30,8 @@ class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS \
+                or "default" in text:
             return text
         return super()._get_help_string(action) or ""
 

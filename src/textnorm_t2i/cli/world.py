@@ -71,7 +71,6 @@ def cmd_world_benchmark_table(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def register(sub: argparse._SubParsersAction) -> None:
     """``world render | judge | prompts | benchmark build | benchmark table``."""
     wsub = add_group(sub, "world", "the embedded synthetic world")

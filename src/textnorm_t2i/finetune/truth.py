@@ -35,7 +35,6 @@ class GroundTruth(Protocol):
         """``n`` prompts of ``subset``, the same for the same seed."""
 
 
-
 def judgments(truth: GroundTruth | None, images: Any, prompts: list[str]) -> list[dict] | None:
     """The truth's judgments of ``images`` (None without a truth, or where it cannot judge)."""
     return None if truth is None else truth.judge(images, prompts)

@@ -134,6 +134,6 @@ def load_reward_train_config(path: str, overrides: list[str] | None = None) -> C
         'preference'
     """
     method = read_yaml(path).get("method", "contrastive")
-    if method not in TRAIN_CONFIGS:
+    if not isinstance(method, str) or method not in TRAIN_CONFIGS:
         raise InputError(f"{path}: method: expected one of {', '.join(TRAIN_CONFIGS)}, got {method!r}")
     return load_config(TRAIN_CONFIGS[method], path, overrides)

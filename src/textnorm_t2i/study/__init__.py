@@ -1,1 +1,2 @@
-"""The study: the TIA2-Shapes benchmark built from the embedded generator, and the misalignment table."""
+"""The study: does optimising a TextNorm reward give better-aligned models than the raw reward? Its stages
+(prompts, temperatures, the shared best-of-n pool, the map, SFT, RL, side-by-side comparison), config and report."""

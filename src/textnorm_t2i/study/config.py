@@ -90,6 +90,7 @@ class MapConfig(Config):
 STUDY_OWNED = ("method", "seed", "generator", "out", "prompts", "reward", "eval", "log", "checkpoint_every",
                "checkpoints_total_limit")
 SFT_OWNED = (*STUDY_OWNED, "sampling", "samples_per_prompt", "select")  # SFT trains on the study's shared pool
+RL_OWNED = (*STUDY_OWNED, "sampling")  # RL samples as the study evaluates: eval.steps, pool.guidance_scale, eta 1
 
 
 def study_sft() -> SFTConfig:
@@ -119,7 +120,7 @@ class SFTStudyConfig(Config):
                                    "and SFT's controls: control/aligned (the oracle's aligned samples) and "
                                    "control/random (a random top_fraction)")
     train: SFTConfig = option(study_sft(), "the SFT engine's settings (textnorm finetune --method sft "
-                              "--print-config); the study sets " + ", ".join(SFT_OWNED))
+                              "--print-config); the study sets " + ", ".join(SFT_OWNED), frozen_on_resume=True)
 
     def check(self) -> None:
         _check_owned("sft", self.train, study_sft(), SFT_OWNED)
@@ -133,10 +134,10 @@ class RLStudyConfig(Config):
     objectives: list[str] = option(list(DEFAULT_RL_OBJECTIVES), "objectives optimised")
     eval_every: int = option(8, "evaluate (and keep a checkpoint) every this many epochs", min=1)
     train: RLConfig = option(study_rl(), "the RL engine's settings (textnorm finetune --method rl --print-config); "
-                             "the study sets " + ", ".join(STUDY_OWNED))
+                             "the study sets " + ", ".join(RL_OWNED))
 
     def check(self) -> None:
-        _check_owned("rl", self.train, study_rl(), STUDY_OWNED)
+        _check_owned("rl", self.train, study_rl(), RL_OWNED)
 
 
 @dataclass
@@ -225,8 +226,6 @@ class StudyConfig(Config):
                 raise InputError(f"map.n={self.map.n} does not divide pool.n_max={self.pool.n_max}")
         if not self.work.strip() or not self.out.strip():
             raise InputError("work and out: give folders")
-        from pathlib import Path
-
         if Path(self.work).resolve() == Path(self.out).resolve():
             raise InputError("out: give a folder other than work (the report is written apart from the stages)")
 

@@ -18,7 +18,8 @@ from textnorm_t2i.finetune.common import adapters_off
 from textnorm_t2i.finetune.config import EvalConfig, LogConfig, PromptsConfig, RLConfig, SamplingConfig, SFTConfig
 from textnorm_t2i.finetune.rl import run_rl
 from textnorm_t2i.finetune.sft import SFTPool, run_sft
-from textnorm_t2i.study.config import SFT_CONTROLS
+from textnorm_t2i.rewards.spec import RewardSpec
+from textnorm_t2i.study.config import SFT_CONTROLS, StudyConfig
 from textnorm_t2i.world.truth import WorldTruth
 
 if TYPE_CHECKING:  # run.py runs these stages (a type only: no import cycle at run time)
@@ -35,6 +36,12 @@ def slug(objective: str) -> str:
     return objective.replace("/", "-")
 
 
+def logged_reward(cfg: StudyConfig) -> RewardSpec:
+    """The reward a study run logs beside its objective (raw and TextNorm columns): the ensemble's first member,
+    else the first reward. (The objective itself is passed to the run.)"""
+    return RewardSpec(name=(cfg.objectives.ensemble or cfg.objectives.rewards)[0])
+
+
 def sft_config(study: Study, objective: str) -> SFTConfig:
     """The SFT config of one objective's run: the study's ``sft.train`` with what the study sets for every run
     (its pool's sampler and prompts, the run folder, the selection, one evaluation at the end)."""
@@ -44,6 +51,7 @@ def sft_config(study: Study, objective: str) -> SFTConfig:
                    sampling=SamplingConfig(steps=cfg.pool.steps, guidance_scale=cfg.pool.guidance_scale,
                                            eta=cfg.pool.eta),
                    samples_per_prompt=cfg.pool.n_max, select=SFT_CONTROLS.get(objective, "reward"),
+                   reward=logged_reward(cfg),
                    eval=EvalConfig(every=cfg.sft.train.steps), checkpoint_every=cfg.sft.train.steps,
                    checkpoints_total_limit=1, log=LogConfig(report_to=["csv"]))
 
@@ -117,8 +125,9 @@ def rl_config(study: Study, objective: str) -> RLConfig:
     same for every objective but the folder; the reward is passed to the run)."""
     cfg, rc = study.cfg, study.cfg.rl
     return replace(rc.train, seed=cfg.seed, generator=cfg.generator, out=str(study.work / "rl" / slug(objective)),
-                   prompts=PromptsConfig(list=study.flat("train")), eval=EvalConfig(every=rc.eval_every),
-                   checkpoint_every=rc.eval_every)
+                   prompts=PromptsConfig(list=study.flat("train")), reward=logged_reward(cfg),
+                   sampling=SamplingConfig(steps=cfg.eval.steps, guidance_scale=cfg.pool.guidance_scale, eta=1.0),
+                   eval=EvalConfig(every=rc.eval_every), checkpoint_every=rc.eval_every)
 
 
 def read_eval_csv(path: Any) -> list[dict]:

@@ -1,8 +1,9 @@
 """The study's one rule for "is A different from B": their 95% confidence intervals do not overlap.
 
-The HTML report and the markdown summary (docs/study.md) both say "higher", "lower" or "no clear difference" by this
-rule, so they can never disagree. It is conservative (two intervals can overlap a little while a paired test
-would find a difference); where the study has paired data it reports the paired difference beside it.
+The HTML report and the markdown summary (docs/study.md) both decide "higher", "lower" or "no clear difference"
+by this rule (each in its own words), so they can never disagree. It is conservative (two intervals can overlap a
+little while a paired test would find a difference); where the study has paired data it reports the paired
+difference beside it.
 """
 
 from __future__ import annotations
