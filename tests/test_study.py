@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from textnorm_t2i.study.analysis import best_of_n_values, bon_picks, kl_bon, mean_ci, side_by_side, split_prompts
+from textnorm_t2i.study.summary import summary_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -211,6 +212,7 @@ sft: {objectives: [raw/shapes-clip-a, tn/shapes-clip-a, control/aligned, control
       train: {steps: 2, train_batch_size: 4, guided_loss: true}}
 rl: {objectives: [raw/shapes-clip-a, ens-ur-tn], eval_every: 1,
      train: {epochs: 2, batch_size: 4, train_batch_size: 4, images_per_prompt: 2}}
+draft: {objectives: [raw/shapes-clip-a, ens-ur-tn], eval_every: 1, train: {steps: 2, batch_size: 2}}
 eval: {samples_per_prompt: 2, steps: 4}
 side_by_side: {best_of: 2}
 """
@@ -241,7 +243,7 @@ def test_tiny_study_resumes_without_redoing_stages(tiny_study):
     assert sorted(p.name for p in (folder / "out").iterdir()) == [".textnorm-run", "report.html", "results.json",
                                                                   "samples.jsonl"]
     assert "pool" not in ran and "bon" not in ran
-    assert {"map", "base", "sft", "rl", "compare", "report"} <= set(ran)
+    assert {"map", "base", "sft", "rl", "draft", "compare", "report"} <= set(ran)
     assert {p: p.stat().st_mtime_ns for p in (folder / "work" / "pool").iterdir()} == pool_files
 
 
@@ -268,7 +270,16 @@ def test_tiny_study_results_are_complete(tiny_study):
     for run in rl.values():
         assert [e["step"] for e in run["evals"]] == [0, 1, 2]
         assert run["evals"][0]["kl"] == 0 and run["evals"][-1]["kl"] > 0
-    assert set(results["compare"]) >= {"bon", "sft", "rl", "checkpoint_selection"}
+    assert set(results["compare"]) >= {"bon", "sft", "rl", "checkpoint_selection", "draft",
+                                       "draft_checkpoint_selection"}
+    # DRaFT through the one engine: evaluated by the study at every step, the optimised reward and KL logged.
+    draft = results["draft"]
+    assert set(draft) == set(cfg.draft.objectives)
+    for run in draft.values():
+        assert [e["step"] for e in run["evals"]] == [0, 1, 2]
+        assert run["evals"][0]["kl"] == 0 and run["evals"][-1]["kl"] > 0 and "gold_lo" in run["evals"][-1]
+    summary = summary_markdown(results)
+    assert "Reward-gradient fine-tuning (DRaFT-2)" in summary and "peak gold (step)" in summary
     # SFT runs through the one engine, with its controls; the controls are never ranked with the objectives.
     sft = results["sft"]
     assert set(sft) == set(cfg.sft.objectives)

@@ -43,7 +43,7 @@ RUN_OUTPUTS: dict[str, tuple[str, ...]] = {
                  "tensorboard", "wandb"),
     "generator": ("config.yaml", "checkpoint-*", "pipeline", "train_log.csv"),
     "reward": ("config.json", "model.safetensors", "train_log.csv", "data.json"),
-    "study": ("config.yaml", "stages", "pool", "eval", "sft", "rl"),
+    "study": ("config.yaml", "stages", "pool", "eval", "sft", "rl", "draft"),
     "benchmark": ("README.md", "benchmark.json", "human_annotations", "images", "prompts", "alignment_scores"),
     "report": ("report.html", "results.json", "samples.jsonl"),  # a study's out folder
 }

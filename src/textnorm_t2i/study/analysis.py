@@ -277,9 +277,9 @@ def _selection_keys(objective: str) -> tuple[str, str]:
 
 
 def compare(cfg: StudyConfig, train_prompts: list[str], eval_prompts: list[str], pool_scores: dict[str, np.ndarray],
-            sft: dict | None, rl: dict | None, evaluations: Path) -> dict:
-    """Side-by-side judgments per method (best-of-n on the pool of ``train_prompts``; SFT and RL on the stored
-    evaluations of ``eval_prompts``), and RL checkpoint selection without gold."""
+            sft: dict | None, rl: dict | None, evaluations: Path, draft: dict | None = None) -> dict:
+    """Side-by-side judgments per method (best-of-n on the pool of ``train_prompts``; SFT, RL and DRaFT on the stored
+    evaluations of ``eval_prompts``), and RL and DRaFT checkpoint selection without gold."""
     sbs, n_boot = cfg.side_by_side, cfg.bootstrap
     out: dict[str, Any] = {}
     objectives = cfg.objective_names()
@@ -297,4 +297,10 @@ def compare(cfg: StudyConfig, train_prompts: list[str], eval_prompts: list[str],
                                    cfg.seed, n_boot)
         out["checkpoint_selection"] = checkpoint_selection(rl, eval_prompts, sbs.validation_fraction, cfg.seed,
                                                            load, n_boot)
+    draft = draft or {}
+    if draft and not draft.get("skipped"):
+        out["draft"] = compare_models({o: load(r["evals"][-1]["tag"]) for o, r in draft.items()}, eval_prompts, sbs,
+                                      cfg.seed, n_boot)
+        out["draft_checkpoint_selection"] = checkpoint_selection(draft, eval_prompts, sbs.validation_fraction,
+                                                                 cfg.seed, load, n_boot)
     return out

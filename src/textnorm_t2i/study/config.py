@@ -19,7 +19,7 @@ from typing import Literal
 
 from textnorm_t2i.config import MAX_SEED, Config, load_config, option
 from textnorm_t2i.errors import InputError
-from textnorm_t2i.finetune.config import LoraConfig, RLConfig, SFTConfig
+from textnorm_t2i.finetune.config import DraftConfig, LoraConfig, RLConfig, SamplingConfig, SFTConfig
 
 __all__ = ["StudyConfig", "load_config"]
 
@@ -91,6 +91,7 @@ STUDY_OWNED = ("method", "seed", "generator", "out", "prompts", "reward", "eval"
                "checkpoints_total_limit")
 SFT_OWNED = (*STUDY_OWNED, "sampling", "samples_per_prompt", "select")  # SFT trains on the study's shared pool
 RL_OWNED = (*STUDY_OWNED, "sampling")  # RL samples as the study evaluates: eval.steps, pool.guidance_scale, eta 1
+DRAFT_OWNED = (*STUDY_OWNED, "sampling")  # DRaFT: eval.steps, pool.guidance_scale, deterministic DDIM (eta 0)
 
 
 def study_sft() -> SFTConfig:
@@ -102,6 +103,12 @@ def study_rl() -> RLConfig:
     """The RL engine's settings the study uses by default (every objective the same)."""
     return RLConfig(method="rl", epochs=32, batch_size=64, train_batch_size=32, images_per_prompt=8, lr=3e-3,
                     clip_range=1e-2, lora=LoraConfig(rank=8, alpha=8.0), timesteps_per_pass=5)
+
+
+def study_draft() -> DraftConfig:
+    """The DRaFT engine's settings the study uses by default (every objective the same)."""
+    return DraftConfig(method="draft", steps=100, batch_size=8, truncation_steps=2, lr=2e-3,
+                       lora=LoraConfig(rank=4, alpha=4.0), sampling=SamplingConfig(eta=0.0))
 
 
 def _check_owned(section: str, train: Config, default: Config, owned: tuple[str, ...]) -> None:
@@ -138,6 +145,22 @@ class RLStudyConfig(Config):
 
     def check(self) -> None:
         _check_owned("rl", self.train, study_rl(), RL_OWNED)
+
+
+@dataclass
+class DraftStudyConfig(Config):
+    """Reward-gradient fine-tuning (DRaFT-K) with the same settings for every objective; evaluated every
+    ``eval_every`` steps on the held-out prompts (gold, fidelity, every objective, KL)."""
+
+    enabled: bool = option(True, "run this stage")
+    objectives: list[str] = option(list(DEFAULT_RL_OBJECTIVES), "objectives optimised (differentiable rewards: the "
+                                   "perceive presets are not)")
+    eval_every: int = option(25, "evaluate (and keep a checkpoint) every this many steps", min=1)
+    train: DraftConfig = option(study_draft(), "the DRaFT engine's settings (textnorm finetune --method draft "
+                                "--print-config); the study sets " + ", ".join(DRAFT_OWNED), frozen_on_resume=True)
+
+    def check(self) -> None:
+        _check_owned("draft", self.train, study_draft(), DRAFT_OWNED)
 
 
 @dataclass
@@ -181,6 +204,7 @@ class StudyConfig(Config):
     sft: SFTStudyConfig = option(SFTStudyConfig(), "reward-weighted SFT")
     # RL settings may change on resume: each objective's run folder checks its own config when resumed.
     rl: RLStudyConfig = option(RLStudyConfig(), "RL (DDPO)", mutable_on_resume=True)
+    draft: DraftStudyConfig = option(DraftStudyConfig(), "reward-gradient fine-tuning (DRaFT)")
     eval: EvalStudyConfig = option(EvalStudyConfig(), "held-out evaluation")
     side_by_side: SideBySideConfig = option(SideBySideConfig(), "side-by-side judgments")
 
@@ -203,7 +227,7 @@ class StudyConfig(Config):
             raise InputError("objectives.ensemble: give at least two members, or none")
         known = self.objective_names()
         # A section switched off (enabled: false) is not checked: its settings are not used.
-        for section in [s for s in ("sft", "rl") if getattr(self, s).enabled]:
+        for section in [s for s in ("sft", "rl", "draft") if getattr(self, s).enabled]:
             for name in getattr(self, section).objectives:
                 if name not in known and not (section == "sft" and name in SFT_CONTROLS):
                     raise InputError(f"{section}.objectives: unknown objective {name!r} (known: {', '.join(known)})")

@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from textnorm_t2i.finetune.common import adapters_off
-from textnorm_t2i.finetune.config import EvalConfig, LogConfig, PromptsConfig, RLConfig, SamplingConfig, SFTConfig
+from textnorm_t2i.finetune.config import (
+    DraftConfig,
+    EvalConfig,
+    LogConfig,
+    PromptsConfig,
+    RLConfig,
+    SamplingConfig,
+    SFTConfig,
+)
+from textnorm_t2i.finetune.draft import run_draft
 from textnorm_t2i.finetune.rl import run_rl
 from textnorm_t2i.finetune.sft import SFTPool, run_sft
 from textnorm_t2i.rewards.spec import RewardSpec
@@ -152,3 +161,30 @@ def rl_one(study: Study, objective: str) -> dict:
     return {"evals": evals, "seconds": round(time.time() - t0, 1),
             "config": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "train_batch_size",
                                                      "images_per_prompt", "lr", "clip_range")}}
+
+
+def draft_config(study: Study, objective: str) -> DraftConfig:
+    """The DRaFT config of one objective's run: the study's ``draft.train`` with its prompts, folder, sampler
+    (``eval.steps``, ``pool.guidance_scale``, deterministic) and evaluation."""
+    cfg, dc = study.cfg, study.cfg.draft
+    return replace(dc.train, seed=cfg.seed, generator=cfg.generator, out=str(study.work / "draft" / slug(objective)),
+                   prompts=PromptsConfig(list=study.flat("train")), reward=logged_reward(cfg),
+                   sampling=SamplingConfig(steps=cfg.eval.steps, guidance_scale=cfg.pool.guidance_scale, eta=0.0),
+                   eval=EvalConfig(every=dc.eval_every), checkpoint_every=dc.eval_every)
+
+
+def draft_one(study: Study, objective: str) -> dict:
+    """DRaFT on ``objective`` (resumed from its last checkpoint when the run folder exists); the study evaluates it
+    every ``draft.eval_every`` steps."""
+    cfg = draft_config(study, objective)
+    folder = study.work / "draft" / slug(objective)
+    t0 = time.time()
+    done = (folder / "eval.csv").is_file() and any(
+        r["step"] == cfg.steps for r in read_eval_csv(folder / "eval.csv"))
+    if not done:
+        run_draft(cfg, resume=(folder / "config.yaml").is_file(), progress=study.progress,
+                  reward=study.scorer.reward(objective),
+                  make_evaluator=lambda trainee, out: StudyEvaluator(study, objective, trainee, "draft"),
+                  truth=WorldTruth())
+    return {"evals": read_eval_csv(folder / "eval.csv"), "seconds": round(time.time() - t0, 1),
+            "config": {k: getattr(cfg, k) for k in ("steps", "batch_size", "truncation_steps", "lr")}}

@@ -133,9 +133,9 @@ def map_plot(m: dict) -> str:
     return _png(fig)
 
 
-def rl_plot(rl: dict) -> str:
-    """Per objective: optimised reward (standardised by its base value), gold, fidelity vs epoch, and gold vs
-    KL (Gao-style), with 95% bands where the evaluation has them."""
+def rl_plot(rl: dict, unit: str = "epoch") -> str:
+    """Per objective: optimised reward (minus its base value), gold, fidelity vs ``unit`` (epoch or step), and gold
+    vs KL (Gao-style), with 95% bands where the evaluation has them."""
     plt = _plt()
     fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
     for i, (o, run) in enumerate(rl.items()):
@@ -158,7 +158,7 @@ def rl_plot(rl: dict) -> str:
     for ax, t in zip(axes, titles):
         ax.set_title(t, fontsize=10)
         ax.grid(alpha=0.3)
-        ax.set_xlabel("epoch" if ax is not axes[3] else "KL (nats, per image)")
+        ax.set_xlabel(unit if ax is not axes[3] else "KL (nats, per image)")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     return _png(fig)
@@ -202,11 +202,36 @@ figure img{image-rendering:pixelated;border:1px solid #ccc}
 """
 
 
+def overoptimisation_plot(runs: dict) -> str:
+    """The over-optimisation picture: held-out gold against the optimised reward's gain and against sqrt(KL) from the
+    base model, one line per objective along its run (TextNorm family solid, raw dashed), with 95% bands."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (o, run) in enumerate(runs.items()):
+        ev, st = run["evals"], _style(o, i)
+        gain = [e["objective"] - ev[0]["objective"] for e in ev]
+        root_kl = [max(e["kl"], 0.0) ** 0.5 for e in ev]
+        for ax, x in ((axes[0], gain), (axes[1], root_kl)):
+            ax.plot(x, [e["gold"] for e in ev], label=label(o), **st)
+            if "gold_lo" in ev[0]:
+                ax.fill_between(x, [e["gold_lo"] for e in ev], [e["gold_hi"] for e in ev], color=st["color"],
+                                alpha=0.1)
+    axes[0].set_xlabel("optimised reward - its base value (held-out)")
+    axes[1].set_xlabel("sqrt(KL from the base model), nats^0.5 per image")
+    for ax in axes:
+        ax.set_ylabel("gold alignment (held-out)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def _answer(results: dict) -> str:
     """The study's answer in sentences, from the numbers (whatever they say)."""
     comp = results.get("compare") or {}
     parts = []
-    for method, name in (("bon", "Best-of-n"), ("sft", "Reward-weighted SFT"), ("rl", "RL (DDPO)")):
+    for method, name in (("bon", "Best-of-n"), ("sft", "Reward-weighted SFT"), ("rl", "RL (DDPO)"),
+                         ("draft", "Reward-gradient fine-tuning (DRaFT)")):
         c = comp.get(method)
         if not c or "win" not in c:
             off = method != "bon" and (results.get(method) or {}).get("skipped")
@@ -260,7 +285,7 @@ def _eval_table(entries: dict[str, dict], caption: str) -> str:
 
 def _sbs_table(comp: dict) -> str:
     rows = []
-    for method in ("bon", "sft", "rl"):
+    for method in ("bon", "sft", "rl", "draft"):
         c = comp.get(method)
         if not c or "win" not in c:
             continue
@@ -272,13 +297,13 @@ def _sbs_table(comp: dict) -> str:
                   "noise: flip 10%, unsure 3%), majority verdict; win = only the TextNorm-family image judged aligned")
 
 
-def _selection_table(sel: dict) -> str:
+def _selection_table(sel: dict, method: str = "RL") -> str:
     rows = []
     for o, rules in sel.items():
         for rule, v in rules.items():
             rows.append([html_label(o), rule, v["checkpoint"], _ci(v["gold"])])
     return _table(["run", "checkpoint chosen by", "checkpoint", "test gold"], rows,
-                  "Choosing the RL checkpoint without gold (on validation prompts), gold on the test prompts; "
+                  f"Choosing the {method} checkpoint without gold (on validation prompts), gold on the test prompts; "
                   "the ORACLE row uses gold on the validation prompts")
 
 
@@ -338,8 +363,9 @@ def write_report(inputs: ReportInputs) -> None:
 def _write_report_files(inputs: ReportInputs, out: Path) -> None:
     cfg, evaluations = inputs.cfg, inputs.evaluations
     results = dict(inputs.results)
-    if results["rl"] and not results["rl"].get("skipped"):
-        results["rl"] = _rl_rows(results["rl"], evaluations, cfg.bootstrap)
+    for method in ("rl", "draft"):
+        if results.get(method) and not results[method].get("skipped"):
+            results[method] = _rl_rows(results[method], evaluations, cfg.bootstrap)
     results["config"] = cfg.to_dict()
     write_json_atomic(out / "results.json", results)
 
@@ -353,6 +379,10 @@ def _write_report_files(inputs: ReportInputs, out: Path) -> None:
         if isinstance(run, dict) and "evals" in run:
             for e in run["evals"][1:]:
                 tags.append((e["tag"], o, f"RL: {label(o)} @ epoch {int(e['step'])}"))
+    for o, run in (results.get("draft") or {}).items():
+        if isinstance(run, dict) and "evals" in run and len(run["evals"]) > 1:
+            e = run["evals"][-1]
+            tags.append((e["tag"], o, f"DRaFT: {label(o)} @ step {int(e['step'])}"))
     with atomic_write(out / "samples.jsonl") as f:
         for tag, _objective, _title in tags:
             for r in read_json(evaluations / f"{tag}.json"):
@@ -415,11 +445,30 @@ def _write_report_files(inputs: ReportInputs, out: Path) -> None:
                           "Held-out evaluation at the last epoch")]
     else:
         h.append(_not_run(results["rl"], "rl"))
+    h.append("<h2>Reward-gradient fine-tuning (DRaFT)</h2>")
+    draft = results.get("draft") or {}
+    if draft and not draft.get("skipped"):
+        dc = cfg.draft.train
+        h += [f"<p>DRaFT-{dc.truncation_steps}: the reward's gradient through the last {dc.truncation_steps} of "
+              f"{cfg.eval.steps} deterministic DDIM steps; {dc.steps} steps × {dc.batch_size} images, lr {dc.lr:g}, "
+              f"LoRA rank {dc.lora.rank}, regulariser {dc.reg_coef:g}; evaluated every {cfg.draft.eval_every} steps "
+              "on the held-out prompts (stochastic sampler, the same noise for every model).</p>",
+              _img(rl_plot(draft, unit="step"), "DRaFT curves"),
+              "<p>Over-optimisation: gold against the optimised reward's gain and against sqrt(KL); a line that "
+              "bends down while moving right optimises its proxy past the point where it agrees with gold.</p>",
+              _img(overoptimisation_plot(draft), "over-optimisation"),
+              _eval_table({f"{o} @ {int(run['evals'][-1]['step'])}": run["evals"][-1]["summary"]
+                           for o, run in draft.items() if "summary" in run["evals"][-1]},
+                          "Held-out evaluation at the last step")]
+    else:
+        h.append(_not_run(results.get("draft"), "draft"))
     comp = results["compare"] or {}
     h.append("<h2>Side-by-side judgments</h2>")
     h.append(_sbs_table(comp) if comp else "<p class=note>Not run yet.</p>")
     if comp.get("checkpoint_selection"):
         h += ["<h2>Checkpoint selection without gold</h2>", _selection_table(comp["checkpoint_selection"])]
+    if comp.get("draft_checkpoint_selection"):
+        h.append(_selection_table(comp["draft_checkpoint_selection"], "DRaFT"))
     if tags and p:
         evals = [q for qs in p["eval"].values() for q in qs[: GRID_PROMPTS // 3]]
         h.append("<h2>Images</h2><p>The first sample of the same held-out prompts (same noise) for every model, "

@@ -54,12 +54,13 @@ from textnorm_t2i.rundir import (
 from textnorm_t2i.study.analysis import bon_curves, compare, perceive_map, summarize_records
 from textnorm_t2i.study.config import StudyConfig
 from textnorm_t2i.study.evaluate import judge_images, records, sample_eval, score_uint8
-from textnorm_t2i.study.finetune import rl_one, sft_one
+from textnorm_t2i.study.finetune import draft_one, rl_one, sft_one
 from textnorm_t2i.study.objectives import ObjectiveScorer, choose_temperatures
 from textnorm_t2i.study.report import ReportInputs, write_report
 from textnorm_t2i.world.grammar import SUBSETS, sample_prompts
 
-STAGES = ("prompts", "temperatures", "pool", "scores", "bon", "map", "base", "sft", "rl", "compare", "report")
+STAGES = ("prompts", "temperatures", "pool", "scores", "bon", "map", "base", "sft", "rl", "draft", "compare",
+          "report")
 # Stages that split their work across the processes of `accelerate launch` (the rest run in one process).
 SHARDED = ("pool", "scores")
 # Cheap stages the sharded ones need; under `accelerate launch` the main process runs them alone.
@@ -68,7 +69,7 @@ PREREQUISITES = ("prompts", "temperatures")
 NEEDS: dict[str, tuple[str, ...]] = {
     "prompts": (), "temperatures": (), "pool": ("prompts",), "scores": ("pool", "temperatures"),
     "bon": ("scores",), "map": ("scores",), "base": ("prompts", "temperatures"), "sft": ("scores", "base"),
-    "rl": ("base",), "compare": ("bon", "sft", "rl"), "report": (),
+    "rl": ("base",), "draft": ("base",), "compare": ("bon", "sft", "rl", "draft"), "report": (),
 }
 # The config keys (or sections) each stage reads itself; a stage's recorded settings are these and those of every
 # stage it needs, so a changed key is caught in every stage whose result depends on it.
@@ -76,6 +77,7 @@ OWN_SETTINGS: dict[str, tuple[str, ...]] = {
     "prompts": ("seed", "prompts"), "temperatures": ("objectives", "bootstrap"), "pool": ("seed", "generator", "pool"),
     "scores": (), "bon": ("bootstrap",), "map": ("map",),
     "base": ("generator", "eval", "pool.guidance_scale", "bootstrap"), "sft": ("sft",), "rl": ("rl",),
+    "draft": ("draft",),
     "compare": ("side_by_side",), "report": (),
 }
 # Stage records are ``{"schema", "stage", "settings", "files", "result"}``; another schema is not read.
@@ -382,12 +384,24 @@ class Study:
             done[objective] = rl_one(self, objective)
         self.save("rl", done)
 
+    # ------------------------------------------------------------------ DRaFT
+    def stage_draft(self) -> None:
+        if not self.cfg.draft.enabled:
+            self.save("draft", {"skipped": True})
+            return
+        done = {}
+        for objective in self.cfg.draft.objectives:
+            _log(f"DRaFT-{self.cfg.draft.train.truncation_steps} on {objective}")
+            done[objective] = draft_one(self, objective)
+        self.save("draft", done)
+
     def stage_compare(self) -> None:
         self.save("compare", compare(self.cfg, self.flat("train"), self.flat("eval"), self.pool_scores(),
-                                     self.result("sft"), self.result("rl"), self.work / "eval"))
+                                     self.result("sft"), self.result("rl"), self.work / "eval",
+                                     draft=self.result("draft")))
 
     def stage_report(self) -> None:
-        names = ("prompts", "temperatures", "bon", "map", "base", "sft", "rl", "compare", "timings")
+        names = ("prompts", "temperatures", "bon", "map", "base", "sft", "rl", "draft", "compare", "timings")
         write_report(ReportInputs(self.cfg, {n: self.result(n) for n in names}, self.work / "eval"))
 
 

@@ -108,10 +108,31 @@ def rl_section(results: dict) -> list[str]:
             _table(["objective", "epoch", "optimised reward", "gold alignment", "KL from base (nats)"], rows)]
 
 
+def draft_section(results: dict) -> list[str]:
+    """Per DRaFT run: its peak gold (step), its final gold, and the drop from the peak, held out."""
+    draft = results.get("draft") or {}
+    if not draft or draft.get("skipped"):
+        return []
+    cfg = _engine(results["config"]["draft"])
+    rows = []
+    for o, run in draft.items():
+        ev = run["evals"]
+        peak = max(ev, key=lambda e: e["gold"])
+        last = ev[-1]
+        gold = fmt_ci(last["summary"]["gold"]) if last.get("summary") else f"{last['gold']:.3f}"
+        rows.append([label(o), f"{peak['gold']:.3f} (step {int(peak['step'])})", gold,
+                     f"{peak['gold'] - last['gold']:.3f}", f"{last['objective'] - ev[0]['objective']:+.4g}",
+                     f"{last['kl']:.0f}"])
+    return [f"**Reward-gradient fine-tuning (DRaFT-{cfg['truncation_steps']})** ({cfg['steps']} steps × "
+            f"{cfg['batch_size']} images, lr {cfg['lr']:g}; held-out prompts):", "",
+            _table(["objective", "peak gold (step)", "final gold", "drop from peak", "optimised reward gain",
+                    "KL from base (nats)"], rows)]
+
+
 def compare_section(results: dict) -> list[str]:
     comp = results.get("compare") or {}
     rows = []
-    for method in ("bon", "sft", "rl"):
+    for method in ("bon", "sft", "rl", "draft"):
         c = comp.get(method)
         if not c or c.get("skipped"):
             continue
@@ -151,7 +172,7 @@ def answer(results: dict) -> list[str]:
             said = verdict(a, b, "TextNorm higher", "TextNorm lower")
             lines.append(f"- best-of-{n}, {name[4:]}: raw {fmt_ci(a)} vs TextNorm {fmt_ci(b)} — {said}")
     comp = results.get("compare") or {}
-    for method in ("bon", "sft", "rl"):
+    for method in ("bon", "sft", "rl", "draft"):
         c = comp.get(method)
         if c and not c.get("skipped"):
             winner = verdict(c["loss"], c["win"], "TextNorm family wins", "raw family wins", "no clear winner")
@@ -173,6 +194,6 @@ def summary_markdown(results: dict[str, Any]) -> str:
     """The markdown summary of a study's ``results.json``."""
     parts: list[list[str]] = [["Per objective (TextNorm against the same reward raw):", *answer(results)],
                               bon_section(results), map_section(results), sft_section(results), rl_section(results),
-                              compare_section(results), timings(results)]
+                              draft_section(results), compare_section(results), timings(results)]
     return "\n\n".join("\n".join(p) for p in parts if p) + "\n"
 
