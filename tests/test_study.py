@@ -278,6 +278,8 @@ def test_tiny_study_results_are_complete(tiny_study):
     for run in draft.values():
         assert [e["step"] for e in run["evals"]] == [0, 1, 2]
         assert run["evals"][0]["kl"] == 0 and run["evals"][-1]["kl"] > 0 and "gold_lo" in run["evals"][-1]
+        tr = run["trajectory"]
+        assert tr["peak_gold"] >= tr["final_gold"] and tr["drop"]["ci"][0] <= tr["drop"]["mean"] <= tr["drop"]["ci"][1]
     summary = summary_markdown(results)
     assert "Reward-gradient fine-tuning (DRaFT-2)" in summary and "peak gold (step)" in summary
     # SFT runs through the one engine, with its controls; the controls are never ranked with the objectives.

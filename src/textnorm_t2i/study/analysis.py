@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from textnorm_t2i.analysis.diagnose import diagnose
 from textnorm_t2i.bench.evaluate import summarize
@@ -134,6 +135,33 @@ def per_prompt(records: list[dict], value: Any, prompts: Sequence[str] | None = 
         groups.setdefault(r["prompt"], []).append(float(value(r)))
     order = list(prompts) if prompts is not None else list(groups)
     return np.array([np.mean(groups[p]) if p in groups else np.nan for p in order])
+
+
+def run_trajectory(evals: list[dict], load: Any, n_bootstrap: int = 1000) -> dict:
+    """What a fine-tuning run did to gold along the way (``evals``: its evaluation rows, step 0 first; ``load(tag)``:
+    an evaluation's per-image records): the peak gold and its step, the final gold, the drop from the peak as a
+    paired difference over prompts (same prompts, same noise) with its CI, and Spearman's rank correlation of the
+    optimised reward with gold across the evaluations (1: gold rose with the proxy all along).
+
+    Example:
+        >>> recs = {t: [{"prompt": "p", "aligned": a}, {"prompt": "q", "aligned": 1.0}] for t, a in
+        ...         (("a", 0.0), ("b", 1.0), ("c", 0.0))}
+        >>> rows = ((0, "a", 0.5), (1, "b", 1.0), (2, "c", 0.5))
+        >>> evals = [{"step": s, "tag": t, "gold": g, "objective": s} for s, t, g in rows]
+        >>> out = run_trajectory(evals, recs.__getitem__, 200)
+        >>> out["peak_step"], out["drop"]["mean"]
+        (1, 0.5)
+    """
+    peak = max(evals, key=lambda e: e["gold"])
+    last = evals[-1]
+    peak_recs, last_recs = load(peak["tag"]), load(last["tag"])
+    prompts = sorted({r["prompt"] for r in peak_recs})
+    gold = lambda r: r["aligned"]  # noqa: E731
+    drop = per_prompt(peak_recs, gold, prompts) - per_prompt(last_recs, gold, prompts)
+    proxy, golds = [e["objective"] for e in evals], [e["gold"] for e in evals]
+    rho = float(stats.spearmanr(proxy, golds).statistic) if len(evals) > 2 and len(set(golds)) > 1 else float("nan")
+    return {"peak_step": int(peak["step"]), "peak_gold": float(peak["gold"]), "final_gold": float(last["gold"]),
+            "drop": mean_ci(drop, n_bootstrap), "proxy_gold_spearman": rho}
 
 
 def summarize_records(records: list[dict], n_bootstrap: int = 1000) -> dict:

@@ -297,6 +297,15 @@ def _sbs_table(comp: dict) -> str:
                   "noise: flip 10%, unsure 3%), majority verdict; win = only the TextNorm-family image judged aligned")
 
 
+def _trajectory_table(runs: dict) -> str:
+    rows = [[html_label(o), f"{r['trajectory']['peak_gold']:.3f}", str(r["trajectory"]["peak_step"]),
+             f"{r['trajectory']['final_gold']:.3f}", _ci(r["trajectory"]["drop"]),
+             f"{r['trajectory']['proxy_gold_spearman']:.2f}"] for o, r in runs.items() if "trajectory" in r]
+    return _table(["objective", "peak gold", "at step", "final gold", "drop from peak (paired)", "ρ(proxy, gold)"],
+                  rows, "Gold along each run, held out: a drop whose interval excludes 0 is over-optimisation; ρ is "
+                  "the rank correlation of the optimised reward with gold across the evaluations")
+
+
 def _selection_table(sel: dict, method: str = "RL") -> str:
     rows = []
     for o, rules in sel.items():
@@ -457,6 +466,7 @@ def _write_report_files(inputs: ReportInputs, out: Path) -> None:
               "<p>Over-optimisation: gold against the optimised reward's gain and against sqrt(KL); a line that "
               "bends down while moving right optimises its proxy past the point where it agrees with gold.</p>",
               _img(overoptimisation_plot(draft), "over-optimisation"),
+              _trajectory_table(draft),
               _eval_table({f"{o} @ {int(run['evals'][-1]['step'])}": run["evals"][-1]["summary"]
                            for o, run in draft.items() if "summary" in run["evals"][-1]},
                           "Held-out evaluation at the last step")]

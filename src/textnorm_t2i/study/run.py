@@ -39,7 +39,7 @@ from textnorm_t2i.finetune.common import derived_seed
 from textnorm_t2i.finetune.ddim import DDIMPolicy, sample_trajectories
 from textnorm_t2i.finetune.models import load_pipeline, load_scheduler_config
 from textnorm_t2i.generate.grid import to_uint8
-from textnorm_t2i.io import atomic_write, check_writable, file_digest, write_json_atomic
+from textnorm_t2i.io import atomic_write, check_writable, file_digest, read_json, write_json_atomic
 from textnorm_t2i.rewards.train_pref import preference_prompts
 from textnorm_t2i.rundir import (
     MARKER_NAME,
@@ -51,7 +51,7 @@ from textnorm_t2i.rundir import (
     read_marker,
     remove_entries,
 )
-from textnorm_t2i.study.analysis import bon_curves, compare, perceive_map, summarize_records
+from textnorm_t2i.study.analysis import bon_curves, compare, perceive_map, run_trajectory, summarize_records
 from textnorm_t2i.study.config import StudyConfig
 from textnorm_t2i.study.evaluate import judge_images, records, sample_eval, score_uint8
 from textnorm_t2i.study.finetune import draft_one, rl_one, sft_one
@@ -393,7 +393,12 @@ class Study:
         for objective in self.cfg.draft.objectives:
             _log(f"DRaFT-{self.cfg.draft.train.truncation_steps} on {objective}")
             done[objective] = draft_one(self, objective)
+            done[objective]["trajectory"] = run_trajectory(done[objective]["evals"], self.load_eval, self.cfg.bootstrap)
         self.save("draft", done)
+
+    def load_eval(self, tag: str) -> list[dict]:
+        """The per-image records of a stored evaluation."""
+        return read_json(self.work / "eval" / f"{tag}.json")
 
     def stage_compare(self) -> None:
         self.save("compare", compare(self.cfg, self.flat("train"), self.flat("eval"), self.pool_scores(),

@@ -116,17 +116,17 @@ def draft_section(results: dict) -> list[str]:
     cfg = _engine(results["config"]["draft"])
     rows = []
     for o, run in draft.items():
-        ev = run["evals"]
-        peak = max(ev, key=lambda e: e["gold"])
+        ev, tr = run["evals"], run["trajectory"]
         last = ev[-1]
         gold = fmt_ci(last["summary"]["gold"]) if last.get("summary") else f"{last['gold']:.3f}"
-        rows.append([label(o), f"{peak['gold']:.3f} (step {int(peak['step'])})", gold,
-                     f"{peak['gold'] - last['gold']:.3f}", f"{last['objective'] - ev[0]['objective']:+.4g}",
+        rows.append([label(o), f"{tr['peak_gold']:.3f} (step {tr['peak_step']})", gold, fmt_ci(tr["drop"]),
+                     f"{tr['proxy_gold_spearman']:.2f}", f"{last['objective'] - ev[0]['objective']:+.4g}",
                      f"{last['kl']:.0f}"])
     return [f"**Reward-gradient fine-tuning (DRaFT-{cfg['truncation_steps']})** ({cfg['steps']} steps × "
-            f"{cfg['batch_size']} images, lr {cfg['lr']:g}; held-out prompts):", "",
-            _table(["objective", "peak gold (step)", "final gold", "drop from peak", "optimised reward gain",
-                    "KL from base (nats)"], rows)]
+            f"{cfg['batch_size']} images, lr {cfg['lr']:g}; held-out prompts; drop = peak minus final gold, paired "
+            "over prompts; ρ = rank correlation of the optimised reward with gold along the run):", "",
+            _table(["objective", "peak gold (step)", "final gold", "drop from peak", "ρ(proxy, gold)",
+                    "optimised reward gain", "KL from base (nats)"], rows)]
 
 
 def compare_section(results: dict) -> list[str]:
