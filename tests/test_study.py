@@ -212,7 +212,8 @@ sft: {objectives: [raw/shapes-clip-a, tn/shapes-clip-a, control/aligned, control
       train: {steps: 2, train_batch_size: 4, guided_loss: true}}
 rl: {objectives: [raw/shapes-clip-a, ens-ur-tn], eval_every: 1,
      train: {epochs: 2, batch_size: 4, train_batch_size: 4, images_per_prompt: 2}}
-draft: {objectives: [raw/shapes-clip-a, ens-ur-tn], eval_every: 1, train: {steps: 2, batch_size: 2}}
+draft: {objectives: [raw/shapes-clip-a, ens-ur-tn], eval_every: 1, lrs: [0.001, 0.01], lr_steps: 1,
+       train: {steps: 2, batch_size: 2}}
 eval: {samples_per_prompt: 2, steps: 4}
 side_by_side: {best_of: 2}
 """
@@ -278,6 +279,8 @@ def test_tiny_study_results_are_complete(tiny_study):
     for run in draft.values():
         assert [e["step"] for e in run["evals"]] == [0, 1, 2]
         assert run["evals"][0]["kl"] == 0 and run["evals"][-1]["kl"] > 0 and "gold_lo" in run["evals"][-1]
+        assert set(run["lr_probes"]) == {"0.001", "0.01"} and run["config"]["lr"] in (0.001, 0.01)
+        assert run["config"]["lr"] == float(max(run["lr_probes"], key=run["lr_probes"].__getitem__))
         tr = run["trajectory"]
         assert tr["peak_gold"] >= tr["final_gold"] and tr["drop"]["ci"][0] <= tr["drop"]["mean"] <= tr["drop"]["ci"][1]
     summary = summary_markdown(results)

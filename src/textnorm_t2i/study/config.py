@@ -156,11 +156,17 @@ class DraftStudyConfig(Config):
     objectives: list[str] = option(list(DEFAULT_RL_OBJECTIVES), "objectives optimised (differentiable rewards: the "
                                    "perceive presets are not)")
     eval_every: int = option(25, "evaluate (and keep a checkpoint) every this many steps", min=1)
+    lrs: list[float] | None = option(None, "learning rates tried per objective: each objective's lr is the one whose "
+                                     "short run (lr_steps) scores highest by the objective itself on the validation "
+                                     "prompts (never by gold); default: train.lr for every objective")
+    lr_steps: int = option(25, "steps of each learning-rate probe", min=1)
     train: DraftConfig = option(study_draft(), "the DRaFT engine's settings (textnorm finetune --method draft "
                                 "--print-config); the study sets " + ", ".join(DRAFT_OWNED), frozen_on_resume=True)
 
     def check(self) -> None:
         _check_owned("draft", self.train, study_draft(), DRAFT_OWNED)
+        if self.lrs is not None and (not self.lrs or any(lr <= 0 for lr in self.lrs)):
+            raise InputError(f"draft.lrs: give learning rates > 0 (or leave it out), got {self.lrs}")
 
 
 @dataclass

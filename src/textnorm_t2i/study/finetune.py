@@ -10,6 +10,7 @@ import csv
 import json
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from textnorm_t2i.finetune.draft import run_draft
 from textnorm_t2i.finetune.rl import run_rl
 from textnorm_t2i.finetune.sft import SFTPool, run_sft
 from textnorm_t2i.rewards.spec import RewardSpec
+from textnorm_t2i.study.analysis import per_prompt, split_prompts
 from textnorm_t2i.study.config import SFT_CONTROLS, StudyConfig
 from textnorm_t2i.world.truth import WorldTruth
 
@@ -163,28 +165,57 @@ def rl_one(study: Study, objective: str) -> dict:
                                                      "images_per_prompt", "lr", "clip_range")}}
 
 
-def draft_config(study: Study, objective: str) -> DraftConfig:
+def draft_config(study: Study, objective: str, lr: float | None = None, steps: int | None = None,
+                 folder: Path | None = None) -> DraftConfig:
     """The DRaFT config of one objective's run: the study's ``draft.train`` with its prompts, folder, sampler
-    (``eval.steps``, ``pool.guidance_scale``, deterministic) and evaluation."""
+    (``eval.steps``, ``pool.guidance_scale``, deterministic) and evaluation (``lr``, ``steps``, ``folder``: a
+    learning-rate probe's)."""
     cfg, dc = study.cfg, study.cfg.draft
-    return replace(dc.train, seed=cfg.seed, generator=cfg.generator, out=str(study.work / "draft" / slug(objective)),
+    every = steps or dc.eval_every
+    return replace(dc.train, seed=cfg.seed, generator=cfg.generator,
+                   out=str(folder or study.work / "draft" / slug(objective)),
                    prompts=PromptsConfig(list=study.flat("train")), reward=logged_reward(cfg),
                    sampling=SamplingConfig(steps=cfg.eval.steps, guidance_scale=cfg.pool.guidance_scale, eta=0.0),
-                   eval=EvalConfig(every=dc.eval_every), checkpoint_every=dc.eval_every)
+                   eval=EvalConfig(every=every), checkpoint_every=every, lr=lr or dc.train.lr,
+                   steps=steps or dc.train.steps)
 
 
-def draft_one(study: Study, objective: str) -> dict:
-    """DRaFT on ``objective`` (resumed from its last checkpoint when the run folder exists); the study evaluates it
-    every ``draft.eval_every`` steps."""
-    cfg = draft_config(study, objective)
-    folder = study.work / "draft" / slug(objective)
-    t0 = time.time()
-    done = (folder / "eval.csv").is_file() and any(
-        r["step"] == cfg.steps for r in read_eval_csv(folder / "eval.csv"))
+def _draft_run(study: Study, objective: str, cfg: DraftConfig, method: str) -> list[dict]:
+    """Run (or resume, or reuse a finished) DRaFT run; its evaluation rows."""
+    folder = Path(cfg.out)
+    done = (folder / "eval.csv").is_file() and any(r["step"] == cfg.steps for r in read_eval_csv(folder / "eval.csv"))
     if not done:
         run_draft(cfg, resume=(folder / "config.yaml").is_file(), progress=study.progress,
                   reward=study.scorer.reward(objective),
-                  make_evaluator=lambda trainee, out: StudyEvaluator(study, objective, trainee, "draft"),
+                  make_evaluator=lambda trainee, out: StudyEvaluator(study, objective, trainee, method),
                   truth=WorldTruth())
-    return {"evals": read_eval_csv(folder / "eval.csv"), "seconds": round(time.time() - t0, 1),
+    return read_eval_csv(folder / "eval.csv")
+
+
+def choose_draft_lr(study: Study, objective: str) -> tuple[float, dict[str, float]]:
+    """The learning rate of ``objective``'s run: each of ``draft.lrs`` runs ``draft.lr_steps`` steps; the one whose
+    last evaluation scores highest *by the objective itself* on the validation prompts wins (gold is never read).
+    Returns the lr and each lr's validation score."""
+    cfg, dc = study.cfg, study.cfg.draft
+    validation, _ = split_prompts(study.flat("eval"), cfg.side_by_side.validation_fraction, cfg.seed)
+    chosen = set(validation)
+    scores: dict[str, float] = {}
+    for lr in dc.lrs or []:
+        folder = study.work / "draft" / f"lr-{lr:g}" / slug(objective)
+        evals = _draft_run(study, objective, draft_config(study, objective, lr, dc.lr_steps, folder),
+                           f"draftlr{lr:g}")
+        records = [r for r in study.load_eval(evals[-1]["tag"]) if r["prompt"] in chosen]
+        scores[f"{lr:g}"] = float(np.mean(per_prompt(records, lambda r: r["scores"].get(objective, r["aligned"]))))
+    best = max(scores, key=scores.__getitem__)
+    return float(best), scores
+
+
+def draft_one(study: Study, objective: str) -> dict:
+    """DRaFT on ``objective`` (its learning rate chosen first when ``draft.lrs`` is given; resumed from its last
+    checkpoint when the run folder exists); the study evaluates it every ``draft.eval_every`` steps."""
+    t0 = time.time()
+    lr, probes = (choose_draft_lr(study, objective) if study.cfg.draft.lrs else (None, {}))
+    cfg = draft_config(study, objective, lr)
+    evals = _draft_run(study, objective, cfg, "draft")
+    return {"evals": evals, "seconds": round(time.time() - t0, 1), "lr_probes": probes,
             "config": {k: getattr(cfg, k) for k in ("steps", "batch_size", "truncation_steps", "lr")}}

@@ -459,9 +459,14 @@ def _write_report_files(inputs: ReportInputs, out: Path) -> None:
     if draft and not draft.get("skipped"):
         dc = cfg.draft.train
         h += [f"<p>DRaFT-{dc.truncation_steps}: the reward's gradient through the last {dc.truncation_steps} of "
-              f"{cfg.eval.steps} deterministic DDIM steps; {dc.steps} steps × {dc.batch_size} images, lr {dc.lr:g}, "
-              f"LoRA rank {dc.lora.rank}, regulariser {dc.reg_coef:g}; evaluated every {cfg.draft.eval_every} steps "
-              "on the held-out prompts (stochastic sampler, the same noise for every model).</p>",
+              f"{cfg.eval.steps} deterministic DDIM steps; {dc.steps} steps × {dc.batch_size} images, LoRA rank "
+              f"{dc.lora.rank}, regulariser {dc.reg_coef:g}; learning rate "
+              + (f"chosen per objective from {', '.join(f'{lr:g}' for lr in cfg.draft.lrs)} by the objective's own "
+                 f"score on the validation prompts after {cfg.draft.lr_steps} steps (never by gold): "
+                 + ", ".join(f"{html_label(o)} {r['config']['lr']:g}" for o, r in draft.items())
+                 if cfg.draft.lrs else f"{dc.lr:g} for every objective")
+              + f"; evaluated every {cfg.draft.eval_every} steps on the held-out prompts (stochastic sampler, the "
+              "same noise for every model).</p>",
               _img(rl_plot(draft, unit="step"), "DRaFT curves"),
               "<p>Over-optimisation: gold against the optimised reward's gain and against sqrt(KL); a line that "
               "bends down while moving right optimises its proxy past the point where it agrees with gold.</p>",

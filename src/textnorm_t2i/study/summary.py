@@ -119,13 +119,14 @@ def draft_section(results: dict) -> list[str]:
         ev, tr = run["evals"], run["trajectory"]
         last = ev[-1]
         gold = fmt_ci(last["summary"]["gold"]) if last.get("summary") else f"{last['gold']:.3f}"
-        rows.append([label(o), f"{tr['peak_gold']:.3f} (step {tr['peak_step']})", gold, fmt_ci(tr["drop"]),
+        rows.append([label(o), f"{run['config']['lr']:g}", f"{tr['peak_gold']:.3f} (step {tr['peak_step']})", gold,
+                     fmt_ci(tr["drop"]),
                      f"{tr['proxy_gold_spearman']:.2f}", f"{last['objective'] - ev[0]['objective']:+.4g}",
                      f"{last['kl']:.0f}"])
     return [f"**Reward-gradient fine-tuning (DRaFT-{cfg['truncation_steps']})** ({cfg['steps']} steps × "
-            f"{cfg['batch_size']} images, lr {cfg['lr']:g}; held-out prompts; drop = peak minus final gold, paired "
+            f"{cfg['batch_size']} images; held-out prompts; drop = peak minus final gold, paired "
             "over prompts; ρ = rank correlation of the optimised reward with gold along the run):", "",
-            _table(["objective", "peak gold (step)", "final gold", "drop from peak", "ρ(proxy, gold)",
+            _table(["objective", "lr", "peak gold (step)", "final gold", "drop from peak", "ρ(proxy, gold)",
                     "optimised reward gain", "KL from base (nats)"], rows)]
 
 
