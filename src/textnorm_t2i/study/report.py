@@ -20,7 +20,7 @@ from textnorm_t2i import tables
 from textnorm_t2i.finetune.report import png_data_uri
 from textnorm_t2i.io import atomic_write, read_json, write_json_atomic
 from textnorm_t2i.rundir import mark_run_dir
-from textnorm_t2i.study.analysis import summarize_records
+from textnorm_t2i.study.analysis import per_prompt, summarize_records
 from textnorm_t2i.study.config import StudyConfig
 from textnorm_t2i.study.objectives import family, label
 from textnorm_t2i.study.verdict import verdict
@@ -202,26 +202,46 @@ figure img{image-rendering:pixelated;border:1px solid #ccc}
 """
 
 
-def overoptimisation_plot(runs: dict) -> str:
-    """The over-optimisation picture: held-out gold against the optimised reward's gain and against sqrt(KL) from the
-    base model, one line per objective along its run (TextNorm family solid, raw dashed), with 95% bands."""
+def reward_of(objective: str) -> str:
+    """The reward an objective optimises, raw or through TextNorm (``ensemble`` for the ensembles).
+
+    Example:
+        >>> reward_of("tn/shapes-clip-a"), reward_of("ens-ur-tn")
+        ('shapes-clip-a', 'ensemble')
+    """
+    return objective.split("/", 1)[1] if "/" in objective else "ensemble"
+
+
+def overoptimisation_plot(runs: dict, base_records: list[dict]) -> str:
+    """The over-optimisation picture, one column per reward (raw dashed red, TextNorm solid blue): held-out gold
+    against the optimised reward's gain in units of its spread over prompts under the base model (top), and
+    against sqrt(KL) from the base model (bottom), along each run, with 95% intervals. A line that turns down while
+    it moves right is over-optimising."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    rewards = list(dict.fromkeys(reward_of(o) for o in runs))
+    fig, axes = plt.subplots(2, len(rewards), figsize=(4.2 * len(rewards), 7), squeeze=False)
     for i, (o, run) in enumerate(runs.items()):
         ev, st = run["evals"], _style(o, i)
-        gain = [e["objective"] - ev[0]["objective"] for e in ev]
+        spread = float(np.std(per_prompt(base_records, lambda r, o=o: r["scores"][o]))) if o in base_records[0][
+            "scores"] else 1.0
+        gain = [(e["objective"] - ev[0]["objective"]) / (spread or 1.0) for e in ev]
         root_kl = [max(e["kl"], 0.0) ** 0.5 for e in ev]
-        for ax, x in ((axes[0], gain), (axes[1], root_kl)):
-            ax.plot(x, [e["gold"] for e in ev], label=label(o), **st)
-            if "gold_lo" in ev[0]:
-                ax.fill_between(x, [e["gold_lo"] for e in ev], [e["gold_hi"] for e in ev], color=st["color"],
-                                alpha=0.1)
-    axes[0].set_xlabel("optimised reward - its base value (held-out)")
-    axes[1].set_xlabel("sqrt(KL from the base model), nats^0.5 per image")
-    for ax in axes:
-        ax.set_ylabel("gold alignment (held-out)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+        col = rewards.index(reward_of(o))
+        gold = [e["gold"] for e in ev]
+        for ax, x in ((axes[0][col], gain), (axes[1][col], root_kl)):
+            ax.plot(x, gold, label=label(o), **st)
+            if "gold_lo" in ev[0]:  # vertical bars: the gain need not grow monotonically along a run
+                ax.errorbar(x, gold, yerr=[[g - e["gold_lo"] for g, e in zip(gold, ev)],
+                                           [e["gold_hi"] - g for g, e in zip(gold, ev)]],
+                            fmt="none", ecolor=st["color"], alpha=0.35, capsize=2)
+    for col, reward in enumerate(rewards):
+        axes[0][col].set_title(reward, fontsize=10)
+        axes[0][col].set_xlabel("optimised reward gain (base spreads over prompts)", fontsize=8)
+        axes[1][col].set_xlabel("sqrt(KL from the base model), per image", fontsize=8)
+        axes[0][col].legend(fontsize=7)
+        for row in (0, 1):
+            axes[row][col].set_ylabel("gold alignment (held-out)", fontsize=8)
+            axes[row][col].grid(alpha=0.3)
     fig.tight_layout()
     return _png(fig)
 
@@ -468,9 +488,11 @@ def _write_report_files(inputs: ReportInputs, out: Path) -> None:
               + f"; evaluated every {cfg.draft.eval_every} steps on the held-out prompts (stochastic sampler, the "
               "same noise for every model).</p>",
               _img(rl_plot(draft, unit="step"), "DRaFT curves"),
-              "<p>Over-optimisation: gold against the optimised reward's gain and against sqrt(KL); a line that "
-              "bends down while moving right optimises its proxy past the point where it agrees with gold.</p>",
-              _img(overoptimisation_plot(draft), "over-optimisation"),
+              "<p>Over-optimisation, per reward (raw dashed red, TextNorm solid blue): gold against the optimised "
+              "reward's gain (in units of its spread over prompts under the base model, so raw and TextNorm share an "
+              "axis) and against sqrt(KL); a line that turns down while moving right optimises its proxy past the "
+              "point where it agrees with gold.</p>",
+              _img(overoptimisation_plot(draft, read_json(evaluations / "base.json")), "over-optimisation"),
               _trajectory_table(draft),
               _eval_table({f"{o} @ {int(run['evals'][-1]['step'])}": run["evals"][-1]["summary"]
                            for o, run in draft.items() if "summary" in run["evals"][-1]},
