@@ -373,28 +373,26 @@ class Study:
             self.save("sft_partial", done)
         self.save("sft", done)
 
-    # ------------------------------------------------------------------ RL
-    def stage_rl(self) -> None:
-        if not self.cfg.rl.enabled:
-            self.save("rl", {"skipped": True})
+    # ------------------------------------------------------------------ RL and DRaFT
+    def _fine_tune_each(self, stage: str, name: str, run_one: Callable[[Study, str], dict]) -> None:
+        """One run of ``run_one`` per objective of the config's ``stage`` section (skipped when switched off),
+        each with its trajectory of gold along the run."""
+        section = getattr(self.cfg, stage)
+        if not section.enabled:
+            self.save(stage, {"skipped": True})
             return
         done = {}
-        for objective in self.cfg.rl.objectives:
-            _log(f"RL (DDPO) on {objective}")
-            done[objective] = rl_one(self, objective)
-        self.save("rl", done)
-
-    # ------------------------------------------------------------------ DRaFT
-    def stage_draft(self) -> None:
-        if not self.cfg.draft.enabled:
-            self.save("draft", {"skipped": True})
-            return
-        done = {}
-        for objective in self.cfg.draft.objectives:
-            _log(f"DRaFT-{self.cfg.draft.train.truncation_steps} on {objective}")
-            done[objective] = draft_one(self, objective)
+        for objective in section.objectives:
+            _log(f"{name} on {objective}")
+            done[objective] = run_one(self, objective)
             done[objective]["trajectory"] = run_trajectory(done[objective]["evals"], self.load_eval, self.cfg.bootstrap)
-        self.save("draft", done)
+        self.save(stage, done)
+
+    def stage_rl(self) -> None:
+        self._fine_tune_each("rl", "RL (DDPO)", rl_one)
+
+    def stage_draft(self) -> None:
+        self._fine_tune_each("draft", f"DRaFT-{self.cfg.draft.train.truncation_steps}", draft_one)
 
     def load_eval(self, tag: str) -> list[dict]:
         """The per-image records of a stored evaluation."""

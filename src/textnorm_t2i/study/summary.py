@@ -91,11 +91,18 @@ def sft_section(results: dict) -> list[str]:
             _table(["model", "gold alignment", "fidelity", "KL from base (nats)"], _eval_rows(entries))]
 
 
+def _runs(results: dict, stage: str) -> tuple[dict, dict]:
+    """A fine-tuning stage's runs and its engine settings (``({}, {})`` when it did not run)."""
+    runs = results.get(stage) or {}
+    if not runs or runs.get("skipped"):
+        return {}, {}
+    return runs, _engine(results["config"][stage])
+
+
 def rl_section(results: dict) -> list[str]:
-    rl = results.get("rl") or {}
-    if not rl or rl.get("skipped"):
+    rl, cfg = _runs(results, "rl")
+    if not rl:
         return []
-    cfg = _engine(results["config"]["rl"])
     rows = []
     for o, run in rl.items():
         for e in run["evals"]:
@@ -110,10 +117,9 @@ def rl_section(results: dict) -> list[str]:
 
 def draft_section(results: dict) -> list[str]:
     """Per DRaFT run: its peak gold (step), its final gold, and the drop from the peak, held out."""
-    draft = results.get("draft") or {}
-    if not draft or draft.get("skipped"):
+    draft, cfg = _runs(results, "draft")
+    if not draft:
         return []
-    cfg = _engine(results["config"]["draft"])
     rows = []
     for o, run in draft.items():
         ev, tr = run["evals"], run["trajectory"]
