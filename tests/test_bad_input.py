@@ -267,7 +267,7 @@ CASES = [
     ("rl-mixed-precision-typo", ["finetune", "--method", "rl", "--config", RL, "--set", "mixed_precision=fp8",
                                  "--set", "out={dir}/t"], "mixed_precision", ["t"]),
     ("study-images-per-prompt", ["study", "run", "--config", STUDY, "--set", "rl.train.images_per_prompt=7",
-                                 "--set", "work={dir}/w"], "images_per_prompt=7 does not divide", ["w"]),
+                                 "--set", "work={dir}/w"], "rl.train: images_per_prompt=7 does not divide", ["w"]),
     ("study-owned-key", ["study", "run", "--config", STUDY, "--set", "sft.train.out={dir}/elsewhere", "--set",
                          "work={dir}/w"], "sft.train.out: set by the study", ["w", "elsewhere"]),
     ("study-summary-missing", ["study", "summary", "--results", "{dir}/none.json"], "no such file", []),

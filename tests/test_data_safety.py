@@ -364,7 +364,7 @@ def test_a_section_switched_off_is_not_checked():
            "sft.enabled=false", "sft.objectives=[nosuch]", "map.enabled=false", "map.n=3", "map.noise_scales=[99]"]
     cfg = load_study_config(None, off)
     assert not cfg.rl.enabled and cfg.rl.train.batch_size == 3
-    with pytest.raises(InputError, match="train_batch_size=2 does not divide"):
+    with pytest.raises(InputError, match="rl.train: train_batch_size=2 does not divide"):
         load_study_config(None, [o for o in off if o != "rl.enabled=false" and "objectives" not in o])
 
 

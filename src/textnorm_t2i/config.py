@@ -49,16 +49,18 @@ MAX_SEED = 2**32 - 1  # seeds feed numpy's SeedSequence and torch.manual_seed: n
 
 
 def option(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-           min_exclusive: bool = False, mutable_on_resume: bool = False, frozen_on_resume: bool = False) -> Any:
+           min_exclusive: bool = False, mutable_on_resume: bool = False, frozen_on_resume: bool = False,
+           embedded: bool = False) -> Any:
     """A config field: its default, a one-line help text and an optional numeric range.
 
     ``mutable_on_resume`` marks keys that a resumed run may change (e.g. the number of epochs);
     ``frozen_on_resume`` marks a nested section none of whose keys may change, whatever its own class allows (a
-    config embedded in another whose resume rules differ, e.g. the study's ``sft.train``).
+    config embedded in another whose resume rules differ, e.g. the study's ``sft.train``); ``embedded`` marks a
+    whole config embedded in another (its check errors name the section).
     Mutable defaults (lists, dicts, nested configs) are copied for each instance.
     """
     meta = {"help": help, "min": min, "max": max, "min_exclusive": min_exclusive,
-            "mutable_on_resume": mutable_on_resume, "frozen_on_resume": frozen_on_resume}
+            "mutable_on_resume": mutable_on_resume, "frozen_on_resume": frozen_on_resume, "embedded": embedded}
     if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
         import copy
 
@@ -314,16 +316,29 @@ def from_dict(cls: type[C], data: dict, where: str = "config") -> C:
 
 
 def _check_all(cfg: Config, where: str) -> None:
+    try:
+        _check_tree(cfg)
+    except InputError as e:
+        raise InputError(f"{where}: {e}") from None
+
+
+def _check_tree(cfg: Config, path: str = "") -> None:
+    """Every section's checks, innermost first. A config embedded whole in another (``embedded``, e.g. the study's
+    ``rl.train``) names keys from its own root, so its errors say which section they are about."""
     if getattr(cfg, "enabled", True) is False:  # a section switched off is not used, so not checked
         return
     for f in dataclasses.fields(cfg):  # type: ignore[arg-type]
         value = getattr(cfg, f.name)
-        if isinstance(value, Config):
-            _check_all(value, where)
-    try:
-        cfg.check()
-    except InputError as e:
-        raise InputError(f"{where}: {e}") from None
+        if not isinstance(value, Config):
+            continue
+        if f.metadata.get("embedded"):
+            try:
+                _check_tree(value)
+            except InputError as e:
+                raise InputError(f"{path}{f.name}: {e}") from None
+        else:
+            _check_tree(value, f"{path}{f.name}.")
+    cfg.check()
 
 
 def _override(cls: type, data: dict, item: str) -> dict:

@@ -127,7 +127,8 @@ class SFTStudyConfig(Config):
                                    "and SFT's controls: control/aligned (the oracle's aligned samples) and "
                                    "control/random (a random top_fraction)")
     train: SFTConfig = option(study_sft(), "the SFT engine's settings (textnorm finetune --method sft "
-                              "--print-config); the study sets " + ", ".join(SFT_OWNED), frozen_on_resume=True)
+                              "--print-config); the study sets " + ", ".join(SFT_OWNED), frozen_on_resume=True,
+                              embedded=True)
 
     def check(self) -> None:
         _check_owned("sft", self.train, study_sft(), SFT_OWNED)
@@ -141,7 +142,7 @@ class RLStudyConfig(Config):
     objectives: list[str] = option(list(DEFAULT_RL_OBJECTIVES), "objectives optimised")
     eval_every: int = option(8, "evaluate (and keep a checkpoint) every this many epochs", min=1)
     train: RLConfig = option(study_rl(), "the RL engine's settings (textnorm finetune --method rl --print-config); "
-                             "the study sets " + ", ".join(RL_OWNED))
+                             "the study sets " + ", ".join(RL_OWNED), embedded=True)
 
     def check(self) -> None:
         _check_owned("rl", self.train, study_rl(), RL_OWNED)
@@ -161,7 +162,8 @@ class DraftStudyConfig(Config):
                                      "prompts (never by gold); default: train.lr for every objective")
     lr_steps: int = option(25, "steps of each learning-rate probe", min=1)
     train: DraftConfig = option(study_draft(), "the DRaFT engine's settings (textnorm finetune --method draft "
-                                "--print-config); the study sets " + ", ".join(DRAFT_OWNED), frozen_on_resume=True)
+                                "--print-config); the study sets " + ", ".join(DRAFT_OWNED), frozen_on_resume=True,
+                                embedded=True)
 
     def check(self) -> None:
         _check_owned("draft", self.train, study_draft(), DRAFT_OWNED)
