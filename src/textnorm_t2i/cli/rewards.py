@@ -79,7 +79,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         select_hyperparameters,
         subset_set_rewards,
     )
-    from textnorm_t2i.objectives.factory import build_reward, member_specs
+    from textnorm_t2i.objectives import build_reward
+    from textnorm_t2i.objectives.factory import member_specs
     from textnorm_t2i.rewards.spec import RewardSpec
 
     check_output(args.output)

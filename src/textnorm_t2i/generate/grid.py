@@ -5,19 +5,10 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """``N x 3 x H x W`` images in [0, 1] as an ``N x H x W x 3`` uint8 array.
-
-    Example:
-        >>> to_uint8(torch.ones(1, 3, 2, 2)).shape
-        (1, 2, 2, 3)
-    """
-    return (images.detach().cpu().permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+from textnorm_t2i.world.pixels import to_uint8  # also imported from here by the reports
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:

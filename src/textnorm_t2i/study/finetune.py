@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -151,15 +152,8 @@ def read_eval_csv(path: Any) -> list[dict]:
 def rl_one(study: Study, objective: str) -> dict:
     """DDPO on ``objective`` (resumed from its last checkpoint when the run folder exists)."""
     cfg = rl_config(study, objective)
-    folder = study.work / "rl" / slug(objective)
     t0 = time.time()
-    done = (folder / "eval.csv").is_file() and any(
-        r["step"] == cfg.epochs for r in read_eval_csv(folder / "eval.csv"))
-    if not done:
-        reward = study.scorer.reward(objective)
-        run_rl(cfg, resume=(folder / "config.yaml").is_file(), progress=study.progress, reward=reward,
-               make_evaluator=lambda trainee, out: StudyEvaluator(study, objective, trainee), truth=WorldTruth())
-    evals = read_eval_csv(folder / "eval.csv")
+    evals = run_or_reuse(study, objective, cfg, run_rl, cfg.epochs, "rl")
     return {"evals": evals, "seconds": round(time.time() - t0, 1),
             "config": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "train_batch_size",
                                                      "images_per_prompt", "lr", "clip_range")}}
@@ -180,15 +174,17 @@ def draft_config(study: Study, objective: str, lr: float | None = None, steps: i
                    steps=steps or dc.train.steps)
 
 
-def _draft_run(study: Study, objective: str, cfg: DraftConfig, method: str) -> list[dict]:
-    """Run (or resume, or reuse a finished) DRaFT run; its evaluation rows."""
+def run_or_reuse(study: Study, objective: str, cfg: RLConfig | DraftConfig, run: Callable[..., Path], last: int,
+                 method: str) -> list[dict]:
+    """Run ``cfg`` with the engine's ``run`` (resumed when its folder holds a checkpointed run; not run again when
+    its ``eval.csv`` already reaches step ``last``), evaluated by the study; its evaluation rows."""
     folder = Path(cfg.out)
-    done = (folder / "eval.csv").is_file() and any(r["step"] == cfg.steps for r in read_eval_csv(folder / "eval.csv"))
+    done = (folder / "eval.csv").is_file() and any(r["step"] == last for r in read_eval_csv(folder / "eval.csv"))
     if not done:
-        run_draft(cfg, resume=(folder / "config.yaml").is_file(), progress=study.progress,
-                  reward=study.scorer.reward(objective),
-                  make_evaluator=lambda trainee, out: StudyEvaluator(study, objective, trainee, method),
-                  truth=WorldTruth())
+        run(cfg, resume=(folder / "config.yaml").is_file(), progress=study.progress,
+            reward=study.scorer.reward(objective),
+            make_evaluator=lambda trainee, out: StudyEvaluator(study, objective, trainee, method),
+            truth=WorldTruth())
     return read_eval_csv(folder / "eval.csv")
 
 
@@ -202,10 +198,10 @@ def choose_draft_lr(study: Study, objective: str) -> tuple[float, dict[str, floa
     scores: dict[str, float] = {}
     for lr in dc.lrs or []:
         folder = study.work / "draft" / f"lr-{lr:g}" / slug(objective)
-        evals = _draft_run(study, objective, draft_config(study, objective, lr, dc.lr_steps, folder),
-                           f"draftlr{lr:g}")
+        probe = draft_config(study, objective, lr, dc.lr_steps, folder)
+        evals = run_or_reuse(study, objective, probe, run_draft, probe.steps, f"draftlr{lr:g}")
         records = [r for r in study.load_eval(evals[-1]["tag"]) if r["prompt"] in chosen]
-        scores[f"{lr:g}"] = float(np.mean(per_prompt(records, lambda r: r["scores"].get(objective, r["aligned"]))))
+        scores[f"{lr:g}"] = float(np.mean(per_prompt(records, lambda r: r["scores"][objective])))
     best = max(scores, key=scores.__getitem__)
     return float(best), scores
 
@@ -216,6 +212,6 @@ def draft_one(study: Study, objective: str) -> dict:
     t0 = time.time()
     lr, probes = (choose_draft_lr(study, objective) if study.cfg.draft.lrs else (None, {}))
     cfg = draft_config(study, objective, lr)
-    evals = _draft_run(study, objective, cfg, "draft")
+    evals = run_or_reuse(study, objective, cfg, run_draft, cfg.steps, "draft")
     return {"evals": evals, "seconds": round(time.time() - t0, 1), "lr_probes": probes,
             "config": {k: getattr(cfg, k) for k in ("steps", "batch_size", "truncation_steps", "lr")}}

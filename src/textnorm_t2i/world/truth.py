@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from textnorm_t2i.errors import InputError
 from textnorm_t2i.world.grammar import parse, sample_prompts
 from textnorm_t2i.world.oracle import fidelity, judge
+from textnorm_t2i.world.pixels import to_uint8
 from textnorm_t2i.world.vocab import BASE_SIZE
 
 
@@ -33,8 +32,7 @@ class WorldTruth:
             return None
         if images.shape[-1] < BASE_SIZE or images.shape[-1] != images.shape[-2]:
             return None
-        pixels = (images.detach().cpu().permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-        verdicts = [judge(a, spec) for a, spec in zip(pixels, specs)]
+        verdicts = [judge(a, spec) for a, spec in zip(to_uint8(images), specs)]
         return [{"aligned": bool(v.aligned), "reasons": list(v.reasons), "fidelity": fidelity(v.objects)}
                 for v in verdicts]
 
