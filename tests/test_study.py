@@ -148,7 +148,7 @@ def test_evaluation_kl_equals_torch_distributions_reference():
             backend.unet.adapter_on = True
 
     prompts = ["a red circle", "two squares"]
-    images, kl = sample_with_kl(backend, prompts, policy, 3.0, torch.Generator().manual_seed(0), base=base)
+    images, kl, kl_last = sample_with_kl(backend, prompts, policy, 3.0, torch.Generator().manual_seed(0), base=base)
 
     # Reference: replay the same trajectory; per step, KL of the two Gaussians from torch.distributions.
     g = torch.Generator().manual_seed(0)
@@ -176,7 +176,17 @@ def test_evaluation_kl_equals_torch_distributions_reference():
     np.testing.assert_allclose(per_step, np.stack(ref_steps, axis=1), rtol=1e-4)  # every step, not only the sum
     torch.testing.assert_close(images, x)
     assert (kl > 0).all()
-    _, kl_base = sample_with_kl(backend, prompts, policy, 3.0, torch.Generator().manual_seed(0), base=None)
+    # The headline sum leaves out the steps with sigma below the threshold; the last stochastic step is apart.
+    stds = np.array(policy.stds)
+    _, kl_big, kl_last2 = sample_with_kl(backend, prompts, policy, 3.0, torch.Generator().manual_seed(0), base=base,
+                                         min_std=0.05)
+    reference = np.stack(ref_steps, axis=1)
+    np.testing.assert_allclose(kl_big, reference[:, stds >= 0.05].sum(axis=1), rtol=1e-4)
+    last = max(j for j, s in enumerate(stds) if s > 0)
+    assert stds[last] < 0.05 and stds.max() >= 0.05  # the threshold splits this schedule
+    np.testing.assert_allclose(kl_last2, reference[:, last], rtol=1e-4)
+    np.testing.assert_allclose(kl_last, kl_last2)
+    _, kl_base, _ = sample_with_kl(backend, prompts, policy, 3.0, torch.Generator().manual_seed(0), base=None)
     assert (kl_base == 0).all()
 
 

@@ -165,11 +165,14 @@ def run_trajectory(evals: list[dict], load: Any, n_bootstrap: int = 1000) -> dic
 
 
 def summarize_records(records: list[dict], n_bootstrap: int = 1000) -> dict:
-    """Gold alignment, fidelity, KL and every score of an evaluation: means with CIs over prompts; gold per subset."""
+    """Gold alignment, fidelity, KL (and the last step's apart) and every score of an evaluation: means with CIs
+    over prompts; gold per subset."""
     out: dict[str, Any] = {"images": len(records), "prompts": len({r["prompt"] for r in records})}
     out["gold"] = mean_ci(per_prompt(records, lambda r: r["aligned"]), n_bootstrap)
     out["fidelity"] = mean_ci(per_prompt(records, lambda r: r["fidelity"]), n_bootstrap)
     out["kl"] = mean_ci(per_prompt(records, lambda r: r["kl"]), n_bootstrap)
+    if "kl_last_step" in records[0]:  # the first edition's records lack it
+        out["kl_last_step"] = mean_ci(per_prompt(records, lambda r: r["kl_last_step"]), n_bootstrap)
     out["scores"] = {k: mean_ci(per_prompt(records, lambda r, k=k: r["scores"][k]), n_bootstrap)
                      for k in records[0]["scores"]}
     subsets = sorted({r["subset"] for r in records})

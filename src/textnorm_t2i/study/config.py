@@ -178,6 +178,9 @@ class EvalStudyConfig(Config):
     samples_per_prompt: int = option(4, "samples per evaluation prompt", min=1)
     steps: int = option(10, "DDIM steps of the evaluation samples", min=1, max=1000)
     seed: int = option(1234, "seed of the evaluation noise", min=0, max=MAX_SEED)
+    kl_min_std: float = option(0.05, "the KL from the base sums the steps with sigma >= this; the last stochastic "
+                               "step is reported apart (its tiny sigma turns invisible pixel changes into many nats)",
+                               min=0)
 
 
 @dataclass

@@ -8,6 +8,8 @@ each step is a Gaussian with the same standard deviation σ_t under both models,
     KL(p_θ || p_base) = E_τ~p_θ [ Σ_t ‖μ_θ(x_t) − μ_base(x_t)‖² / (2 σ_t²) ],
 
 estimated by the per-trajectory sum (an unbiased single-sample estimate; its mean over images is reported).
+The headline ``kl`` sums the steps with σ_t ≥ ``eval.kl_min_std``; the last stochastic step is kept apart
+(``kl_last_step``): its tiny σ turns pixel changes of about one uint8 level into thousands of nats.
 """
 
 from __future__ import annotations
@@ -26,38 +28,49 @@ from textnorm_t2i.world.oracle import fidelity, judge
 
 @dataclass
 class EvalImages:
-    """Images of one evaluation (uint8 ``N x 3 x H x W``), their prompts, seed index and KL per image."""
+    """Images of one evaluation (uint8 ``N x 3 x H x W``), their prompts, seed index and, per image, the KL over
+    the steps with σ ≥ the threshold and that of the last stochastic step."""
 
     images: torch.Tensor
     prompts: list[str]
     sample_index: list[int]
     kl: np.ndarray
+    kl_last_step: np.ndarray
 
 
 def sample_with_kl(backend: Any, prompts: list[str], policy: Any, guidance_scale: float, generator: torch.Generator,
-                   unet: Any = None, base: Any = None) -> tuple[torch.Tensor, np.ndarray]:
-    """Images (float ``[0, 1]``) sampled by ``unet`` with the stochastic policy, and each trajectory's KL from
-    the base model summed over every step (see :func:`~textnorm_t2i.finetune.ddim.sample_with_step_kl`)."""
+                   unet: Any = None, base: Any = None, min_std: float = 0.0
+                   ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Images (float ``[0, 1]``) sampled by ``unet`` with the stochastic policy; each trajectory's KL from the base
+    model summed over the steps with σ ≥ ``min_std`` (0: every step, the exact KL), and the last stochastic
+    step's KL alone (see :func:`~textnorm_t2i.finetune.ddim.sample_with_step_kl`)."""
     images, per_step = sample_with_step_kl(backend, prompts, policy, guidance_scale, generator, unet, base)
-    return images, per_step.sum(axis=1)
+    stds = [float(s) for s in policy.stds]
+    counted = [j for j, s in enumerate(stds) if s > 0 and s >= min_std]
+    last = max((j for j, s in enumerate(stds) if s > 0), default=None)
+    last_kl = per_step[:, last] if last is not None else np.zeros(len(prompts))
+    return images, per_step[:, counted].sum(axis=1), last_kl
 
 
 def sample_eval(backend: Any, prompts: list[str], samples_per_prompt: int, steps: int, guidance_scale: float,
-                seed: int, unet: Any = None, base: Any = None, chunk: int = 128, progress: bool = False
-                ) -> EvalImages:
+                seed: int, unet: Any = None, base: Any = None, chunk: int = 128, progress: bool = False,
+                kl_min_std: float = 0.0) -> EvalImages:
     """``samples_per_prompt`` images per prompt, the same noise for every model (seeded per chunk)."""
     from tqdm.auto import tqdm
 
     policy = DDIMPolicy(backend.pipe.scheduler.config, steps, eta=1.0)
     flat = [(p, s) for s in range(samples_per_prompt) for p in prompts]
-    images, kls = [], []
+    images, kls, lasts = [], [], []
     for lo in tqdm(range(0, len(flat), chunk), desc="evaluate", disable=not progress, leave=False):
         part = [p for p, _ in flat[lo:lo + chunk]]
         g = torch.Generator().manual_seed(derived_seed(seed, lo))
-        x, kl = sample_with_kl(backend, part, policy, guidance_scale, g, unet=unet, base=base)
+        x, kl, last = sample_with_kl(backend, part, policy, guidance_scale, g, unet=unet, base=base,
+                                     min_std=kl_min_std)
         images.append(torch.from_numpy(to_uint8(x)).permute(0, 3, 1, 2).contiguous())
         kls.append(kl)
-    return EvalImages(torch.cat(images), [p for p, _ in flat], [s for _, s in flat], np.concatenate(kls))
+        lasts.append(last)
+    return EvalImages(torch.cat(images), [p for p, _ in flat], [s for _, s in flat], np.concatenate(kls),
+                      np.concatenate(lasts))
 
 
 def judge_images(images: torch.Tensor, prompts: list[str]) -> list[dict]:
@@ -86,5 +99,5 @@ def records(ev: EvalImages, scores: dict[str, np.ndarray], subset_of: dict[str, 
         out.append({"prompt": prompt, "subset": subset_of.get(prompt, ""), "sample": ev.sample_index[i],
                     "scores": {k: round(float(s[i]), 6) for k, s in scores.items()},
                     "aligned": v["aligned"], "reasons": v["reasons"], "fidelity": v["fidelity"],
-                    "kl": round(float(ev.kl[i]), 6)})
+                    "kl": round(float(ev.kl[i]), 6), "kl_last_step": round(float(ev.kl_last_step[i]), 6)})
     return out

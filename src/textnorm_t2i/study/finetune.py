@@ -118,7 +118,7 @@ class StudyEvaluator:
             summary = self.study.evaluate(tag, unet=unet, base=adapters_off(unet), backend=self.trainee.backend)
         self.last = (tag, summary)
         row = {"step": step, "tag": tag, "gold": summary["gold"]["mean"], "fidelity": summary["fidelity"]["mean"],
-               "kl": summary["kl"]["mean"],
+               "kl": summary["kl"]["mean"], "kl_last_step": summary.get("kl_last_step", {"mean": 0.0})["mean"],
                # SFT's controls optimise no reward: their "objective" is the gold they were selected by.
                "objective": summary["scores"].get(self.objective, summary["gold"])["mean"]}
         row.update({f"score:{k}": v["mean"] for k, v in summary["scores"].items()})

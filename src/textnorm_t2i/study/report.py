@@ -297,10 +297,11 @@ def _eval_table(entries: dict[str, dict], caption: str) -> str:
     for name, s in entries.items():
         own = s["scores"].get(name.split(" @ ")[0]) if name != "base model" else None
         rows.append([html.escape(name), _ci(s["gold"]), _ci(s["fidelity"]), _ci(s["kl"], 2),
+                     _ci(s["kl_last_step"], 2) if "kl_last_step" in s else "–",
                      _ci(own) if own else "–"] + [_ci(s["gold_by_subset"].get(x)) for x in
                                                   ("counting", "composition", "comprehensive")])
-    return _table(["model", "gold", "fidelity", "KL from base", "optimised reward", "gold: counting",
-                   "gold: composition", "gold: comprehensive"], rows, caption)
+    return _table(["model", "gold", "fidelity", "KL from base (σ ≥ threshold)", "KL, last step",
+                   "optimised reward", "gold: counting", "gold: composition", "gold: comprehensive"], rows, caption)
 
 
 def _sbs_table(comp: dict) -> str:
@@ -453,7 +454,12 @@ def _write_report_files(inputs: ReportInputs, out: Path) -> None:
     else:
         h.append(_not_run(results["map"], "map"))
     if results["base"]:
-        h.append(_eval_table({"base model": results["base"]["summary"]}, "The base model on the held-out prompts"))
+        threshold = results["config"].get("eval", {}).get("kl_min_std")
+        h.append(_eval_table({"base model": results["base"]["summary"]}, "The base model on the held-out prompts. "
+                             + ("KL from the base model (nats per image, stochastic sampler) sums the denoising steps "
+                                f"with σ ≥ {threshold:g}; the last stochastic step is shown apart: its tiny σ turns "
+                                "a change of about one uint8 level, invisible in any image, into thousands of nats"
+                                if threshold is not None else "KL sums every denoising step")))
     h.append("<h2>Reward-weighted SFT (top 10% of the pool per prompt)</h2>")
     sft = results["sft"] or {}
     if sft and not sft.get("skipped"):

@@ -348,7 +348,8 @@ class Study:
         backend = backend or self.backend
         e = self.cfg.eval
         ev = sample_eval(backend, self.flat("eval"), e.samples_per_prompt, e.steps,
-                         self.cfg.pool.guidance_scale, e.seed, unet=unet, base=base, progress=self.progress)
+                         self.cfg.pool.guidance_scale, e.seed, unet=unet, base=base, progress=self.progress,
+                         kl_min_std=e.kl_min_std)
         recs = records(ev, score_uint8(self.scorer, ev.images, ev.prompts), self.subset_of)
         with atomic_write(folder / f"{tag}.safetensors", "wb") as f:
             f.write(save({"images": ev.images}))

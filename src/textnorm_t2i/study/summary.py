@@ -128,12 +128,19 @@ def draft_section(results: dict) -> list[str]:
         rows.append([label(o), f"{run['config']['lr']:g}", f"{tr['peak_gold']:.3f} (step {tr['peak_step']})", gold,
                      fmt_ci(tr["drop"]),
                      f"{tr['proxy_gold_spearman']:.2f}", f"{last['objective'] - ev[0]['objective']:+.4g}",
-                     f"{last['kl']:.0f}"])
+                     f"{last['kl']:.0f}", f"{last['kl_last_step']:.0f}" if "kl_last_step" in last else "–"])
     return [f"**Reward-gradient fine-tuning (DRaFT-{cfg['truncation_steps']})** ({cfg['steps']} steps × "
             f"{cfg['batch_size']} images; held-out prompts; drop = peak minus final gold, paired "
-            "over prompts; ρ = rank correlation of the optimised reward with gold along the run):", "",
+            "over prompts; ρ = rank correlation of the optimised reward with gold along the run; KL over the "
+            f"steps with σ ≥ {_kl_threshold(results)}, the last stochastic step apart):", "",
             _table(["objective", "lr", "peak gold (step)", "final gold", "drop from peak", "ρ(proxy, gold)",
-                    "optimised reward gain", "KL from base (nats)"], rows)]
+                    "optimised reward gain", "KL from base (nats)", "KL, last step (nats)"], rows)]
+
+
+def _kl_threshold(results: dict) -> str:
+    """The σ threshold of the headline KL (the first edition summed every step)."""
+    threshold = results["config"].get("eval", {}).get("kl_min_std")
+    return f"{threshold:g}" if threshold is not None else "0 (every step)"
 
 
 def compare_section(results: dict) -> list[str]:
