@@ -14,7 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from textnorm_t2i.study.analysis import best_of_n_values, bon_picks, kl_bon, mean_ci, side_by_side, split_prompts
+from textnorm_t2i.study.analysis import (
+    best_of_n_values,
+    bon_picks,
+    kl_bon,
+    mean_ci,
+    per_prompt,
+    side_by_side,
+    split_prompts,
+)
 from textnorm_t2i.study.summary import summary_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,6 +198,46 @@ def test_evaluation_kl_equals_torch_distributions_reference():
     assert (kl_base == 0).all()
 
 
+def test_evaluation_images_at_another_eta_keep_the_stochastic_policys_kl():
+    """DRaFT's models are judged on images sampled as in training (eta 0) while their KL stays the stochastic
+    policy's: the KL equals the eta = 1 evaluation's, the images equal a deterministic pass with the same seeds."""
+    from types import SimpleNamespace
+
+    from diffusers import DDPMScheduler
+
+    from textnorm_t2i.finetune.common import derived_seed
+    from textnorm_t2i.finetune.ddim import DDIMPolicy
+    from textnorm_t2i.generate.grid import to_uint8
+    from textnorm_t2i.study.evaluate import sample_eval, sample_with_kl
+
+    backend = _Backend()
+    backend.pipe = SimpleNamespace(scheduler=DDPMScheduler(prediction_type="epsilon"))
+    backend.decode = lambda x: torch.sigmoid(x / 4).permute(0, 2, 3, 1)  # images in [0, 1], channels last
+
+    @contextmanager
+    def base():
+        backend.unet.adapter_on = False
+        try:
+            yield
+        finally:
+            backend.unet.adapter_on = True
+
+    prompts = ["a red circle", "two squares", "a blue triangle"]
+    stochastic = sample_eval(backend, prompts, 2, 5, 3.0, seed=7, base=base, kl_min_std=0.05)
+    deterministic = sample_eval(backend, prompts, 2, 5, 3.0, seed=7, base=base, kl_min_std=0.05, image_eta=0.0)
+    np.testing.assert_array_equal(deterministic.kl, stochastic.kl)
+    np.testing.assert_array_equal(deterministic.kl_last_step, stochastic.kl_last_step)
+    assert (stochastic.kl > 0).all()
+    flat = [p for _ in range(2) for p in prompts]
+    policy = DDIMPolicy(backend.pipe.scheduler.config, 5, eta=0.0)
+    x, kl, _ = sample_with_kl(backend, flat, policy, 3.0, torch.Generator().manual_seed(derived_seed(7, 0)))
+    assert (kl == 0).all()  # a deterministic sampler has no KL of its own to report
+    torch.testing.assert_close(deterministic.images, torch.from_numpy(to_uint8(x)).permute(0, 3, 1, 2))
+    assert not torch.equal(deterministic.images, stochastic.images)
+    # The base model (no adapter to switch off) has no KL: its deterministic evaluation needs no stochastic pass.
+    assert (sample_eval(backend, prompts, 1, 5, 3.0, seed=7, image_eta=0.0).kl == 0).all()
+
+
 # ------------------------------------------------------------------------------------------------ objectives
 def test_objective_rewards_score_what_the_scorer_gives():
     from textnorm_t2i.study.objectives import ObjectiveScorer
@@ -286,7 +334,12 @@ def test_tiny_study_results_are_complete(tiny_study):
     # DRaFT through the one engine: evaluated by the study at every step, the optimised reward and KL logged.
     draft = results["draft"]
     assert set(draft) == set(cfg.draft.objectives)
+    # DRaFT samples deterministically (draft.eta 0): its step 0 is the base model sampled that way, not `base`.
+    base_eta0 = json.loads((folder / "work" / "eval" / "base-eta0.json").read_text())
+    assert {r["prompt"] for r in base_eta0} == {r["prompt"] for r in json.loads(
+        (folder / "work" / "eval" / "base.json").read_text())}
     for run in draft.values():
+        assert run["evals"][0]["gold"] == pytest.approx(np.mean(per_prompt(base_eta0, lambda r: r["aligned"])))
         assert [e["step"] for e in run["evals"]] == [0, 1, 2]
         assert run["evals"][0]["kl"] == 0 and run["evals"][-1]["kl"] > 0 and "gold_lo" in run["evals"][-1]
         assert set(run["lr_probes"]) == {"0.001", "0.01"} and run["config"]["lr"] in (0.001, 0.01)
@@ -295,6 +348,14 @@ def test_tiny_study_results_are_complete(tiny_study):
         assert tr["peak_gold"] >= tr["final_gold"] and tr["drop"]["ci"][0] <= tr["drop"]["mean"] <= tr["drop"]["ci"][1]
     summary = summary_markdown(results)
     assert "Reward-gradient fine-tuning (DRaFT-2)" in summary and "peak gold (step)" in summary
+    assert "DRaFT checkpoint selection without gold" in summary
+    # The headline KL leaves out the steps with sigma < eval.kl_min_std; the last stochastic step is shown apart.
+    assert "kl_last_step" in results["base"]["summary"] and "KL, last step" in summary
+    # A reward optimised raw and with TextNorm gets its own line in the answer (the tiny study has no such pair:
+    # its raw run stands in for both).
+    paired = {**results, "draft": {**draft, "tn/shapes-clip-a": draft["raw/shapes-clip-a"]}}
+    line = next(x for x in summary_markdown(paired).splitlines() if x.startswith("- DRaFT, shapes-clip-a:"))
+    assert "final gold raw" in line and "no clear difference" in line and "drop from the peak" in line
     # SFT runs through the one engine, with its controls; the controls are never ranked with the objectives.
     sft = results["sft"]
     assert set(sft) == set(cfg.sft.objectives)

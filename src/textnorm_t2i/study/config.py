@@ -91,7 +91,7 @@ STUDY_OWNED = ("method", "seed", "generator", "out", "prompts", "reward", "eval"
                "checkpoints_total_limit")
 SFT_OWNED = (*STUDY_OWNED, "sampling", "samples_per_prompt", "select")  # SFT trains on the study's shared pool
 RL_OWNED = (*STUDY_OWNED, "sampling")  # RL samples as the study evaluates: eval.steps, pool.guidance_scale, eta 1
-DRAFT_OWNED = (*STUDY_OWNED, "sampling")  # DRaFT: eval.steps, pool.guidance_scale, deterministic DDIM (eta 0)
+DRAFT_OWNED = (*STUDY_OWNED, "sampling")  # DRaFT: eval.steps, pool.guidance_scale, draft.eta
 
 
 def study_sft() -> SFTConfig:
@@ -161,6 +161,9 @@ class DraftStudyConfig(Config):
                                      "short run (lr_steps) scores highest by the objective itself on the validation "
                                      "prompts (never by gold); default: train.lr for every objective")
     lr_steps: int = option(25, "steps of each learning-rate probe", min=1)
+    eta: float = option(0.0, "DDIM eta of DRaFT's sampling (0: deterministic, as DRaFT and AlignProp): its models are "
+                        "evaluated on images sampled the same way; their KL is always the stochastic policy's", min=0,
+                        max=1)
     train: DraftConfig = option(study_draft(), "the DRaFT engine's settings (textnorm finetune --method draft "
                                 "--print-config); the study sets " + ", ".join(DRAFT_OWNED), frozen_on_resume=True,
                                 embedded=True)
@@ -169,6 +172,17 @@ class DraftStudyConfig(Config):
         _check_owned("draft", self.train, study_draft(), DRAFT_OWNED)
         if self.lrs is not None and (not self.lrs or any(lr <= 0 for lr in self.lrs)):
             raise InputError(f"draft.lrs: give learning rates > 0 (or leave it out), got {self.lrs}")
+
+
+def base_tag(image_eta: float) -> str:
+    """The tag of the base model's held-out evaluation whose images were sampled with DDIM eta ``image_eta`` (the
+    study's own evaluation, ``base``, is the stochastic sampler's).
+
+    Example:
+        >>> base_tag(1.0), base_tag(0.0)
+        ('base', 'base-eta0')
+    """
+    return "base" if image_eta == 1.0 else f"base-eta{image_eta:g}"
 
 
 @dataclass

@@ -54,18 +54,27 @@ def sample_with_kl(backend: Any, prompts: list[str], policy: Any, guidance_scale
 
 def sample_eval(backend: Any, prompts: list[str], samples_per_prompt: int, steps: int, guidance_scale: float,
                 seed: int, unet: Any = None, base: Any = None, chunk: int = 128, progress: bool = False,
-                kl_min_std: float = 0.0) -> EvalImages:
-    """``samples_per_prompt`` images per prompt, the same noise for every model (seeded per chunk)."""
+                kl_min_std: float = 0.0, image_eta: float = 1.0) -> EvalImages:
+    """``samples_per_prompt`` images per prompt, the same noise for every model (seeded per chunk). The KL is
+    always the stochastic (eta = 1) policy's; with ``image_eta`` < 1 the images come from a second pass with
+    that eta and the same seeds (a model trained through a deterministic sampler is judged on what it samples)."""
     from tqdm.auto import tqdm
 
     policy = DDIMPolicy(backend.pipe.scheduler.config, steps, eta=1.0)
+    image_policy = policy if image_eta == 1.0 else DDIMPolicy(backend.pipe.scheduler.config, steps, eta=image_eta)
     flat = [(p, s) for s in range(samples_per_prompt) for p in prompts]
     images, kls, lasts = [], [], []
     for lo in tqdm(range(0, len(flat), chunk), desc="evaluate", disable=not progress, leave=False):
         part = [p for p, _ in flat[lo:lo + chunk]]
         g = torch.Generator().manual_seed(derived_seed(seed, lo))
-        x, kl, last = sample_with_kl(backend, part, policy, guidance_scale, g, unet=unet, base=base,
-                                     min_std=kl_min_std)
+        if image_policy is policy or base is not None:  # the base model itself has no KL to measure
+            x, kl, last = sample_with_kl(backend, part, policy, guidance_scale, g, unet=unet, base=base,
+                                         min_std=kl_min_std)
+        else:
+            kl = last = np.zeros(len(part))
+        if image_policy is not policy:
+            g = torch.Generator().manual_seed(derived_seed(seed, lo))
+            x, _, _ = sample_with_kl(backend, part, image_policy, guidance_scale, g, unet=unet)
         images.append(torch.from_numpy(to_uint8(x)).permute(0, 3, 1, 2).contiguous())
         kls.append(kl)
         lasts.append(last)

@@ -99,23 +99,24 @@ class StudyEvaluator:
     """RL's periodic evaluation in the study: the held-out prompts, every objective, gold, fidelity and KL.
 
     At step 0 the adapted model equals the base model (LoRA's B matrices start at zero), so the base
-    evaluation is reused rather than sampled again.
+    evaluation (with images sampled at ``image_eta``, as the run's own) is reused rather than sampled again.
     """
 
-    def __init__(self, study: Study, objective: str, trainee: Any, method: str = "rl"):
+    def __init__(self, study: Study, objective: str, trainee: Any, method: str = "rl", image_eta: float = 1.0):
         self.study, self.objective, self.trainee, self.method = study, objective, trainee, method
-        self.prompts = study.flat("eval")
+        self.prompts, self.image_eta = study.flat("eval"), image_eta
 
     def __call__(self, step: int, extra: dict | None = None, unet: Any = None) -> dict:
         tag = f"{self.method}-{slug(self.objective)}-{step:04d}"
         if step == 0:
             import shutil
 
+            base, summary = self.study.base_evaluation(self.image_eta)
             for ext in (".json", ".safetensors"):
-                shutil.copyfile(self.study.work / "eval" / f"base{ext}", self.study.work / "eval" / f"{tag}{ext}")
-            summary = self.study.result("base")["summary"]
+                shutil.copyfile(self.study.work / "eval" / f"{base}{ext}", self.study.work / "eval" / f"{tag}{ext}")
         else:
-            summary = self.study.evaluate(tag, unet=unet, base=adapters_off(unet), backend=self.trainee.backend)
+            summary = self.study.evaluate(tag, unet=unet, base=adapters_off(unet), backend=self.trainee.backend,
+                                          image_eta=self.image_eta)
         self.last = (tag, summary)
         row = {"step": step, "tag": tag, "gold": summary["gold"]["mean"], "fidelity": summary["fidelity"]["mean"],
                "kl": summary["kl"]["mean"], "kl_last_step": summary.get("kl_last_step", {"mean": 0.0})["mean"],
@@ -162,20 +163,20 @@ def rl_one(study: Study, objective: str) -> dict:
 def draft_config(study: Study, objective: str, lr: float | None = None, steps: int | None = None,
                  folder: Path | None = None) -> DraftConfig:
     """The DRaFT config of one objective's run: the study's ``draft.train`` with its prompts, folder, sampler
-    (``eval.steps``, ``pool.guidance_scale``, deterministic) and evaluation (``lr``, ``steps``, ``folder``: a
-    learning-rate probe's)."""
+    (``eval.steps``, ``pool.guidance_scale``, ``draft.eta``; its evaluations sample their images the same way) and
+    evaluation (``lr``, ``steps``, ``folder``: a learning-rate probe's)."""
     cfg, dc = study.cfg, study.cfg.draft
     every = steps or dc.eval_every
     return replace(dc.train, seed=cfg.seed, generator=cfg.generator,
                    out=str(folder or study.work / "draft" / slug(objective)),
                    prompts=PromptsConfig(list=study.flat("train")), reward=logged_reward(cfg),
-                   sampling=SamplingConfig(steps=cfg.eval.steps, guidance_scale=cfg.pool.guidance_scale, eta=0.0),
+                   sampling=SamplingConfig(steps=cfg.eval.steps, guidance_scale=cfg.pool.guidance_scale, eta=dc.eta),
                    eval=EvalConfig(every=every), checkpoint_every=every, lr=lr or dc.train.lr,
                    steps=steps or dc.train.steps)
 
 
 def run_or_reuse(study: Study, objective: str, cfg: RLConfig | DraftConfig, run: Callable[..., Path], last: int,
-                 method: str) -> list[dict]:
+                 method: str, image_eta: float = 1.0) -> list[dict]:
     """Run ``cfg`` with the engine's ``run`` (resumed when its folder holds a checkpointed run; not run again when
     its ``eval.csv`` already reaches step ``last``), evaluated by the study; its evaluation rows."""
     folder = Path(cfg.out)
@@ -183,7 +184,7 @@ def run_or_reuse(study: Study, objective: str, cfg: RLConfig | DraftConfig, run:
     if not done:
         run(cfg, resume=(folder / "config.yaml").is_file(), progress=study.progress,
             reward=study.scorer.reward(objective),
-            make_evaluator=lambda trainee, out: StudyEvaluator(study, objective, trainee, method),
+            make_evaluator=lambda trainee, out: StudyEvaluator(study, objective, trainee, method, image_eta),
             truth=WorldTruth())
     return read_eval_csv(folder / "eval.csv")
 
@@ -199,7 +200,7 @@ def choose_draft_lr(study: Study, objective: str) -> tuple[float, dict[str, floa
     for lr in dc.lrs or []:
         folder = study.work / "draft" / f"lr-{lr:g}" / slug(objective)
         probe = draft_config(study, objective, lr, dc.lr_steps, folder)
-        evals = run_or_reuse(study, objective, probe, run_draft, probe.steps, f"draftlr{lr:g}")
+        evals = run_or_reuse(study, objective, probe, run_draft, probe.steps, f"draftlr{lr:g}", dc.eta)
         records = [r for r in study.load_eval(evals[-1]["tag"]) if r["prompt"] in chosen]
         scores[f"{lr:g}"] = float(np.mean(per_prompt(records, lambda r: r["scores"][objective])))
     best = max(scores, key=scores.__getitem__)
@@ -212,6 +213,6 @@ def draft_one(study: Study, objective: str) -> dict:
     t0 = time.time()
     lr, probes = (choose_draft_lr(study, objective) if study.cfg.draft.lrs else (None, {}))
     cfg = draft_config(study, objective, lr)
-    evals = run_or_reuse(study, objective, cfg, run_draft, cfg.steps, "draft")
+    evals = run_or_reuse(study, objective, cfg, run_draft, cfg.steps, "draft", study.cfg.draft.eta)
     return {"evals": evals, "seconds": round(time.time() - t0, 1), "lr_probes": probes,
             "config": {k: getattr(cfg, k) for k in ("steps", "batch_size", "truncation_steps", "lr")}}

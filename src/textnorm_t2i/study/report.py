@@ -21,7 +21,7 @@ from textnorm_t2i.finetune.report import png_data_uri
 from textnorm_t2i.io import atomic_write, read_json, write_json_atomic
 from textnorm_t2i.rundir import mark_run_dir
 from textnorm_t2i.study.analysis import per_prompt, summarize_records
-from textnorm_t2i.study.config import StudyConfig
+from textnorm_t2i.study.config import StudyConfig, base_tag
 from textnorm_t2i.study.objectives import family, label
 from textnorm_t2i.study.verdict import verdict
 
@@ -485,20 +485,22 @@ def _write_report_files(inputs: ReportInputs, out: Path) -> None:
     if draft and not draft.get("skipped"):
         dc = cfg.draft.train
         h += [f"<p>DRaFT-{dc.truncation_steps}: the reward's gradient through the last {dc.truncation_steps} of "
-              f"{cfg.eval.steps} deterministic DDIM steps; {dc.steps} steps × {dc.batch_size} images, LoRA rank "
-              f"{dc.lora.rank}, regulariser {dc.reg_coef:g}; learning rate "
+              f"{cfg.eval.steps} DDIM steps (eta {cfg.draft.eta:g}); {dc.steps} steps × {dc.batch_size} images, "
+              f"LoRA rank {dc.lora.rank}, regulariser {dc.reg_coef:g}; learning rate "
               + (f"chosen per objective from {', '.join(f'{lr:g}' for lr in cfg.draft.lrs)} by the objective's own "
                  f"score on the validation prompts after {cfg.draft.lr_steps} steps (never by gold): "
                  + ", ".join(f"{html_label(o)} {r['config']['lr']:g}" for o, r in draft.items())
                  if cfg.draft.lrs else f"{dc.lr:g} for every objective")
-              + f"; evaluated every {cfg.draft.eval_every} steps on the held-out prompts (stochastic sampler, the "
-              "same noise for every model).</p>",
+              + f"; evaluated every {cfg.draft.eval_every} steps on the held-out prompts with images sampled as in "
+              f"training (eta {cfg.draft.eta:g}; step 0 is the base model sampled the same way) and the KL of the "
+              "stochastic policy, the same noise for every model.</p>",
               _img(rl_plot(draft, unit="step"), "DRaFT curves"),
               "<p>Over-optimisation, per reward (raw dashed red, TextNorm solid blue): gold against the optimised "
               "reward's gain (in units of its spread over prompts under the base model, so raw and TextNorm share an "
               "axis) and against sqrt(KL); a line that turns down while moving right optimises its proxy past the "
               "point where it agrees with gold.</p>",
-              _img(overoptimisation_plot(draft, read_json(evaluations / "base.json")), "over-optimisation"),
+              _img(overoptimisation_plot(draft, read_json(evaluations / f"{base_tag(cfg.draft.eta)}.json")),
+                   "over-optimisation"),
               _trajectory_table(draft),
               _eval_table({f"{o} @ {int(run['evals'][-1]['step'])}": run["evals"][-1]["summary"]
                            for o, run in draft.items() if "summary" in run["evals"][-1]},

@@ -52,7 +52,7 @@ from textnorm_t2i.rundir import (
     remove_entries,
 )
 from textnorm_t2i.study.analysis import bon_curves, compare, perceive_map, run_trajectory, summarize_records
-from textnorm_t2i.study.config import StudyConfig
+from textnorm_t2i.study.config import StudyConfig, base_tag
 from textnorm_t2i.study.evaluate import judge_images, records, sample_eval, score_uint8
 from textnorm_t2i.study.finetune import draft_one, rl_one, sft_one
 from textnorm_t2i.study.objectives import ObjectiveScorer, choose_temperatures
@@ -338,9 +338,11 @@ class Study:
         self.save("map", perceive_map(self.cfg, images, prompts, self.pool_scores()["gold"], self.progress))
 
     # ------------------------------------------------------------------ held-out evaluation
-    def evaluate(self, tag: str, unet: Any = None, base: Any = None, backend: Any = None) -> dict:
-        """Sample the held-out prompts with ``unet`` (default: the base model), score, judge; write
-        ``eval/<tag>.safetensors`` (images) and ``eval/<tag>.json`` (records); return the summary."""
+    def evaluate(self, tag: str, unet: Any = None, base: Any = None, backend: Any = None,
+                 image_eta: float = 1.0) -> dict:
+        """Sample the held-out prompts with ``unet`` (default: the base model; images with DDIM eta ``image_eta``),
+        score, judge; write ``eval/<tag>.safetensors`` (images) and ``eval/<tag>.json`` (records); return the
+        summary."""
         from safetensors.torch import save
 
         folder = self.work / "eval"
@@ -349,7 +351,7 @@ class Study:
         e = self.cfg.eval
         ev = sample_eval(backend, self.flat("eval"), e.samples_per_prompt, e.steps,
                          self.cfg.pool.guidance_scale, e.seed, unet=unet, base=base, progress=self.progress,
-                         kl_min_std=e.kl_min_std)
+                         kl_min_std=e.kl_min_std, image_eta=image_eta)
         recs = records(ev, score_uint8(self.scorer, ev.images, ev.prompts), self.subset_of)
         with atomic_write(folder / f"{tag}.safetensors", "wb") as f:
             f.write(save({"images": ev.images}))
@@ -359,6 +361,16 @@ class Study:
 
     def stage_base(self) -> None:
         self.save("base", {"summary": self.evaluate("base")})
+
+    def base_evaluation(self, image_eta: float) -> tuple[str, dict]:
+        """The tag and summary of the base model's evaluation with images at DDIM eta ``image_eta`` (``base``, the
+        base stage's, for the stochastic sampler; evaluated once for another eta, then read back)."""
+        tag = base_tag(image_eta)
+        if tag == "base":
+            return tag, self.result("base")["summary"]
+        if (self.work / "eval" / f"{tag}.json").is_file():
+            return tag, summarize_records(self.load_eval(tag), self.cfg.bootstrap)
+        return tag, self.evaluate(tag, image_eta=image_eta)
 
     # ------------------------------------------------------------------ SFT
     def stage_sft(self) -> None:

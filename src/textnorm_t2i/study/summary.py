@@ -158,13 +158,14 @@ def compare_section(results: dict) -> list[str]:
     out = ["**Side-by-side** (each family's best model, chosen by gold on a validation half of the prompts, "
            "compared on the other half; 3 simulated annotators per image):", "",
            _table(["method", "TextNorm family vs raw family", "win", "tie", "loss", "win : loss", "gold"], rows)]
-    sel = comp.get("checkpoint_selection") or {}
-    if sel:
-        rules = list(next(iter(sel.values())))
-        srows = [[label(o)] + [f"{r[rule]['checkpoint'].rsplit('-', 1)[-1].lstrip('0') or '0'}: "
-                               f"{fmt_ci(r[rule]['gold'])}" for rule in rules] for o, r in sel.items()]
-        out += ["", "**RL checkpoint selection without gold** (epoch chosen on validation prompts: test gold):", "",
-                _table(["run"] + rules, srows)]
+    for key, title in (("checkpoint_selection", "RL checkpoint selection without gold** (epoch"),
+                       ("draft_checkpoint_selection", "DRaFT checkpoint selection without gold** (step")):
+        sel = comp.get(key) or {}
+        if sel:
+            rules = list(next(iter(sel.values())))
+            srows = [[label(o)] + [f"{r[rule]['checkpoint'].rsplit('-', 1)[-1].lstrip('0') or '0'}: "
+                                   f"{fmt_ci(r[rule]['gold'])}" for rule in rules] for o, r in sel.items()]
+            out += ["", f"**{title} chosen on validation prompts: test gold):", "", _table(["run"] + rules, srows)]
     return out
 
 
@@ -185,6 +186,7 @@ def answer(results: dict) -> list[str]:
             a, b = row["gold"][i], tn["gold"][i]
             said = verdict(a, b, "TextNorm higher", "TextNorm lower")
             lines.append(f"- best-of-{n}, {name[4:]}: raw {fmt_ci(a)} vs TextNorm {fmt_ci(b)} — {said}")
+    lines += _draft_answer(results)
     comp = results.get("compare") or {}
     for method in ("bon", "sft", "rl", "draft"):
         c = comp.get(method)
@@ -192,6 +194,23 @@ def answer(results: dict) -> list[str]:
             winner = verdict(c["loss"], c["win"], "TextNorm family wins", "raw family wins", "no clear winner")
             lines.append(f"- side-by-side, {method}: win {c['win']['mean']:.3f} / loss {c['loss']['mean']:.3f} "
                          f"({label(c['textnorm_model'])} vs {label(c['raw_model'])}) — {winner}")
+    return lines
+
+
+def _draft_answer(results: dict) -> list[str]:
+    """Per reward optimised raw and with TextNorm by DRaFT: final gold (with CIs), peak gold and the drop."""
+    draft, _ = _runs(results, "draft")
+    lines = []
+    for name, raw in draft.items():
+        tn = draft.get("tn/" + name[4:]) if name.startswith("raw/") else None
+        if not tn or not raw["evals"][-1].get("summary") or not tn["evals"][-1].get("summary"):
+            continue
+        a, b = raw["evals"][-1]["summary"]["gold"], tn["evals"][-1]["summary"]["gold"]
+        ra, rb = raw["trajectory"], tn["trajectory"]
+        lines.append(f"- DRaFT, {name[4:]}: final gold raw {fmt_ci(a)} vs TextNorm {fmt_ci(b)} — "
+                     f"{verdict(a, b, 'TextNorm higher', 'TextNorm lower')}; peak gold {ra['peak_gold']:.3f} (step "
+                     f"{ra['peak_step']}) vs {rb['peak_gold']:.3f} (step {rb['peak_step']}); drop from the peak "
+                     f"{fmt_ci(ra['drop'])} vs {fmt_ci(rb['drop'])}")
     return lines
 
 
