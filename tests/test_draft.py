@@ -237,5 +237,7 @@ def test_compile_gives_the_same_adapter_as_eager_within_float_rounding(tiny, tmp
     assert sorted(eager) == sorted(compiled) and not any("_orig_mod" in k for k in compiled)
     moved = max(float(v.abs().max()) for k, v in eager.items() if "lora_B" in k)
     assert moved > 1e-3  # the adapter moved, so agreeing is not trivial
+    # Adam divides each gradient coordinate by its own scale, so a coordinate whose gradient is near zero can turn
+    # a rounding difference into a visible step: allow 1% of the most any weight can move (lr x steps).
     for key in eager:
-        torch.testing.assert_close(compiled[key], eager[key], rtol=1e-3, atol=1e-5)
+        torch.testing.assert_close(compiled[key], eager[key], rtol=1e-3, atol=0.01 * 1e-2 * 2)
