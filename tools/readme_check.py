@@ -590,7 +590,7 @@ def headline_quotes() -> list[tuple[str, str]]:
     gains = [c["difference"]["mean"] for c in study["map"]["cells"] if c["w"] == top]
     snr = _read("docs/benchmarks/rl_gradient_snr.json")
     first = snr["rows"][0]
-    return [
+    return [*_study_draft_quotes(study),
         ("the published TIA2 table", f"the authors' TextNorm rows {lead} every subset in AUROC: "
          + ", ".join(f"{tn[s][1]:.3f} against {raw[s][1]:.3f} ({raw[s][0]}) on {s}" for s in subsets)),
         ("docs/diagnosis/embedded.json", f"the learned embedded rewards reach AUROC "
@@ -609,6 +609,21 @@ def headline_quotes() -> list[tuple[str, str]]:
         ("docs/benchmarks/rl_gradient_snr.json", f"two independent {first['samples']}-sample batches give DDPO "
          f"gradients with cosine {first['cosine_mean']:+.3f} ± {first['cosine_sd']:.3f} ({snr['reward']})"),
     ]
+
+
+def _study_draft_quotes(study: dict) -> list[tuple[str, str]]:
+    """The study's DRaFT answer as the README gives it: final held-out gold of each reward optimised raw and with
+    TextNorm (none before the second edition ran DRaFT)."""
+    draft = study.get("draft") or {}
+    if not draft or draft.get("skipped"):
+        return []
+    pairs = [(name[4:], run, draft["tn/" + name[4:]]) for name, run in draft.items()
+             if name.startswith("raw/") and "tn/" + name[4:] in draft]
+    steps = int(next(iter(draft.values()))["evals"][-1]["step"])
+    base = next(iter(draft.values()))["evals"][0]["gold"]
+    return [("docs/study/results.json", f"held-out gold after {steps} DRaFT steps, raw against TextNorm: "
+             + ", ".join(f"{reward} {raw['evals'][-1]['gold']:.3f} vs {tn['evals'][-1]['gold']:.3f}"
+                         for reward, raw, tn in pairs) + f" (base model, sampled the same way: {base:.3f})")]
 
 
 def check_quotes(paths: list[Path] | None = None) -> list[str]:
