@@ -137,6 +137,15 @@ class _Backend:
     def decode(self, x):
         return x
 
+    @contextmanager
+    def adapters_off(self):
+        """The base model: the stand-in's 'adapter' switched off (what finetune's adapters_off does to LoRA)."""
+        self.unet.adapter_on = False
+        try:
+            yield
+        finally:
+            self.unet.adapter_on = True
+
 
 def test_evaluation_kl_equals_torch_distributions_reference():
     from diffusers import DDPMScheduler
@@ -147,13 +156,7 @@ def test_evaluation_kl_equals_torch_distributions_reference():
     backend = _Backend()
     policy = DDIMPolicy(DDPMScheduler(prediction_type="epsilon").config, num_steps=5, eta=1.0)
 
-    @contextmanager
-    def base():
-        backend.unet.adapter_on = False
-        try:
-            yield
-        finally:
-            backend.unet.adapter_on = True
+    base = backend.adapters_off
 
     prompts = ["a red circle", "two squares"]
     images, kl, kl_last = sample_with_kl(backend, prompts, policy, 3.0, torch.Generator().manual_seed(0), base=base)
@@ -214,13 +217,7 @@ def test_evaluation_images_at_another_eta_keep_the_stochastic_policys_kl():
     backend.pipe = SimpleNamespace(scheduler=DDPMScheduler(prediction_type="epsilon"))
     backend.decode = lambda x: torch.sigmoid(x / 4).permute(0, 2, 3, 1)  # images in [0, 1], channels last
 
-    @contextmanager
-    def base():
-        backend.unet.adapter_on = False
-        try:
-            yield
-        finally:
-            backend.unet.adapter_on = True
+    base = backend.adapters_off
 
     prompts = ["a red circle", "two squares", "a blue triangle"]
     stochastic = sample_eval(backend, prompts, 2, 5, 3.0, seed=7, base=base, kl_min_std=0.05)
