@@ -10,11 +10,10 @@ and the same differentiable reward (mean brightness of the decoded image). trl 0
 helper). Each side runs in a fresh process; steps/s is optimiser steps over the wall time from loading the
 pipeline to the end of training (median over alternating rounds); peak memory is the process's maximum resident
 set size, its worker processes' included (with ``--device cuda``, peak allocated CUDA memory). Steady-state steps/s is
-the median step after ``--warmup`` steps (what a long run sees); ``--compile`` adds our loop with ``compile: true``,
-whose first steps include compiling. The last lines are the ratios (ours / trl).
+the median step after ``--warmup`` steps (what a long run sees). The last lines are the ratios (ours / trl).
 
     python benchmarks/draft_throughput.py [--steps 4] [--batch 4] [--denoising 10] [--k 2] [--repeats 3]
-                                          [--compile] [--warmup 3] [-o docs/benchmarks/draft_throughput.json]
+                                          [--warmup 3] [-o docs/benchmarks/draft_throughput.json]
 """
 
 from __future__ import annotations
@@ -87,11 +86,11 @@ cfg = {"seed": 0, "generator": args["pipe"], "out": args["out"],
        "sampling": {"steps": args["denoising"], "guidance_scale": args["guidance"], "eta": 0.0},
        "lora": {"rank": 4, "alpha": 4, "targets": ["to_k", "to_q", "to_v", "to_out.0"]},
        "steps": args["steps"], "batch_size": args["batch"], "truncation_steps": args["k"], "lr": args["lr"],
-       "checkpoint_every": 10**6, "eval": {"every": 0}, "log": {"report_to": ["csv"]}, "compile": args["compile"]}
+       "checkpoint_every": 10**6, "eval": {"every": 0}, "log": {"report_to": ["csv"]}}
 t = time.perf_counter(); DraftTrainer(cfg, reward=brightness, progress=False).train(); seconds = time.perf_counter() - t
 step_seconds = [b - a for a, b in zip(starts, starts[1:])]
 print(json.dumps({"steps": args["steps"], "seconds": seconds, "step_seconds": step_seconds,
-                  # inductor compiles in worker processes: their peak counts too
+                  # any worker processes count too
                   "peak_rss_mb": max(resource.getrusage(who).ru_maxrss for who in
                                      (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024,
                   "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None}))
@@ -114,11 +113,8 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds of both sides; medians reported")
     parser.add_argument("--unet", choices=sorted(UNETS), default="embedded")
-    parser.add_argument("--compile", action="store_true",
-                        help="also time our loop with compile: true (torch.compile of the UNet; about a minute to "
-                             "compile on a CPU: give --steps 40 or more)")
     parser.add_argument("--warmup", type=int, default=3,
-                        help="steps left out of the steady-state rate (the first steps allocate, compile, warm caches)")
+                        help="steps left out of the steady-state rate (the first steps allocate and warm caches)")
     parser.add_argument("--without-trl", action="store_true",
                         help="our side only, no ratios (a smoke test that needs no trl environment)")
     parser.add_argument("-o", "--output", help="also write the results as JSON (docs/benchmarks/)")
@@ -130,7 +126,7 @@ def main() -> None:
         env["CUDA_VISIBLE_DEVICES"] = ""
     elif not torch_cuda_available():
         raise SystemExit("--device cuda: no CUDA device is visible")
-    sides = (["ours"] if args.without_trl else ["trl", "ours"]) + (["ours-compile"] if args.compile else [])
+    sides = (["ours"] if args.without_trl else ["trl", "ours"])
     runs: dict[str, list] = {side: [] for side in sides}
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([str(trl_python), "-c", BUILD, tmp, json.dumps(UNETS[args.unet])], check=True, env=env,
@@ -140,8 +136,7 @@ def main() -> None:
         for r in range(args.repeats):  # alternating, so that a slow spell of a shared machine hits both alike
             for side in sides:
                 python, code = (str(trl_python), TRL_SIDE) if side == "trl" else (sys.executable, OURS_SIDE)
-                runs[side].append(run_side(python, code, {**common, "compile": side == "ours-compile",
-                                                          "out": str(Path(tmp) / f"{side}{r}")}, env))
+                runs[side].append(run_side(python, code, {**common, "out": str(Path(tmp) / f"{side}{r}")}, env))
             print(f"round {r + 1}/{args.repeats}: " + ", ".join(f"{s} {rs[-1]['seconds']:.1f} s"
                                                              for s, rs in runs.items()), flush=True)
     memory = "peak_cuda_mb" if args.device == "cuda" else "peak_rss_mb"
@@ -152,7 +147,7 @@ def main() -> None:
     print(f"settings: {args.steps} steps x {args.batch} images, {args.denoising} denoising steps, gradient through the "
           f"last {args.k}, CFG 3.0, eta 0, LoRA r=4 on attention, gradient checkpointing, {args.threads} threads, "
           f"{args.device}, UNet {args.unet!r}; median of {args.repeats} alternating rounds, peak memory the largest")
-    names = {"trl": "trl 0.23.1 AlignPropTrainer", "ours": "textnorm draft", "ours-compile": "textnorm draft, compile"}
+    names = {"trl": "trl 0.23.1 AlignPropTrainer", "ours": "textnorm draft"}
     for side in sides:
         print(f"{names[side]:>28}: {rate[side]:.3f} steps/s from loading to the end, {steady[side]:.3f} steps/s "
               f"after {args.warmup} warm-up steps, peak memory {peak[side]:.0f} MB")

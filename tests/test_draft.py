@@ -223,21 +223,3 @@ def test_a_section_override_keeps_the_rest_of_its_default():
     assert from_dict(DraftConfig, {"method": "draft", "sampling": {"steps": 5}}).sampling.eta == 0.0
     assert load_finetune_config("rl", None, ["sampling.steps=5"]).sampling.eta == 1.0
 
-
-@pytest.mark.slow
-def test_compile_gives_the_same_adapter_as_eager_within_float_rounding(tiny, tmp_path):
-    """``compile: true`` (torch.compile of the UNet, in place) trains the same adapter as eager: inductor fuses and
-    reorders float operations, so the weights agree within rounding, not bit for bit; checkpoints keep their keys."""
-    from textnorm_t2i.finetune.draft import run_draft
-
-    outs = {mode: run_draft(draft_config(tiny, tmp_path / mode, steps=2, lr=1e-2, compile=mode == "compiled",
-                                         eval={"every": 0}), progress=False, truth=WORLD)
-            for mode in ("eager", "compiled")}
-    eager, compiled = (load_file(outs[m] / "lora" / "adapter_model.safetensors") for m in ("eager", "compiled"))
-    assert sorted(eager) == sorted(compiled) and not any("_orig_mod" in k for k in compiled)
-    moved = max(float(v.abs().max()) for k, v in eager.items() if "lora_B" in k)
-    assert moved > 1e-3  # the adapter moved, so agreeing is not trivial
-    # Adam divides each gradient coordinate by its own scale, so a coordinate whose gradient is near zero can turn
-    # a rounding difference into a visible step: allow 1% of the most any weight can move (lr x steps).
-    for key in eager:
-        torch.testing.assert_close(compiled[key], eager[key], rtol=1e-3, atol=0.01 * 1e-2 * 2)

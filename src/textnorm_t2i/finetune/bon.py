@@ -70,8 +70,6 @@ def run_bon(config: BestOfNConfig | dict, progress: bool = True, overwrite: bool
             objective = as_reward(reward)
         pipe = load_pipeline(cfg.generator)
         pipe.to(default_device())
-        if cfg.compile:
-            pipe.unet.compile()
         backend = DiffusionBackend(pipe)
         run.start()
         prompts = training_prompts(cfg, truth)

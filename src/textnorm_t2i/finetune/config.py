@@ -134,9 +134,6 @@ class FinetuneConfig(Config):
         "no", "autocast of training passes (fp16 needs a GPU; bf16 also runs on CPUs)", mutable_on_resume=True)
     checkpoints_total_limit: int | None = option(None, "keep only the newest this many checkpoints", min=1,
                                                  mutable_on_resume=True)
-    compile: bool = option(False, "torch.compile the UNet (inductor): faster steps after a one-off compile of about "
-                           "a minute on a CPU (and again when the batch shape changes); pays for long runs",
-                           mutable_on_resume=True)
 
     METHOD = ""
 

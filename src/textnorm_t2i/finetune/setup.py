@@ -44,8 +44,4 @@ def setup_training(cfg: Any, device: torch.device, reward: Any = None,
     params = add_lora(backend.unet, cfg.lora.rank, cfg.lora.alpha, tuple(cfg.lora.targets or DEFAULT_TARGETS),
                       seed=cfg.seed)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
-    if getattr(cfg, "compile", False):
-        # In place (nn.Module.compile), after LoRA: the module, its parameters and its state-dict keys stay the
-        # same objects, so checkpoints, the optimiser and adapters_off work unchanged.
-        backend.unet.compile()
     return Trainee(pipe, backend, backend.unet, params, optimizer, objective, raw, normed, device)
