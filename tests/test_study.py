@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from textnorm_t2i.errors import InputError
 from textnorm_t2i.study.analysis import (
     best_of_n_values,
     bon_picks,
@@ -255,6 +256,35 @@ def test_objective_rewards_score_what_the_scorer_gives():
                                rtol=1e-5)
 
 
+def test_prompt_free_control_ignores_the_prompt_and_keeps_the_gradient():
+    """DRaFT's drift control: the raw reward averaged over fixed prompts, whatever the image's prompt; its score and
+    its gradient equal the average computed from the raw reward pair by pair."""
+    from textnorm_t2i.study.objectives import ObjectiveScorer, PromptFreeReward
+    from textnorm_t2i.world.scene import render
+
+    fixed = ["two red circles", "a blue square above a green triangle", "three yellow triangles"]
+    images = torch.stack([torch.from_numpy(np.array(render(p, seed=i))).permute(2, 0, 1).float() / 255
+                          for i, p in enumerate(fixed[:2])])
+    scorer = ObjectiveScorer({"shapes-clip-a": 0.5}, prompt_free=("shapes-clip-a", fixed))
+    raw = scorer.reward("raw/shapes-clip-a")
+    control = scorer.reward("control/prompt-free")
+    assert isinstance(control, PromptFreeReward) and control.differentiable
+    expected = torch.stack([raw.score(images[i:i + 1].repeat(3, 1, 1, 1), fixed).mean() for i in range(2)])
+    for prompts in (["a green circle", "four blue squares"], fixed[:2]):
+        torch.testing.assert_close(control.score(images, prompts), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scorer(images, ["x", "y"])["control/prompt-free"], expected.numpy(), rtol=1e-5,
+                               atol=1e-5)
+    x = images.clone().requires_grad_(True)
+    (g_control,) = torch.autograd.grad(control.score(x, ["x", "y"], grad=True).sum(), x)
+    x2 = images.clone().requires_grad_(True)
+    pairs = raw.score(x2.repeat_interleave(3, dim=0), fixed * 2, grad=True)
+    (g_pairs,) = torch.autograd.grad(pairs.reshape(2, 3).mean(1).sum(), x2)
+    torch.testing.assert_close(g_control, g_pairs, rtol=1e-4, atol=1e-6)
+    assert g_control.abs().sum() > 0
+    with pytest.raises(InputError, match="at least one prompt"):
+        PromptFreeReward(raw, [])
+
+
 # ------------------------------------------------------------------------------------------------ end to end
 TINY = """
 bootstrap: 100
@@ -267,7 +297,7 @@ sft: {objectives: [raw/shapes-clip-a, tn/shapes-clip-a, control/aligned, control
       train: {steps: 2, train_batch_size: 4, guided_loss: true}}
 rl: {objectives: [raw/shapes-clip-a, ens-ur-tn], eval_every: 1,
      train: {epochs: 2, batch_size: 4, train_batch_size: 4, images_per_prompt: 2}}
-draft: {objectives: [raw/shapes-clip-a, ens-ur-tn], eval_every: 1, lrs: [0.001, 0.01], lr_steps: 1,
+draft: {objectives: [raw/shapes-clip-a, ens-ur-tn, control/prompt-free], eval_every: 1, lrs: [0.001, 0.01], lr_steps: 1,
        train: {steps: 2, batch_size: 2}}
 eval: {samples_per_prompt: 2, steps: 4}
 side_by_side: {best_of: 2}
@@ -343,6 +373,16 @@ def test_tiny_study_results_are_complete(tiny_study):
         assert run["config"]["lr"] == float(max(run["lr_probes"], key=run["lr_probes"].__getitem__))
         tr = run["trajectory"]
         assert tr["peak_gold"] >= tr["final_gold"] and tr["drop"]["ci"][0] <= tr["drop"]["mean"] <= tr["drop"]["ci"][1]
+        assert tr["change"]["mean"] == pytest.approx(tr["final_gold"] - run["evals"][0]["gold"])
+    # The drift control is scored in every evaluation (its own objective), is a row of DRaFT's tables and a line of
+    # the answer, and is never a model of the side-by-side comparison or the checkpoint selection.
+    assert "control/prompt-free" in results["base"]["summary"]["scores"]
+    assert "control/prompt-free" not in results["compare"]["draft_checkpoint_selection"]
+    assert "control" not in results["compare"]["draft"]["raw_model"]
+    assert "| control: a prompt-free reward |" in summary_markdown(results)
+    control = next(x for x in summary_markdown(results).splitlines() if x.startswith("- DRaFT drift control"))
+    change = draft["control/prompt-free"]["trajectory"]["change"]
+    assert ("passes" in control) == (change["ci"][1] >= 0) and ("fails" in control) == (change["ci"][1] < 0)
     summary = summary_markdown(results)
     assert "Reward-gradient fine-tuning (DRaFT-2)" in summary and "peak gold (step)" in summary
     assert "DRaFT checkpoint selection without gold" in summary

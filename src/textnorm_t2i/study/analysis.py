@@ -17,7 +17,7 @@ from textnorm_t2i.analysis.diagnose import diagnose
 from textnorm_t2i.bench.evaluate import summarize
 from textnorm_t2i.io import read_json
 from textnorm_t2i.rewards.perceive import PRESETS, PerceiveReward
-from textnorm_t2i.study.config import SFT_CONTROLS, StudyConfig
+from textnorm_t2i.study.config import DRAFT_CONTROLS, SFT_CONTROLS, StudyConfig
 from textnorm_t2i.study.evaluate import score_uint8
 from textnorm_t2i.study.objectives import ObjectiveScorer, choose_temperatures
 from textnorm_t2i.study.objectives import family as family_of
@@ -141,7 +141,8 @@ def run_trajectory(evals: list[dict], load: Any, n_bootstrap: int = 1000) -> dic
     """What a fine-tuning run did to gold along the way (``evals``: its evaluation rows, step 0 first; ``load(tag)``:
     an evaluation's per-image records): the peak gold and its step, the final gold, the drop from the peak as a
     paired difference over prompts (same prompts, same noise) with its CI, and Spearman's rank correlation of the
-    optimised reward with gold across the evaluations (1: gold rose with the proxy all along).
+    optimised reward with gold across the evaluations (1: gold rose with the proxy all along), and the change of
+    gold from the first evaluation (the base) to the last, paired over prompts, with its CI.
 
     Example:
         >>> recs = {t: [{"prompt": "p", "aligned": a}, {"prompt": "q", "aligned": 1.0}] for t, a in
@@ -149,8 +150,8 @@ def run_trajectory(evals: list[dict], load: Any, n_bootstrap: int = 1000) -> dic
         >>> rows = ((0, "a", 0.5), (1, "b", 1.0), (2, "c", 0.5))
         >>> evals = [{"step": s, "tag": t, "gold": g, "objective": s} for s, t, g in rows]
         >>> out = run_trajectory(evals, recs.__getitem__, 200)
-        >>> out["peak_step"], out["drop"]["mean"]
-        (1, 0.5)
+        >>> out["peak_step"], out["drop"]["mean"], out["change"]["mean"]
+        (1, 0.5, 0.0)
     """
     peak = max(evals, key=lambda e: e["gold"])
     last = evals[-1]
@@ -158,10 +159,11 @@ def run_trajectory(evals: list[dict], load: Any, n_bootstrap: int = 1000) -> dic
     prompts = sorted({r["prompt"] for r in peak_recs})
     gold = lambda r: r["aligned"]  # noqa: E731
     drop = per_prompt(peak_recs, gold, prompts) - per_prompt(last_recs, gold, prompts)
+    change = per_prompt(last_recs, gold, prompts) - per_prompt(load(evals[0]["tag"]), gold, prompts)
     proxy, golds = [e["objective"] for e in evals], [e["gold"] for e in evals]
     rho = float(stats.spearmanr(proxy, golds).statistic) if len(evals) > 2 and len(set(golds)) > 1 else float("nan")
     return {"peak_step": int(peak["step"]), "peak_gold": float(peak["gold"]), "final_gold": float(last["gold"]),
-            "drop": mean_ci(drop, n_bootstrap), "proxy_gold_spearman": rho}
+            "drop": mean_ci(drop, n_bootstrap), "change": mean_ci(change, n_bootstrap), "proxy_gold_spearman": rho}
 
 
 def summarize_records(records: list[dict], n_bootstrap: int = 1000) -> dict:
@@ -330,8 +332,10 @@ def compare(cfg: StudyConfig, train_prompts: list[str], eval_prompts: list[str],
                                                            load, n_boot)
     draft = draft or {}
     if draft and not draft.get("skipped"):
-        out["draft"] = compare_models({o: load(r["evals"][-1]["tag"]) for o, r in draft.items()}, eval_prompts, sbs,
+        # The drift control is a row of DRaFT's tables, never a model in the comparison or the selection.
+        runs = {o: r for o, r in draft.items() if o not in DRAFT_CONTROLS}
+        out["draft"] = compare_models({o: load(r["evals"][-1]["tag"]) for o, r in runs.items()}, eval_prompts, sbs,
                                       cfg.seed, n_boot)
-        out["draft_checkpoint_selection"] = checkpoint_selection(draft, eval_prompts, sbs.validation_fraction,
+        out["draft_checkpoint_selection"] = checkpoint_selection(runs, eval_prompts, sbs.validation_fraction,
                                                                  cfg.seed, load, n_boot)
     return out

@@ -29,6 +29,11 @@ LEARNED = ["shapes-clip-a", "shapes-clip-b", "shapes-pref"]
 # SFT's controls (run beside its objectives, never ranked with them): the pool samples the oracle judges aligned
 # (positive control) and a random share of each prompt's samples (drift control), as SFT's ``select``.
 SFT_CONTROLS = {"control/aligned": "aligned", "control/random": "random"}
+# DRaFT's drift control: the reward of a model that never sees the image's prompt (PROMPT_FREE_REWARD averaged over
+# the training prompts): Adam's steps of the same size on a gradient with no information about alignment. A method's
+# fall in gold beyond this control's is the objective's doing, not fine-tuning's.
+DRAFT_CONTROLS = ("control/prompt-free",)
+PROMPT_FREE_REWARD = "shapes-clip-a"
 DEFAULT_RL_OBJECTIVES = ["raw/shapes-clip-a", "tn/shapes-clip-a", "ens-mean-raw", "ens-mean-tn", "ens-ur-tn"]
 
 
@@ -155,7 +160,8 @@ class DraftStudyConfig(Config):
 
     enabled: bool = option(True, "run this stage")
     objectives: list[str] = option(list(DEFAULT_RL_OBJECTIVES), "objectives optimised (differentiable rewards: the "
-                                   "perceive presets are not)")
+                                   "perceive presets are not), and the drift control control/prompt-free ("
+                                   f"{PROMPT_FREE_REWARD} averaged over the training prompts: no alignment signal)")
     eval_every: int = option(25, "evaluate (and keep a checkpoint) every this many steps", min=1)
     lrs: list[float] | None = option(None, "learning rates tried per objective: each objective's lr is the one whose "
                                      "short run (lr_steps) scores highest by the objective itself on the validation "
@@ -254,8 +260,13 @@ class StudyConfig(Config):
         # A section switched off (enabled: false) is not checked: its settings are not used.
         for section in [s for s in ("sft", "rl", "draft") if getattr(self, s).enabled]:
             for name in getattr(self, section).objectives:
-                if name not in known and not (section == "sft" and name in SFT_CONTROLS):
-                    raise InputError(f"{section}.objectives: unknown objective {name!r} (known: {', '.join(known)})")
+                controls = {"sft": SFT_CONTROLS, "draft": DRAFT_CONTROLS}.get(section, {})
+                if name not in known and name not in controls:
+                    raise InputError(f"{section}.objectives: unknown objective {name!r} (known: "
+                                     f"{', '.join(known + list(controls))})")
+        if self.draft.enabled and any(o in DRAFT_CONTROLS for o in self.draft.objectives) \
+                and PROMPT_FREE_REWARD not in self.objectives.rewards:
+            raise InputError(f"draft.objectives: control/prompt-free needs {PROMPT_FREE_REWARD} in objectives.rewards")
         bad = [n for n in self.pool.ns if n < 1 or self.pool.n_max % n]
         if not self.pool.ns or bad:
             raise InputError(f"pool.ns: {bad or 'none given'}: each n must divide pool.n_max={self.pool.n_max}")

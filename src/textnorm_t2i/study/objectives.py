@@ -6,14 +6,16 @@ the study optimises with (the rules), never on the study's own prompts. Objectiv
 
 - ``raw/<reward>``, ``tn/<reward>``: one reward, raw or TextNorm-normalised;
 - ``ens-mean-tn``, ``ens-ur-tn``: mean, and mean - lambda x std, of the members' TextNorm rewards;
-- ``ens-mean-raw``: mean of the members' raw rewards (the control separating "ensemble" from "TextNorm").
+- ``ens-mean-raw``: mean of the members' raw rewards (the control separating "ensemble" from "TextNorm");
+- ``control/prompt-free``: a raw reward averaged over a fixed list of prompts, whatever the image's prompt
+  (:class:`PromptFreeReward`; DRaFT's drift control).
 
 Scoring a batch once per member (:class:`ObjectiveScorer`) gives every objective at once: raw and
 TextNorm rewards come from the same set rewards, ensembles from the member scores.
 
 Example:
-    >>> family("tn/shapes-clip-a"), family("ens-mean-raw"), family("ens-ur-tn")
-    ('textnorm', 'raw', 'textnorm')
+    >>> family("tn/shapes-clip-a"), family("ens-mean-raw"), family("ens-ur-tn"), family("control/random")
+    ('textnorm', 'raw', 'textnorm', 'control')
 """
 
 from __future__ import annotations
@@ -32,13 +34,16 @@ from textnorm_t2i.calibrate.textnorm import normalize_sets, pad_sets
 from textnorm_t2i.errors import InputError
 from textnorm_t2i.io import open_image
 from textnorm_t2i.objectives.factory import load_members, normalise, normalise_by_rules
+from textnorm_t2i.rewards.base import Images, Reward
 from textnorm_t2i.rewards.spec import RewardSpec
 
 METRIC = "auroc"
 
 
 def family(objective: str) -> str:
-    """``"textnorm"`` for TextNorm-based objectives, ``"raw"`` otherwise."""
+    """``"textnorm"`` for TextNorm-based objectives, ``"control"`` for the methods' controls, ``"raw"`` otherwise."""
+    if objective.startswith("control/"):
+        return "control"
     return "textnorm" if objective.startswith("tn/") or objective.endswith("-tn") else "raw"
 
 
@@ -55,7 +60,8 @@ def label(objective: str) -> str:
         return f"textnorm({objective[3:]})"
     return {"ens-mean-raw": "mean ensemble of raw", "ens-mean-tn": "mean ensemble of textnorm",
             "ens-ur-tn": "UR ensemble of textnorm", "control/aligned": "control: the oracle's aligned samples",
-            "control/random": "control: a random share"}[objective]
+            "control/random": "control: a random share",
+            "control/prompt-free": "control: a prompt-free reward"}[objective]
 
 
 def _cv(values: np.ndarray, k: int, seed: int = 0) -> tuple[int, np.ndarray]:
@@ -124,23 +130,54 @@ def choose_temperatures(rewards: Sequence[str], ensemble: Sequence[str], benchma
     return out
 
 
+class PromptFreeReward(Reward):
+    """``reward`` averaged over a fixed list of ``prompts``, whatever prompt an image is scored with: the same
+    model, scale and gradient path as ``reward`` with no information about the prompt (DRaFT's drift control).
+
+    Example:
+        >>> class Length(Reward):
+        ...     def _score_batch(self, images, prompts):
+        ...         return torch.tensor([float(len(p)) for p in prompts])
+        >>> PromptFreeReward(Length(), ["a", "abc"]).score(torch.zeros(2, 3, 4, 4), ["x", "yyyyy"]).tolist()
+        [2.0, 2.0]
+    """
+
+    def __init__(self, reward: Reward, prompts: Sequence[str]):
+        super().__init__(device=reward.device, dtype=reward.dtype, batch_size=reward.batch_size)
+        if not prompts:
+            raise InputError("a prompt-free reward needs at least one prompt to average over")
+        self.reward, self.prompts = reward, list(prompts)
+        self.name = f"prompt-free {reward.name}"
+        self.differentiable = reward.differentiable
+
+    def _score(self, images: Images, prompts: list[str], grad: bool) -> torch.Tensor:
+        # One set per image: dual encoders embed each image once and every prompt once (cached).
+        sets = self.reward.score_sets(images, [self.prompts] * len(prompts), grad=grad)
+        return torch.stack([s.float().mean() for s in sets])
+
+
 class ObjectiveScorer:
     """Scores images by every objective at once (one pass of set rewards per member reward).
 
     Args:
         temperatures: ``{reward: temperature}`` (from :func:`choose_temperatures`).
         ensemble: the ensembles' members; ``ur_lam`` the UR ensemble's lambda.
+        prompt_free: when given, ``control/prompt-free`` is scored too: ``prompt_free[0]``'s raw reward averaged
+            over the prompts ``prompt_free[1]`` (:class:`PromptFreeReward`).
         extra: more ``{name: Reward}`` scored raw and TextNorm under their own names (e.g. the map's
             perceive variants, with ``extra_temperatures``).
     """
 
-    def __init__(self, temperatures: dict[str, float], ensemble: Sequence[str] = (), ur_lam: float = 0.5):
+    def __init__(self, temperatures: dict[str, float], ensemble: Sequence[str] = (), ur_lam: float = 0.5,
+                 prompt_free: tuple[str, Sequence[str]] | None = None):
         self.temperatures = dict(temperatures)
         self.ensemble, self.ur_lam = list(ensemble), float(ur_lam)
         self.normed = {}
         for name, t in self.temperatures.items():
             spec = RewardSpec(name=name, textnorm=True, temperature=t)
             self.normed[name] = normalise(load_members(spec)[0], spec)
+        self.prompt_free = (PromptFreeReward(self.normed[prompt_free[0]].reward, prompt_free[1])
+                            if prompt_free else None)
 
     def add(self, name: str, reward: Any, temperature: float) -> None:
         """Score another reward (raw and TextNorm, rules sets) under ``name``."""
@@ -161,6 +198,8 @@ class ObjectiveScorer:
             out["ens-mean-tn"] = combine(tns, "mean").numpy()
             out["ens-ur-tn"] = combine(tns, "ur", self.ur_lam).numpy()
             out["disagreement-tn"] = tns.std(dim=0, unbiased=False).numpy()
+        if self.prompt_free is not None:
+            out["control/prompt-free"] = self.prompt_free.score(images, prompts).double().numpy()
         return out
 
     def reward(self, objective: str) -> Any:
@@ -177,4 +216,6 @@ class ObjectiveScorer:
             return Ensemble(members, mode="mean")
         if objective == "ens-ur-tn":
             return Ensemble(members, mode="ur", lam=self.ur_lam)
+        if objective == "control/prompt-free" and self.prompt_free is not None:
+            return self.prompt_free
         raise InputError(f"unknown objective {objective!r}")

@@ -23,10 +23,11 @@ from textnorm_t2i.rundir import mark_run_dir
 from textnorm_t2i.study.analysis import per_prompt, summarize_records
 from textnorm_t2i.study.config import StudyConfig, base_tag
 from textnorm_t2i.study.objectives import family, label
+from textnorm_t2i.study.summary import draft_answer
 from textnorm_t2i.study.verdict import verdict
 
 GRID_PROMPTS = 9
-COLORS = {"raw": "tab:red", "textnorm": "tab:blue"}
+COLORS = {"raw": "tab:red", "textnorm": "tab:blue", "control": "tab:gray"}
 
 
 def _png(fig: Any) -> str:
@@ -66,7 +67,7 @@ def _plt() -> Any:
 def _style(objective: str, index: int) -> dict:
     markers = "osD^vP*Xh<>"
     return {"color": COLORS[family(objective)], "marker": markers[index % len(markers)],
-            "linestyle": "-" if family(objective) == "textnorm" else "--"}
+            "linestyle": {"textnorm": "-", "raw": "--", "control": ":"}[family(objective)]}
 
 
 def bon_plot(bon: dict) -> str:
@@ -216,9 +217,10 @@ def overoptimisation_plot(runs: dict, base_records: list[dict]) -> str:
     """The over-optimisation picture, one column per reward (raw dashed red, TextNorm solid blue): held-out gold
     against the optimised reward's gain in units of its spread over prompts under the base model (top), and
     against sqrt(KL) from the base model (bottom), along each run, with 95% intervals. A line that turns down while
-    it moves right is over-optimising."""
+    it moves right is over-optimising. A control run (grey, dotted) is drawn in every column's sqrt(KL) panel: the
+    gold that drift alone costs at each distance."""
     plt = _plt()
-    rewards = list(dict.fromkeys(reward_of(o) for o in runs))
+    rewards = list(dict.fromkeys(reward_of(o) for o in runs if family(o) != "control"))
     fig, axes = plt.subplots(2, len(rewards), figsize=(4.2 * len(rewards), 7), squeeze=False)
     for i, (o, run) in enumerate(runs.items()):
         ev, st = run["evals"], _style(o, i)
@@ -226,9 +228,10 @@ def overoptimisation_plot(runs: dict, base_records: list[dict]) -> str:
             "scores"] else 1.0
         gain = [(e["objective"] - ev[0]["objective"]) / (spread or 1.0) for e in ev]
         root_kl = [max(e["kl"], 0.0) ** 0.5 for e in ev]
-        col = rewards.index(reward_of(o))
         gold = [e["gold"] for e in ev]
-        for ax, x in ((axes[0][col], gain), (axes[1][col], root_kl)):
+        panels = ([(axes[1][col], root_kl) for col in range(len(rewards))] if family(o) == "control" else
+                  [(axes[0][rewards.index(reward_of(o))], gain), (axes[1][rewards.index(reward_of(o))], root_kl)])
+        for ax, x in panels:
             ax.plot(x, gold, label=label(o), **st)
             if "gold_lo" in ev[0]:  # vertical bars: the gain need not grow monotonically along a run
                 ax.errorbar(x, gold, yerr=[[g - e["gold_lo"] for g, e in zip(gold, ev)],
@@ -238,8 +241,8 @@ def overoptimisation_plot(runs: dict, base_records: list[dict]) -> str:
         axes[0][col].set_title(reward, fontsize=10)
         axes[0][col].set_xlabel("optimised reward gain (base spreads over prompts)", fontsize=8)
         axes[1][col].set_xlabel("sqrt(KL from the base model), per image", fontsize=8)
-        axes[0][col].legend(fontsize=7)
         for row in (0, 1):
+            axes[row][col].legend(fontsize=7)
             axes[row][col].set_ylabel("gold alignment (held-out)", fontsize=8)
             axes[row][col].grid(alpha=0.3)
     fig.tight_layout()
@@ -265,6 +268,8 @@ def _answer(results: dict) -> str:
             f"{c['test_prompts']} test prompts: gold {_ci(gt)} vs {_ci(gr)} ({better}); side-by-side "
             f"win / tie / loss {c['win']['mean']:.2f} / {c['tie']['mean']:.2f} / {c['loss']['mean']:.2f} "
             f"(wins : losses = {c['win_to_loss']:.2f} : 1; the paper reports about 2 : 1).</li>")
+    # Per reward under DRaFT, and its drift control: the same sentences as the markdown summary.
+    parts += [f"<li>{html.escape(line.removeprefix('- '))}</li>" for line in draft_answer(results)]
     return "<ul>" + "".join(parts) + "</ul>"
 
 
@@ -321,9 +326,12 @@ def _sbs_table(comp: dict) -> str:
 def _trajectory_table(runs: dict) -> str:
     rows = [[html_label(o), f"{r['trajectory']['peak_gold']:.3f}", str(r["trajectory"]["peak_step"]),
              f"{r['trajectory']['final_gold']:.3f}", _ci(r["trajectory"]["drop"]),
+             _ci(r["trajectory"]["change"]) if "change" in r["trajectory"] else "–",
              f"{r['trajectory']['proxy_gold_spearman']:.2f}"] for o, r in runs.items() if "trajectory" in r]
-    return _table(["objective", "peak gold", "at step", "final gold", "drop from peak (paired)", "ρ(proxy, gold)"],
-                  rows, "Gold along each run, held out: a drop whose interval excludes 0 is over-optimisation; ρ is "
+    return _table(["objective", "peak gold", "at step", "final gold", "drop from peak (paired)",
+                   "change from base (paired)", "ρ(proxy, gold)"],
+                  rows, "Gold along each run, held out: a drop whose interval excludes 0 is over-optimisation; the "
+                  "drift control's change from the base is what fine-tuning without a signal costs; ρ is "
                   "the rank correlation of the optimised reward with gold across the evaluations")
 
 
@@ -495,7 +503,8 @@ def _write_report_files(inputs: ReportInputs, out: Path) -> None:
               f"training (eta {cfg.draft.eta:g}; step 0 is the base model sampled the same way) and the KL of the "
               "stochastic policy, the same noise for every model.</p>",
               _img(rl_plot(draft, unit="step"), "DRaFT curves"),
-              "<p>Over-optimisation, per reward (raw dashed red, TextNorm solid blue): gold against the optimised "
+              "<p>Over-optimisation, per reward (raw dashed red, TextNorm solid blue, a drift control dotted grey in "
+              "every sqrt(KL) panel): gold against the optimised "
               "reward's gain (in units of its spread over prompts under the base model, so raw and TextNorm share an "
               "axis) and against sqrt(KL); a line that turns down while moving right optimises its proxy past the "
               "point where it agrees with gold.</p>",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from textnorm_t2i import tables
+from textnorm_t2i.study.config import DRAFT_CONTROLS, PROMPT_FREE_REWARD
 from textnorm_t2i.study.objectives import label
 from textnorm_t2i.study.verdict import verdict
 
@@ -126,15 +127,15 @@ def draft_section(results: dict) -> list[str]:
         last = ev[-1]
         gold = fmt_ci(last["summary"]["gold"]) if last.get("summary") else f"{last['gold']:.3f}"
         rows.append([label(o), f"{run['config']['lr']:g}", f"{tr['peak_gold']:.3f} (step {tr['peak_step']})", gold,
-                     fmt_ci(tr["drop"]),
+                     fmt_ci(tr["drop"]), fmt_ci(tr["change"]) if "change" in tr else "–",
                      f"{tr['proxy_gold_spearman']:.2f}", f"{last['objective'] - ev[0]['objective']:+.4g}",
                      f"{last['kl']:.0f}", f"{last['kl_last_step']:.0f}" if "kl_last_step" in last else "–"])
     return [f"**Reward-gradient fine-tuning (DRaFT-{cfg['truncation_steps']})** ({cfg['steps']} steps × "
-            f"{cfg['batch_size']} images; held-out prompts; drop = peak minus final gold, paired "
-            "over prompts; ρ = rank correlation of the optimised reward with gold along the run; KL over the "
-            f"steps with σ ≥ {_kl_threshold(results)}, the last stochastic step apart):", "",
-            _table(["objective", "lr", "peak gold (step)", "final gold", "drop from peak", "ρ(proxy, gold)",
-                    "optimised reward gain", "KL from base (nats)", "KL, last step (nats)"], rows)]
+            f"{cfg['batch_size']} images; held-out prompts; drop = peak minus final gold, change = final gold minus "
+            "the base's (step 0), both paired over prompts; ρ = rank correlation of the optimised reward with gold "
+            f"along the run; KL over the steps with σ ≥ {_kl_threshold(results)}, the last stochastic step apart):", "",
+            _table(["objective", "lr", "peak gold (step)", "final gold", "drop from peak", "change from base",
+                    "ρ(proxy, gold)", "optimised reward gain", "KL from base (nats)", "KL, last step (nats)"], rows)]
 
 
 def _kl_threshold(results: dict) -> str:
@@ -186,7 +187,7 @@ def answer(results: dict) -> list[str]:
             a, b = row["gold"][i], tn["gold"][i]
             said = verdict(a, b, "TextNorm higher", "TextNorm lower")
             lines.append(f"- best-of-{n}, {name[4:]}: raw {fmt_ci(a)} vs TextNorm {fmt_ci(b)} — {said}")
-    lines += _draft_answer(results)
+    lines += draft_answer(results)
     comp = results.get("compare") or {}
     for method in ("bon", "sft", "rl", "draft"):
         c = comp.get(method)
@@ -197,7 +198,7 @@ def answer(results: dict) -> list[str]:
     return lines
 
 
-def _draft_answer(results: dict) -> list[str]:
+def draft_answer(results: dict) -> list[str]:
     """Per reward optimised raw and with TextNorm by DRaFT: final gold (with CIs), peak gold and the drop."""
     draft, _ = _runs(results, "draft")
     lines = []
@@ -211,6 +212,15 @@ def _draft_answer(results: dict) -> list[str]:
                      f"{verdict(a, b, 'TextNorm higher', 'TextNorm lower')}; peak gold {ra['peak_gold']:.3f} (step "
                      f"{ra['peak_step']}) vs {rb['peak_gold']:.3f} (step {rb['peak_step']}); drop from the peak "
                      f"{fmt_ci(ra['drop'])} vs {fmt_ci(rb['drop'])}")
+    for name, run in draft.items():
+        change = run["trajectory"].get("change")
+        if name not in DRAFT_CONTROLS or not change:
+            continue
+        said = ("passes: drift alone did not lower gold" if change["ci"][1] >= 0 else
+                "fails: drift alone lowered gold, so a fall of an objective's gold up to this much is not its own "
+                "doing")
+        lines.append(f"- DRaFT drift control ({label(name)}: {PROMPT_FREE_REWARD} averaged over the training "
+                     f"prompts, lr {run['config']['lr']:g}): gold change from the base {fmt_ci(change)} — {said}")
     return lines
 
 
