@@ -181,7 +181,8 @@ def test_evaluation_kl_equals_torch_distributions_reference():
             else:
                 ref_steps.append(np.zeros(2))
             x = mean + std * torch.randn(x.shape, generator=g)
-    np.testing.assert_allclose(kl, ref.numpy(), rtol=1e-4)
+    # With no threshold, the sum and the last step (reported apart, never also in the sum) make the exact KL.
+    np.testing.assert_allclose(kl + kl_last, ref.numpy(), rtol=1e-4)
     from textnorm_t2i.finetune.ddim import sample_with_step_kl
 
     _, per_step = sample_with_step_kl(backend, prompts, policy, 3.0, torch.Generator().manual_seed(0), base=base)
@@ -382,23 +383,119 @@ def test_tiny_study_results_are_complete(tiny_study):
     assert "| control: a prompt-free reward |" in summary_markdown(results)
     control = next(x for x in summary_markdown(results).splitlines() if x.startswith("- DRaFT drift control"))
     change = draft["control/prompt-free"]["trajectory"]["change"]
-    assert ("passes" in control) == (change["ci"][1] >= 0) and ("fails" in control) == (change["ci"][1] < 0)
+    said = ("drift alone lowered gold" if change["ci"][1] < 0 else "no null control" if change["ci"][0] > 0 else
+            "no change detected")
+    assert said in control
     summary = summary_markdown(results)
     assert "Reward-gradient fine-tuning (DRaFT-2)" in summary and "peak gold (step)" in summary
     assert "DRaFT checkpoint selection without gold" in summary
     # The headline KL leaves out the steps with sigma < eval.kl_min_std; the last stochastic step is shown apart.
     assert "kl_last_step" in results["base"]["summary"] and "KL, last step" in summary
-    # A reward optimised raw and with TextNorm gets its own line in the answer (the tiny study has no such pair:
-    # its raw run stands in for both).
-    paired = {**results, "draft": {**draft, "tn/shapes-clip-a": draft["raw/shapes-clip-a"]}}
-    line = next(x for x in summary_markdown(paired).splitlines() if x.startswith("- DRaFT, shapes-clip-a:"))
-    assert "final gold raw" in line and "no clear difference" in line and "drop from the peak" in line
+    # The tiny study has no raw/TextNorm pair under DRaFT: no paired line (the sentences: test_draft_answer_*).
+    assert results["compare"]["draft_pairs"] == {}
     # SFT runs through the one engine, with its controls; the controls are never ranked with the objectives.
     sft = results["sft"]
     assert set(sft) == set(cfg.sft.objectives)
     assert sft["control/aligned"]["kept_gold"] == 1.0 and 0 <= sft["control/random"]["kept_gold"] <= 1
     assert (folder / "work" / "sft" / "control-random" / "lora" / "adapter_model.safetensors").is_file()
     assert "control" not in results["compare"]["sft"]["raw_model"]
+
+
+@pytest.mark.slow
+def test_tiny_study_measures_pixel_drift_from_the_base(tiny_study):
+    """Every fine-tuned evaluation records each image's RMS difference from the base model's image of the same seed
+    (sampled the same way); the base itself has none."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from textnorm_t2i.study.evaluate import pixel_drift
+
+    folder, _, _, _ = tiny_study
+    results = json.loads((folder / "out" / "results.json").read_text())
+    run = results["draft"]["raw/shapes-clip-a"]
+    assert run["evals"][0]["drift"] == 0 and run["evals"][-1]["drift"] > 0
+    eval_dir = folder / "work" / "eval"
+    tag = run["evals"][-1]["tag"]
+    recs = json.loads((eval_dir / f"{tag}.json").read_text())
+    expected = pixel_drift(load_file(eval_dir / f"{tag}.safetensors")["images"],
+                           load_file(eval_dir / "base-eta0.safetensors")["images"])
+    np.testing.assert_allclose([r["drift"] for r in recs], expected, atol=1e-4)
+    assert "drift" in results["base"]["summary"] and results["base"]["summary"]["drift"]["mean"] == 0
+
+
+@pytest.mark.slow
+def test_tiny_study_runs_the_ur_ensemble_once_when_lambda_is_zero(tiny_study, monkeypatch):
+    """With lambda = 0 the UR ensemble is the mean ensemble: its run is the mean's, made once."""
+    import json
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from textnorm_t2i.study.run import Study
+
+    folder, cfg, _, _ = tiny_study
+    results = json.loads((folder / "out" / "results.json").read_text())
+    made = json.loads(json.dumps(results["draft"]["raw/shapes-clip-a"]))
+    made.pop("trajectory")
+    study = Study(replace(cfg, draft=replace(cfg.draft, objectives=["ens-mean-tn", "ens-ur-tn"])), progress=False)
+    calls, saved = [], {}
+    monkeypatch.setattr(study, "save", lambda name, obj: saved.update({name: obj}))
+    for lam, runs in ((0.0, ["ens-mean-tn"]), (0.5, ["ens-mean-tn", "ens-ur-tn"])):
+        calls.clear()
+        study._scorer = SimpleNamespace(ur_lam=lam)
+        study._fine_tune_each("draft", "DRaFT", lambda _s, o: calls.append(o) or json.loads(json.dumps(made)))
+        assert calls == runs
+    study._scorer = SimpleNamespace(ur_lam=0.0)
+    study._fine_tune_each("draft", "DRaFT", lambda _s, o: json.loads(json.dumps(made)))
+    ur, mean = saved["draft"]["ens-ur-tn"], saved["draft"]["ens-mean-tn"]
+    assert ur["same_as"] == "ens-mean-tn" and ur["evals"] == mean["evals"] and ur["trajectory"] == mean["trajectory"]
+
+
+def _draft_results(change: dict, difference: dict) -> dict:
+    """A results.json with one raw/TextNorm DRaFT pair and the drift control (for the summary's sentences)."""
+    def run(gold: float, lr: float = 0.001, change_: dict | None = None) -> dict:
+        ci = {"mean": gold, "ci": [gold - 0.05, gold + 0.05]}
+        evals = [{"step": 0, "objective": 0.0, "gold": 0.3, "kl": 0.0, "kl_last_step": 0.0, "drift": 0.0},
+                 {"step": 10, "objective": 1.0, "gold": gold, "kl": 12.0, "kl_last_step": 900.0, "drift": 2.5,
+                  "summary": {"gold": ci}}]
+        return {"evals": evals, "config": {"lr": lr, "steps": 10, "batch_size": 2, "truncation_steps": 2},
+                "trajectory": {"peak_gold": 0.3, "peak_step": 0, "final_gold": gold, "proxy_gold_spearman": -1.0,
+                               "drop": {"mean": 0.3 - gold, "ci": [0.0, 0.1]},
+                               "change": change_ or {"mean": gold - 0.3, "ci": [-0.1, 0.0]}}}
+    return {"config": {"draft": {"train": {"steps": 10, "batch_size": 2, "truncation_steps": 2}}},
+            "draft": {"raw/shapes-clip-a": run(0.3), "tn/shapes-clip-a": run(0.28),
+                      "control/prompt-free": run(0.3, 0.003, change)},
+            "compare": {"draft_pairs": {"shapes-clip-a": {"raw": "raw/shapes-clip-a", "textnorm": "tn/shapes-clip-a",
+                                                          "difference": difference}}}}
+
+
+@pytest.mark.parametrize("change, said", [({"mean": -0.1, "ci": [-0.15, -0.05]}, "drift alone lowered gold"),
+                                          ({"mean": 0.1, "ci": [0.05, 0.15]}, "no null control"),
+                                          ({"mean": 0.0, "ci": [-0.04, 0.03]}, "no change detected (its interval "
+                                                                               "spans 0.070)")])
+def test_draft_answer_reads_the_drift_control_three_ways(change, said):
+    from textnorm_t2i.study.summary import draft_answer
+
+    line = next(x for x in draft_answer(_draft_results(change, {"mean": 0.0, "ci": [-0.1, 0.1]}))
+                if x.startswith("- DRaFT drift control"))
+    assert said in line and "lr 0.003" in line and "KL 12 + 900 (last step) nats, pixel drift 2.5" in line
+
+
+@pytest.mark.parametrize("difference, said", [({"mean": -0.1, "ci": [-0.15, -0.02]}, "(TextNorm lower)"),
+                                              ({"mean": 0.1, "ci": [0.02, 0.15]}, "(TextNorm higher)"),
+                                              ({"mean": 0.0, "ci": [-0.1, 0.1]}, "(no clear difference)")])
+def test_draft_answer_gives_the_paired_difference(difference, said):
+    """The overlapping intervals say "no clear difference"; the paired difference over prompts can still decide."""
+    from textnorm_t2i.study.summary import draft_answer
+
+    line = next(x for x in draft_answer(_draft_results({"mean": 0.0, "ci": [-0.1, 0.1]}, difference))
+                if x.startswith("- DRaFT, shapes-clip-a:"))
+    assert "final gold raw 0.300 [0.250, 0.350] vs TextNorm 0.280 [0.230, 0.330] — no clear difference" in line
+    assert f"paired over prompts TextNorm − raw {fmt(difference)} {said}" in line
+
+
+def fmt(m: dict) -> str:
+    return f"{m['mean']:.3f} [{m['ci'][0]:.3f}, {m['ci'][1]:.3f}]"
 
 
 @pytest.mark.slow

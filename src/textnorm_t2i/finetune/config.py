@@ -86,7 +86,8 @@ class EvalConfig(Config):
     steps: int = option(20, "DDIM steps at evaluation", min=1, max=1000)
     kl_min_std: float = option(0.05, "kl_base sums the KL of the stochastic (eta = 1) policy from the base over the "
                                "denoising steps with sigma >= this; the last stochastic step is logged apart "
-                               "(kl_last_step): its tiny sigma turns invisible pixel changes into many nats", min=0)
+                               "(kl_last_step): its tiny sigma makes a one-level pixel change cost thousands of "
+                               "nats", min=0)
 
 
 TRACKERS = {"csv": None, "tensorboard": "tensorboard", "wandb": "wandb"}

@@ -167,14 +167,15 @@ def run_trajectory(evals: list[dict], load: Any, n_bootstrap: int = 1000) -> dic
 
 
 def summarize_records(records: list[dict], n_bootstrap: int = 1000) -> dict:
-    """Gold alignment, fidelity, KL (and the last step's apart) and every score of an evaluation: means with CIs
-    over prompts; gold per subset."""
+    """Gold alignment, fidelity, KL (and the last step's apart), pixel drift and every score of an evaluation: means
+    with CIs over prompts; gold per subset."""
     out: dict[str, Any] = {"images": len(records), "prompts": len({r["prompt"] for r in records})}
     out["gold"] = mean_ci(per_prompt(records, lambda r: r["aligned"]), n_bootstrap)
     out["fidelity"] = mean_ci(per_prompt(records, lambda r: r["fidelity"]), n_bootstrap)
     out["kl"] = mean_ci(per_prompt(records, lambda r: r["kl"]), n_bootstrap)
-    if "kl_last_step" in records[0]:  # the first edition's records lack it
-        out["kl_last_step"] = mean_ci(per_prompt(records, lambda r: r["kl_last_step"]), n_bootstrap)
+    for key in ("kl_last_step", "drift"):  # the first edition's records lack them
+        if key in records[0]:
+            out[key] = mean_ci(per_prompt(records, lambda r, key=key: r[key]), n_bootstrap)
     out["scores"] = {k: mean_ci(per_prompt(records, lambda r, k=k: r["scores"][k]), n_bootstrap)
                      for k in records[0]["scores"]}
     subsets = sorted({r["subset"] for r in records})
@@ -301,6 +302,30 @@ def _select_checkpoints(objective: str, tags: list[str], val: set[str], test: se
     return row
 
 
+def paired_finals(runs: dict, prompts: list[str], load: Any, n_bootstrap: int) -> dict:
+    """Per reward fine-tuned raw and through TextNorm (and the mean ensembles of both): the final gold of the
+    TextNorm run minus the raw run's, paired over ``prompts`` (the same prompts and noise), with its CI.
+
+    Example:
+        >>> recs = {"r": [{"prompt": "p", "aligned": 1.0}, {"prompt": "q", "aligned": 1.0}],
+        ...         "t": [{"prompt": "p", "aligned": 0.0}, {"prompt": "q", "aligned": 1.0}]}
+        >>> runs = {o: {"evals": [{"tag": t}]} for o, t in (("raw/x", "r"), ("tn/x", "t"))}
+        >>> paired_finals(runs, ["p", "q"], recs.__getitem__, 200)["x"]["difference"]["mean"]
+        -0.5
+    """
+    pairs = {name[4:]: (name, "tn/" + name[4:]) for name in runs if name.startswith("raw/")}
+    pairs["mean ensemble"] = ("ens-mean-raw", "ens-mean-tn")
+    out = {}
+    for reward, (raw, tn) in pairs.items():
+        if raw not in runs or tn not in runs:
+            continue
+        gold = lambda r: r["aligned"]  # noqa: E731
+        diff = (per_prompt(load(runs[tn]["evals"][-1]["tag"]), gold, prompts)
+                - per_prompt(load(runs[raw]["evals"][-1]["tag"]), gold, prompts))
+        out[reward] = {"raw": raw, "textnorm": tn, "difference": mean_ci(diff, n_bootstrap)}
+    return out
+
+
 def _selection_keys(objective: str) -> tuple[str, str]:
     """The raw and TextNorm scores a run's checkpoints are compared by (its own reward's two views)."""
     if objective.startswith(("raw/", "tn/")):
@@ -338,4 +363,5 @@ def compare(cfg: StudyConfig, train_prompts: list[str], eval_prompts: list[str],
                                       cfg.seed, n_boot)
         out["draft_checkpoint_selection"] = checkpoint_selection(runs, eval_prompts, sbs.validation_fraction,
                                                                  cfg.seed, load, n_boot)
+        out["draft_pairs"] = paired_finals(runs, eval_prompts, load, n_boot)
     return out

@@ -29,9 +29,9 @@ LEARNED = ["shapes-clip-a", "shapes-clip-b", "shapes-pref"]
 # SFT's controls (run beside its objectives, never ranked with them): the pool samples the oracle judges aligned
 # (positive control) and a random share of each prompt's samples (drift control), as SFT's ``select``.
 SFT_CONTROLS = {"control/aligned": "aligned", "control/random": "random"}
-# DRaFT's drift control: the reward of a model that never sees the image's prompt (PROMPT_FREE_REWARD averaged over
-# the training prompts): Adam's steps of the same size on a gradient with no information about alignment. A method's
-# fall in gold beyond this control's is the objective's doing, not fine-tuning's.
+# DRaFT's drift control: a prompt-independent reward with the same model and scale (PROMPT_FREE_REWARD averaged over
+# the training prompts): fine-tuning by a gradient that carries nothing about which prompt an image was for. What it
+# does to gold, at its KL and pixel drift, is what drift alone does.
 DRAFT_CONTROLS = ("control/prompt-free",)
 PROMPT_FREE_REWARD = "shapes-clip-a"
 DEFAULT_RL_OBJECTIVES = ["raw/shapes-clip-a", "tn/shapes-clip-a", "ens-mean-raw", "ens-mean-tn", "ens-ur-tn"]
@@ -161,7 +161,7 @@ class DraftStudyConfig(Config):
     enabled: bool = option(True, "run this stage")
     objectives: list[str] = option(list(DEFAULT_RL_OBJECTIVES), "objectives optimised (differentiable rewards: the "
                                    "perceive presets are not), and the drift control control/prompt-free ("
-                                   f"{PROMPT_FREE_REWARD} averaged over the training prompts: no alignment signal)")
+                                   f"{PROMPT_FREE_REWARD} averaged over the training prompts: prompt-independent)")
     eval_every: int = option(25, "evaluate (and keep a checkpoint) every this many steps", min=1)
     lrs: list[float] | None = option(None, "learning rates tried per objective: each objective's lr is the one whose "
                                      "short run (lr_steps) scores highest by the objective itself on the validation "
@@ -199,7 +199,8 @@ class EvalStudyConfig(Config):
     steps: int = option(10, "DDIM steps of the evaluation samples", min=1, max=1000)
     seed: int = option(1234, "seed of the evaluation noise", min=0, max=MAX_SEED)
     kl_min_std: float = option(0.05, "the KL from the base sums the steps with sigma >= this; the last stochastic "
-                               "step is reported apart (its tiny sigma turns invisible pixel changes into many nats)",
+                               "step is reported apart (its tiny sigma makes a one-level pixel change cost thousands "
+                               "of nats)",
                                min=0)
 
 
@@ -267,6 +268,9 @@ class StudyConfig(Config):
         if self.draft.enabled and any(o in DRAFT_CONTROLS for o in self.draft.objectives) \
                 and PROMPT_FREE_REWARD not in self.objectives.rewards:
             raise InputError(f"draft.objectives: control/prompt-free needs {PROMPT_FREE_REWARD} in objectives.rewards")
+        if self.draft.enabled and all(o in DRAFT_CONTROLS for o in self.draft.objectives):
+            raise InputError("draft.objectives: give at least one objective besides the control "
+                             "(or draft.enabled=false)")
         bad = [n for n in self.pool.ns if n < 1 or self.pool.n_max % n]
         if not self.pool.ns or bad:
             raise InputError(f"pool.ns: {bad or 'none given'}: each n must divide pool.n_max={self.pool.n_max}")

@@ -42,12 +42,14 @@ def sample_with_kl(backend: Any, prompts: list[str], policy: Any, guidance_scale
                    unet: Any = None, base: Any = None, min_std: float = 0.0
                    ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Images (float ``[0, 1]``) sampled by ``unet`` with the stochastic policy; each trajectory's KL from the base
-    model summed over the steps with σ ≥ ``min_std`` (0: every step, the exact KL), and the last stochastic
-    step's KL alone (see :func:`~textnorm_t2i.finetune.ddim.sample_with_step_kl`)."""
+    model summed over the steps with σ ≥ ``min_std`` but the last stochastic one (with 0, the sum and the last
+    step's KL add up to the exact KL), and the last stochastic step's KL alone (see
+    :func:`~textnorm_t2i.finetune.ddim.sample_with_step_kl`)."""
     images, per_step = sample_with_step_kl(backend, prompts, policy, guidance_scale, generator, unet, base)
     stds = [float(s) for s in policy.stds]
-    counted = [j for j, s in enumerate(stds) if s > 0 and s >= min_std]
     last = max((j for j, s in enumerate(stds) if s > 0), default=None)
+    # The last stochastic step is always reported apart, never also in the sum.
+    counted = [j for j, s in enumerate(stds) if s > 0 and s >= min_std and j != last]
     last_kl = per_step[:, last] if last is not None else np.zeros(len(prompts))
     return images, per_step[:, counted].sum(axis=1), last_kl
 
@@ -100,8 +102,25 @@ def score_uint8(scorer: Any, images: torch.Tensor, prompts: list[str], batch: in
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def records(ev: EvalImages, scores: dict[str, np.ndarray], subset_of: dict[str, str]) -> list[dict]:
-    """One record per image: prompt, subset, sample index, every score, gold verdict, reasons, fidelity, KL."""
+def pixel_drift(images: torch.Tensor, base: torch.Tensor) -> np.ndarray:
+    """Per image, the root-mean-square difference from the base model's image of the same seed, in uint8 levels
+    (0-255): how far fine-tuning moved what a reader sees, whatever the KL's per-step weights.
+
+    Example:
+        >>> a = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+        >>> pixel_drift(a, a + torch.tensor([0, 3], dtype=torch.uint8).view(2, 1, 1, 1)).tolist()
+        [0.0, 3.0]
+    """
+    if images.shape != base.shape:
+        raise ValueError(f"pixel drift needs images of one shape, got {tuple(images.shape)} and {tuple(base.shape)}")
+    diff = images.double() - base.double()
+    return diff.pow(2).mean(dim=(1, 2, 3)).sqrt().numpy()
+
+
+def records(ev: EvalImages, scores: dict[str, np.ndarray], subset_of: dict[str, str],
+            drift: np.ndarray | None = None) -> list[dict]:
+    """One record per image: prompt, subset, sample index, every score, gold verdict, reasons, fidelity, KL, and
+    (when given) the pixel drift from the base model's image of the same seed."""
     verdicts = judge_images(ev.images, ev.prompts)
     out = []
     for i, (prompt, v) in enumerate(zip(ev.prompts, verdicts)):
@@ -109,4 +128,6 @@ def records(ev: EvalImages, scores: dict[str, np.ndarray], subset_of: dict[str, 
                     "scores": {k: round(float(s[i]), 6) for k, s in scores.items()},
                     "aligned": v["aligned"], "reasons": v["reasons"], "fidelity": v["fidelity"],
                     "kl": round(float(ev.kl[i]), 6), "kl_last_step": round(float(ev.kl_last_step[i]), 6)})
+        if drift is not None:
+            out[-1]["drift"] = round(float(drift[i]), 4)
     return out

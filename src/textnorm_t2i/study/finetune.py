@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from textnorm_t2i.errors import InputError
 from textnorm_t2i.finetune.common import adapters_off
 from textnorm_t2i.finetune.config import (
     DraftConfig,
@@ -118,8 +119,13 @@ class StudyEvaluator:
             summary = self.study.evaluate(tag, unet=unet, base=adapters_off(unet), backend=self.trainee.backend,
                                           image_eta=self.image_eta)
         self.last = (tag, summary)
+        if self.objective not in summary["scores"] and self.objective not in SFT_CONTROLS:
+            raise InputError(f"the evaluation {tag!r} has no score of {self.objective!r} (it was made before that "
+                             "objective was configured): run the study with --redo base")
+        nan = {"mean": float("nan")}
         row = {"step": step, "tag": tag, "gold": summary["gold"]["mean"], "fidelity": summary["fidelity"]["mean"],
-               "kl": summary["kl"]["mean"], "kl_last_step": summary.get("kl_last_step", {"mean": 0.0})["mean"],
+               "kl": summary["kl"]["mean"], "kl_last_step": summary.get("kl_last_step", nan)["mean"],
+               "drift": summary.get("drift", nan)["mean"],
                # SFT's controls optimise no reward: their "objective" is the gold they were selected by.
                "objective": summary["scores"].get(self.objective, summary["gold"])["mean"]}
         row.update({f"score:{k}": v["mean"] for k, v in summary["scores"].items()})

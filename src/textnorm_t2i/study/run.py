@@ -53,7 +53,7 @@ from textnorm_t2i.rundir import (
 )
 from textnorm_t2i.study.analysis import bon_curves, compare, perceive_map, run_trajectory, summarize_records
 from textnorm_t2i.study.config import DRAFT_CONTROLS, PROMPT_FREE_REWARD, StudyConfig, base_tag
-from textnorm_t2i.study.evaluate import judge_images, records, sample_eval, score_uint8
+from textnorm_t2i.study.evaluate import judge_images, pixel_drift, records, sample_eval, score_uint8
 from textnorm_t2i.study.finetune import draft_one, rl_one, sft_one
 from textnorm_t2i.study.objectives import ObjectiveScorer, choose_temperatures
 from textnorm_t2i.study.report import ReportInputs, write_report
@@ -345,7 +345,7 @@ class Study:
         """Sample the held-out prompts with ``unet`` (default: the base model; images with DDIM eta ``image_eta``),
         score, judge; write ``eval/<tag>.safetensors`` (images) and ``eval/<tag>.json`` (records); return the
         summary."""
-        from safetensors.torch import save
+        from safetensors.torch import load_file, save
 
         folder = self.work / "eval"
         folder.mkdir(parents=True, exist_ok=True)
@@ -354,7 +354,11 @@ class Study:
         ev = sample_eval(backend, self.flat("eval"), e.samples_per_prompt, e.steps,
                          self.cfg.pool.guidance_scale, e.seed, unet=unet, base=base, progress=self.progress,
                          kl_min_std=e.kl_min_std, image_eta=image_eta)
-        recs = records(ev, score_uint8(self.scorer, ev.images, ev.prompts), self.subset_of)
+        # The base model's images of the same seeds (its evaluation for this sampler comes first) give the drift.
+        reference = self.work / "eval" / f"{base_tag(image_eta)}.safetensors"
+        drift = (np.zeros(len(ev.prompts)) if tag == base_tag(image_eta) else
+                 pixel_drift(ev.images, load_file(reference)["images"]) if reference.is_file() else None)
+        recs = records(ev, score_uint8(self.scorer, ev.images, ev.prompts), self.subset_of, drift)
         with atomic_write(folder / f"{tag}.safetensors", "wb") as f:
             f.write(save({"images": ev.images}))
         write_json_atomic(folder / f"{tag}.json", recs, indent=None)
@@ -371,7 +375,10 @@ class Study:
         if tag == "base":
             return tag, self.result("base")["summary"]
         if (self.work / "eval" / f"{tag}.json").is_file():
-            return tag, summarize_records(self.load_eval(tag), self.cfg.bootstrap)
+            cached = self.load_eval(tag)
+            # Reused only when it holds every score the base stage's evaluation holds (the same objectives).
+            if set(cached[0]["scores"]) == set(self.result("base")["summary"]["scores"]):
+                return tag, summarize_records(cached, self.cfg.bootstrap)
         return tag, self.evaluate(tag, image_eta=image_eta)
 
     # ------------------------------------------------------------------ SFT
@@ -396,8 +403,13 @@ class Study:
         if not section.enabled:
             self.save(stage, {"skipped": True})
             return
-        done = {}
+        done: dict[str, dict] = {}
         for objective in section.objectives:
+            if objective == "ens-ur-tn" and "ens-mean-tn" in done and self.scorer.ur_lam == 0:
+                # lambda = 0 (chosen by CV): the UR ensemble is the mean ensemble; the same run is not made twice.
+                _log(f"{name} on {objective}: the same objective as ens-mean-tn (lambda = 0), its run reused")
+                done[objective] = {**done["ens-mean-tn"], "same_as": "ens-mean-tn"}
+                continue
             _log(f"{name} on {objective}")
             done[objective] = run_one(self, objective)
             done[objective]["trajectory"] = run_trajectory(done[objective]["evals"], self.load_eval, self.cfg.bootstrap)

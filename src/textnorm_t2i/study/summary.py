@@ -76,7 +76,9 @@ def map_section(results: dict) -> list[str]:
 def _eval_rows(entries: dict[str, dict]) -> list[list[str]]:
     rows = []
     for name, s in entries.items():
-        rows.append([name, fmt_ci(s["gold"]), fmt_ci(s["fidelity"]), f"{s['kl']['mean']:.0f}"])
+        rows.append([name, fmt_ci(s["gold"]), fmt_ci(s["fidelity"]), f"{s['kl']['mean']:.0f}",
+                     f"{s['kl_last_step']['mean']:.0f}" if "kl_last_step" in s else "–",
+                     fmt_ci(s["drift"], 1) if "drift" in s else "–"])
     return rows
 
 
@@ -89,7 +91,8 @@ def sft_section(results: dict) -> list[str]:
     cfg = _engine(results["config"]["sft"])
     return [f"**Reward-weighted SFT** (top {cfg['top_fraction']:.0%} of the pool per prompt by each objective, "
             f"{cfg['steps']} steps each; held-out prompts):", "",
-            _table(["model", "gold alignment", "fidelity", "KL from base (nats)"], _eval_rows(entries))]
+            _table(["model", "gold alignment", "fidelity", "KL from base (nats)", "KL, last step (nats)",
+                    "pixel drift (uint8 levels)"], _eval_rows(entries))]
 
 
 def _runs(results: dict, stage: str) -> tuple[dict, dict]:
@@ -129,13 +132,16 @@ def draft_section(results: dict) -> list[str]:
         rows.append([label(o), f"{run['config']['lr']:g}", f"{tr['peak_gold']:.3f} (step {tr['peak_step']})", gold,
                      fmt_ci(tr["drop"]), fmt_ci(tr["change"]) if "change" in tr else "–",
                      f"{tr['proxy_gold_spearman']:.2f}", f"{last['objective'] - ev[0]['objective']:+.4g}",
-                     f"{last['kl']:.0f}", f"{last['kl_last_step']:.0f}" if "kl_last_step" in last else "–"])
+                     f"{last['kl']:.0f}", f"{last['kl_last_step']:.0f}" if "kl_last_step" in last else "–",
+                     f"{last['drift']:.1f}" if last.get("drift") == last.get("drift") and "drift" in last else "–"])
     return [f"**Reward-gradient fine-tuning (DRaFT-{cfg['truncation_steps']})** ({cfg['steps']} steps × "
             f"{cfg['batch_size']} images; held-out prompts; drop = peak minus final gold, change = final gold minus "
             "the base's (step 0), both paired over prompts; ρ = rank correlation of the optimised reward with gold "
-            f"along the run; KL over the steps with σ ≥ {_kl_threshold(results)}, the last stochastic step apart):", "",
+            f"along the run; KL over the steps with σ ≥ {_kl_threshold(results)}, the last stochastic step apart; "
+            "pixel drift = RMS difference from the base model's image of the same seed):", "",
             _table(["objective", "lr", "peak gold (step)", "final gold", "drop from peak", "change from base",
-                    "ρ(proxy, gold)", "optimised reward gain", "KL from base (nats)", "KL, last step (nats)"], rows)]
+                    "ρ(proxy, gold)", "optimised reward gain", "KL from base (nats)", "KL, last step (nats)",
+                    "pixel drift (uint8 levels)"], rows)]
 
 
 def _kl_threshold(results: dict) -> str:
@@ -199,28 +205,44 @@ def answer(results: dict) -> list[str]:
 
 
 def draft_answer(results: dict) -> list[str]:
-    """Per reward optimised raw and with TextNorm by DRaFT: final gold (with CIs), peak gold and the drop."""
+    """Per reward optimised raw and through TextNorm by DRaFT (and the mean ensembles of both): final gold (with
+    CIs), the paired difference, peak gold and the drop; then the drift control's change of gold from the base, at
+    its KL and pixel drift."""
     draft, _ = _runs(results, "draft")
+    pairs = (results.get("compare") or {}).get("draft_pairs") or {}
     lines = []
-    for name, raw in draft.items():
-        tn = draft.get("tn/" + name[4:]) if name.startswith("raw/") else None
-        if not tn or not raw["evals"][-1].get("summary") or not tn["evals"][-1].get("summary"):
+    for reward, pair in pairs.items():
+        raw, tn = draft.get(pair["raw"]), draft.get(pair["textnorm"])
+        if not raw or not tn or not raw["evals"][-1].get("summary") or not tn["evals"][-1].get("summary"):
             continue
         a, b = raw["evals"][-1]["summary"]["gold"], tn["evals"][-1]["summary"]["gold"]
         ra, rb = raw["trajectory"], tn["trajectory"]
-        lines.append(f"- DRaFT, {name[4:]}: final gold raw {fmt_ci(a)} vs TextNorm {fmt_ci(b)} — "
-                     f"{verdict(a, b, 'TextNorm higher', 'TextNorm lower')}; peak gold {ra['peak_gold']:.3f} (step "
-                     f"{ra['peak_step']}) vs {rb['peak_gold']:.3f} (step {rb['peak_step']}); drop from the peak "
-                     f"{fmt_ci(ra['drop'])} vs {fmt_ci(rb['drop'])}")
+        d = pair["difference"]
+        paired = ("TextNorm lower" if d["ci"][1] < 0 else "TextNorm higher" if d["ci"][0] > 0 else
+                  "no clear difference")
+        lines.append(f"- DRaFT, {reward}: final gold raw {fmt_ci(a)} vs TextNorm {fmt_ci(b)} — "
+                     f"{verdict(a, b, 'TextNorm higher', 'TextNorm lower')}; paired over prompts TextNorm − raw "
+                     f"{fmt_ci(d)} ({paired}); peak gold {ra['peak_gold']:.3f} (step {ra['peak_step']}) vs "
+                     f"{rb['peak_gold']:.3f} (step {rb['peak_step']}); drop from the peak {fmt_ci(ra['drop'])} vs "
+                     f"{fmt_ci(rb['drop'])}")
     for name, run in draft.items():
         change = run["trajectory"].get("change")
         if name not in DRAFT_CONTROLS or not change:
             continue
-        said = ("passes: drift alone did not lower gold" if change["ci"][1] >= 0 else
-                "fails: drift alone lowered gold, so a fall of an objective's gold up to this much is not its own "
-                "doing")
-        lines.append(f"- DRaFT drift control ({label(name)}: {PROMPT_FREE_REWARD} averaged over the training "
-                     f"prompts, lr {run['config']['lr']:g}): gold change from the base {fmt_ci(change)} — {said}")
+        last = run["evals"][-1]
+        if change["ci"][1] < 0:
+            said = "drift alone lowered gold"
+        elif change["ci"][0] > 0:
+            said = "gold rose: the prompt-independent reward carries some alignment signal, so it is no null control"
+        else:
+            said = f"no change detected (its interval spans {change['ci'][1] - change['ci'][0]:.3f})"
+        where = f"KL {last['kl']:.0f} + {last['kl_last_step']:.0f} (last step) nats" if "kl_last_step" in last else \
+            f"KL {last['kl']:.0f} nats"
+        if last.get("drift") is not None and last["drift"] == last["drift"]:
+            where += f", pixel drift {last['drift']:.1f} uint8 levels"
+        lines.append(f"- DRaFT drift control ({PROMPT_FREE_REWARD} averaged over the training prompts, the same model "
+                     f"and scale with nothing about the image's prompt; lr {run['config']['lr']:g}, {where}): gold "
+                     f"change from the base {fmt_ci(change)} — {said}")
     return lines
 
 
