@@ -383,7 +383,7 @@ def test_tiny_study_results_are_complete(tiny_study):
     assert "| control: a prompt-free reward |" in summary_markdown(results)
     control = next(x for x in summary_markdown(results).splitlines() if x.startswith("- DRaFT drift control"))
     change = draft["control/prompt-free"]["trajectory"]["change"]
-    said = ("drift alone lowered gold" if change["ci"][1] < 0 else "no null control" if change["ci"][0] > 0 else
+    said = ("gold fell" if change["ci"][1] < 0 else "no null control" if change["ci"][0] > 0 else
             "no change detected")
     assert said in control
     summary = summary_markdown(results)
@@ -455,8 +455,10 @@ def _draft_results(change: dict, difference: dict) -> dict:
     """A results.json with one raw/TextNorm DRaFT pair and the drift control (for the summary's sentences)."""
     def run(gold: float, lr: float = 0.001, change_: dict | None = None) -> dict:
         ci = {"mean": gold, "ci": [gold - 0.05, gold + 0.05]}
-        evals = [{"step": 0, "objective": 0.0, "gold": 0.3, "kl": 0.0, "kl_last_step": 0.0, "drift": 0.0},
+        evals = [{"step": 0, "objective": 0.0, "gold": 0.3, "kl": 0.0, "kl_last_step": 0.0, "drift": 0.0,
+                  "fidelity": 0.7},
                  {"step": 10, "objective": 1.0, "gold": gold, "kl": 12.0, "kl_last_step": 900.0, "drift": 2.5,
+                  "fidelity": 0.6,
                   "summary": {"gold": ci}}]
         return {"evals": evals, "config": {"lr": lr, "steps": 10, "batch_size": 2, "truncation_steps": 2},
                 "trajectory": {"peak_gold": 0.3, "peak_step": 0, "final_gold": gold, "proxy_gold_spearman": -1.0,
@@ -469,7 +471,9 @@ def _draft_results(change: dict, difference: dict) -> dict:
                                                           "difference": difference}}}}
 
 
-@pytest.mark.parametrize("change, said", [({"mean": -0.1, "ci": [-0.15, -0.05]}, "drift alone lowered gold"),
+@pytest.mark.parametrize("change, said", [({"mean": -0.1, "ci": [-0.15, -0.05]},
+                                           "gold fell, while the control's own reward moved +1 and fidelity 0.700 → "
+                                           "0.600"),
                                           ({"mean": 0.1, "ci": [0.05, 0.15]}, "no null control"),
                                           ({"mean": 0.0, "ci": [-0.04, 0.03]}, "no change detected (its interval "
                                                                                "spans 0.070)")])

@@ -30,8 +30,8 @@ LEARNED = ["shapes-clip-a", "shapes-clip-b", "shapes-pref"]
 # (positive control) and a random share of each prompt's samples (drift control), as SFT's ``select``.
 SFT_CONTROLS = {"control/aligned": "aligned", "control/random": "random"}
 # DRaFT's drift control: a prompt-independent reward with the same model and scale (PROMPT_FREE_REWARD averaged over
-# the training prompts): fine-tuning by a gradient that carries nothing about which prompt an image was for. What it
-# does to gold, at its KL and pixel drift, is what drift alone does.
+# the training prompts): fine-tuning by a gradient that carries nothing about which prompt an image was for. It is
+# prompt-independent, not signal-free: read its gold beside its own reward's gain, its fidelity and its distance.
 DRAFT_CONTROLS = ("control/prompt-free",)
 PROMPT_FREE_REWARD = "shapes-clip-a"
 DEFAULT_RL_OBJECTIVES = ["raw/shapes-clip-a", "tn/shapes-clip-a", "ens-mean-raw", "ens-mean-tn", "ens-ur-tn"]

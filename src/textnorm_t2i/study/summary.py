@@ -229,9 +229,10 @@ def draft_answer(results: dict) -> list[str]:
         change = run["trajectory"].get("change")
         if name not in DRAFT_CONTROLS or not change:
             continue
-        last = run["evals"][-1]
+        first, last = run["evals"][0], run["evals"][-1]
         if change["ci"][1] < 0:
-            said = "drift alone lowered gold"
+            said = (f"gold fell, while the control's own reward moved {last['objective'] - first['objective']:+.3g} "
+                    f"and fidelity {first['fidelity']:.3f} → {last['fidelity']:.3f}")
         elif change["ci"][0] > 0:
             said = "gold rose: the prompt-independent reward carries some alignment signal, so it is no null control"
         else:
