@@ -247,6 +247,10 @@ class StudyConfig(Config):
             names += ["ens-mean-raw", "ens-mean-tn", "ens-ur-tn"]
         return names
 
+    def runs_prompt_free_control(self) -> bool:
+        """Whether DRaFT runs its drift control (every evaluation then scores it)."""
+        return self.draft.enabled and any(o in DRAFT_CONTROLS for o in self.draft.objectives)
+
     def check(self) -> None:
         from textnorm_t2i.rewards.registry import reward_entry
 
@@ -265,8 +269,7 @@ class StudyConfig(Config):
                 if name not in known and name not in controls:
                     raise InputError(f"{section}.objectives: unknown objective {name!r} (known: "
                                      f"{', '.join(known + list(controls))})")
-        if self.draft.enabled and any(o in DRAFT_CONTROLS for o in self.draft.objectives) \
-                and PROMPT_FREE_REWARD not in self.objectives.rewards:
+        if self.runs_prompt_free_control() and PROMPT_FREE_REWARD not in self.objectives.rewards:
             raise InputError(f"draft.objectives: control/prompt-free needs {PROMPT_FREE_REWARD} in objectives.rewards")
         if self.draft.enabled and all(o in DRAFT_CONTROLS for o in self.draft.objectives):
             raise InputError("draft.objectives: give at least one objective besides the control "
