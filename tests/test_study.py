@@ -258,15 +258,15 @@ def test_objective_rewards_score_what_the_scorer_gives():
 
 
 def test_prompt_free_control_ignores_the_prompt_and_keeps_the_gradient():
-    """DRaFT's drift control: the raw reward averaged over fixed prompts, whatever the image's prompt; its score and
-    its gradient equal the average computed from the raw reward pair by pair."""
+    """DRaFT's prompt-free control: the raw reward averaged over fixed prompts, whatever the image's prompt; its score
+    and its gradient equal the average computed from the raw reward pair by pair."""
     from textnorm_t2i.study.objectives import ObjectiveScorer, PromptFreeReward
     from textnorm_t2i.world.scene import render
 
     fixed = ["two red circles", "a blue square above a green triangle", "three yellow triangles"]
     images = torch.stack([torch.from_numpy(np.array(render(p, seed=i))).permute(2, 0, 1).float() / 255
                           for i, p in enumerate(fixed[:2])])
-    scorer = ObjectiveScorer({"shapes-clip-a": 0.5}, prompt_free=("shapes-clip-a", fixed))
+    scorer = ObjectiveScorer({"shapes-clip-a": 0.5}, controls=("shapes-clip-a", fixed))
     raw = scorer.reward("raw/shapes-clip-a")
     control = scorer.reward("control/prompt-free")
     assert isinstance(control, PromptFreeReward) and control.differentiable
@@ -286,6 +286,44 @@ def test_prompt_free_control_ignores_the_prompt_and_keeps_the_gradient():
         PromptFreeReward(raw, [])
 
 
+def test_random_direction_control_has_no_signal_and_the_reward_s_gradient_path():
+    """DRaFT's drift control: scale x cosine(image embedding, u) with u a unit direction drawn for each image from its
+    pixels: the prompt does not matter, the same image gets the same direction, different images independent ones
+    (their scores average to ~0 with the spread of random cosines), and the gradient is that of the embedding."""
+    import torch.nn.functional as F
+
+    from textnorm_t2i.study.objectives import ObjectiveScorer, RandomDirectionReward
+
+    scorer = ObjectiveScorer({"shapes-clip-a": 0.5}, controls=("shapes-clip-a", ["a red circle"]))
+    raw = scorer.reward("raw/shapes-clip-a")
+    control = scorer.reward("control/random-direction")
+    assert isinstance(control, RandomDirectionReward) and control.differentiable
+    images = torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    scores = control.score(images, ["x"] * 64)
+    torch.testing.assert_close(control.score(images[:4], ["a", "b", "c", "d"]), scores[:4])
+    np.testing.assert_allclose(scorer(images[:4], ["x"] * 4)["control/random-direction"], scores[:4].numpy(),
+                               rtol=1e-5, atol=1e-5)
+    # The same pixels as uint8 give the same directions; a different seed gives others.
+    quantised = (images[:4] * 255).round().to(torch.uint8)
+    torch.testing.assert_close(control.score(quantised, ["x"] * 4), control.score(quantised.float() / 255, ["x"] * 4))
+    assert torch.equal(control.direction(images[0], 8), control.direction(quantised[0].float() / 255, 8))
+    assert not torch.allclose(RandomDirectionReward(raw, seed=1).score(images[:4], ["x"] * 4), scores[:4])
+    # Random unit directions in d dimensions: cosines of mean 0 and variance 1/d (the raw reward's are all alike).
+    dim = raw.image_embeddings(images[:1]).shape[-1]
+    cosines = scores / raw.logit_scale()
+    assert abs(float(cosines.mean())) < 4 / (dim * 64) ** 0.5
+    assert 0.5 / dim < float(cosines.var()) < 2.0 / dim
+    # The gradient is the embedding's Jacobian applied to the image's direction.
+    x = images[:2].clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(control.score(x, ["x", "y"], grad=True).sum(), x)
+    x2 = images[:2].clone().requires_grad_(True)
+    u = torch.stack([control.direction(i, dim) for i in images[:2]])
+    (g_ref,) = torch.autograd.grad((raw.logit_scale() * (F.normalize(raw.image_embeddings(x2), dim=-1) * u).sum(-1))
+                                   .sum(), x2)
+    torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-7)
+    assert g.abs().sum() > 0
+
+
 # ------------------------------------------------------------------------------------------------ end to end
 TINY = """
 bootstrap: 100
@@ -298,7 +336,8 @@ sft: {objectives: [raw/shapes-clip-a, tn/shapes-clip-a, control/aligned, control
       train: {steps: 2, train_batch_size: 4, guided_loss: true}}
 rl: {objectives: [raw/shapes-clip-a, ens-ur-tn], eval_every: 1,
      train: {epochs: 2, batch_size: 4, train_batch_size: 4, images_per_prompt: 2}}
-draft: {objectives: [raw/shapes-clip-a, ens-ur-tn, control/prompt-free], eval_every: 1, lrs: [0.001, 0.01], lr_steps: 1,
+draft: {objectives: [raw/shapes-clip-a, ens-ur-tn, control/random-direction], eval_every: 1, lrs: [0.001, 0.01],
+       lr_steps: 1,
        train: {steps: 2, batch_size: 2}}
 eval: {samples_per_prompt: 2, steps: 4}
 side_by_side: {best_of: 2}
@@ -370,19 +409,25 @@ def test_tiny_study_results_are_complete(tiny_study):
         assert run["evals"][0]["gold"] == pytest.approx(np.mean(per_prompt(base_eta0, lambda r: r["aligned"])))
         assert [e["step"] for e in run["evals"]] == [0, 1, 2]
         assert run["evals"][0]["kl"] == 0 and run["evals"][-1]["kl"] > 0 and "gold_lo" in run["evals"][-1]
-        assert set(run["lr_probes"]) == {"0.001", "0.01"} and run["config"]["lr"] in (0.001, 0.01)
-        assert run["config"]["lr"] == float(max(run["lr_probes"], key=run["lr_probes"].__getitem__))
         tr = run["trajectory"]
         assert tr["peak_gold"] >= tr["final_gold"] and tr["drop"]["ci"][0] <= tr["drop"]["mean"] <= tr["drop"]["ci"][1]
         assert tr["change"]["mean"] == pytest.approx(tr["final_gold"] - run["evals"][0]["gold"])
+    # Each objective's lr is the one its own validation score chose; the signal-free control has nothing to choose
+    # by and runs at the largest.
+    for name in ("raw/shapes-clip-a", "ens-ur-tn"):
+        probes = draft[name]["lr_probes"]
+        assert set(probes) == {"0.001", "0.01"}
+        assert draft[name]["config"]["lr"] == float(max(probes, key=probes.__getitem__))
+    assert draft["control/random-direction"]["lr_probes"] == {}
+    assert draft["control/random-direction"]["config"]["lr"] == 0.01
     # The drift control is scored in every evaluation (its own objective), is a row of DRaFT's tables and a line of
     # the answer, and is never a model of the side-by-side comparison or the checkpoint selection.
-    assert "control/prompt-free" in results["base"]["summary"]["scores"]
-    assert "control/prompt-free" not in results["compare"]["draft_checkpoint_selection"]
+    assert "control/random-direction" in results["base"]["summary"]["scores"]
+    assert "control/random-direction" not in results["compare"]["draft_checkpoint_selection"]
     assert "control" not in results["compare"]["draft"]["raw_model"]
-    assert "| control: a prompt-free reward |" in summary_markdown(results)
+    assert "| control: a random direction per image |" in summary_markdown(results)
     control = next(x for x in summary_markdown(results).splitlines() if x.startswith("- DRaFT drift control"))
-    change = draft["control/prompt-free"]["trajectory"]["change"]
+    change = draft["control/random-direction"]["trajectory"]["change"]
     said = ("gold fell" if change["ci"][1] < 0 else "no null control" if change["ci"][0] > 0 else
             "no change detected")
     assert said in control
@@ -466,7 +511,7 @@ def _draft_results(change: dict, difference: dict) -> dict:
                                "change": change_ or {"mean": gold - 0.3, "ci": [-0.1, 0.0]}}}
     return {"config": {"draft": {"train": {"steps": 10, "batch_size": 2, "truncation_steps": 2}}},
             "draft": {"raw/shapes-clip-a": run(0.3), "tn/shapes-clip-a": run(0.28),
-                      "control/prompt-free": run(0.3, 0.003, change)},
+                      "control/random-direction": run(0.3, 0.003, change)},
             "compare": {"draft_pairs": {"shapes-clip-a": {"raw": "raw/shapes-clip-a", "textnorm": "tn/shapes-clip-a",
                                                           "difference": difference}}}}
 
@@ -483,6 +528,18 @@ def test_draft_answer_reads_the_drift_control_three_ways(change, said):
     line = next(x for x in draft_answer(_draft_results(change, {"mean": 0.0, "ci": [-0.1, 0.1]}))
                 if x.startswith("- DRaFT drift control"))
     assert said in line and "lr 0.003" in line and "KL 12 + 900 (last step) nats, pixel drift 2.5" in line
+    assert "random direction drawn for every image" in line
+
+
+def test_draft_answer_names_the_prompt_free_control_for_what_it_is():
+    from textnorm_t2i.study.summary import draft_answer
+
+    results = _draft_results({"mean": -0.1, "ci": [-0.15, -0.05]}, {"mean": 0.0, "ci": [-0.1, 0.1]})
+    results["draft"]["control/prompt-free"] = results["draft"].pop("control/random-direction")
+    lines = draft_answer(results)
+    assert not any(x.startswith("- DRaFT drift control") for x in lines)
+    line = next(x for x in lines if x.startswith("- DRaFT prompt-free control"))
+    assert "averaged over the training prompts" in line and "gold fell" in line
 
 
 @pytest.mark.parametrize("difference, said", [({"mean": -0.1, "ci": [-0.15, -0.02]}, "(TextNorm lower)"),

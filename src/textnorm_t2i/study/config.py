@@ -29,11 +29,17 @@ LEARNED = ["shapes-clip-a", "shapes-clip-b", "shapes-pref"]
 # SFT's controls (run beside its objectives, never ranked with them): the pool samples the oracle judges aligned
 # (positive control) and a random share of each prompt's samples (drift control), as SFT's ``select``.
 SFT_CONTROLS = {"control/aligned": "aligned", "control/random": "random"}
-# DRaFT's drift control: a prompt-independent reward with the same model and scale (PROMPT_FREE_REWARD averaged over
-# the training prompts): fine-tuning by a gradient that carries nothing about which prompt an image was for. It is
-# prompt-independent, not signal-free: read its gold beside its own reward's gain, its fidelity and its distance.
-DRAFT_CONTROLS = ("control/prompt-free",)
-PROMPT_FREE_REWARD = "shapes-clip-a"
+# DRaFT's controls, run beside its objectives and never ranked with them, both through DRAFT_CONTROL_REWARD's image
+# encoder (the same model, scale and gradient path as the objectives):
+# - control/random-direction, the drift control: the cosine of the image embedding with a random direction drawn
+#   afresh for every image, a gradient of expectation zero; whatever happens to gold is drift alone. Its objective
+#   has nothing to choose a learning rate by, so it runs at the largest of draft.lrs (the most drift).
+# - control/prompt-free: the reward averaged over the training prompts, nothing about the image's prompt. It is
+#   prompt-independent, not signal-free (a run raised it +5 and destroyed the images): read its gold beside its own
+#   reward's gain, its fidelity and its distance.
+DRAFT_CONTROLS = ("control/random-direction", "control/prompt-free")
+SIGNAL_FREE_CONTROL = "control/random-direction"
+DRAFT_CONTROL_REWARD = "shapes-clip-a"
 DEFAULT_RL_OBJECTIVES = ["raw/shapes-clip-a", "tn/shapes-clip-a", "ens-mean-raw", "ens-mean-tn", "ens-ur-tn"]
 
 
@@ -160,8 +166,11 @@ class DraftStudyConfig(Config):
 
     enabled: bool = option(True, "run this stage")
     objectives: list[str] = option(list(DEFAULT_RL_OBJECTIVES), "objectives optimised (differentiable rewards: the "
-                                   "perceive presets are not), and the drift control control/prompt-free ("
-                                   f"{PROMPT_FREE_REWARD} averaged over the training prompts: prompt-independent)")
+                                   "perceive presets are not), and DRaFT's controls: control/random-direction (drift "
+                                   "alone: "
+                                   f"{DRAFT_CONTROL_REWARD}'s image embedding against a random direction per image) "
+                                   f"and control/prompt-free ({DRAFT_CONTROL_REWARD} averaged over the training "
+                                   "prompts: prompt-independent, yet exploitable)")
     eval_every: int = option(25, "evaluate (and keep a checkpoint) every this many steps", min=1)
     lrs: list[float] | None = option(None, "learning rates tried per objective: each objective's lr is the one whose "
                                      "short run (lr_steps) scores highest by the objective itself on the validation "
@@ -247,9 +256,14 @@ class StudyConfig(Config):
             names += ["ens-mean-raw", "ens-mean-tn", "ens-ur-tn"]
         return names
 
-    def runs_prompt_free_control(self) -> bool:
-        """Whether DRaFT runs its drift control (every evaluation then scores it)."""
-        return self.draft.enabled and any(o in DRAFT_CONTROLS for o in self.draft.objectives)
+    def draft_controls(self) -> list[str]:
+        """The controls DRaFT runs (every evaluation then scores them).
+
+        Example:
+            >>> StudyConfig().draft_controls()
+            []
+        """
+        return [o for o in self.draft.objectives if o in DRAFT_CONTROLS] if self.draft.enabled else []
 
     def check(self) -> None:
         from textnorm_t2i.rewards.registry import reward_entry
@@ -269,10 +283,11 @@ class StudyConfig(Config):
                 if name not in known and name not in controls:
                     raise InputError(f"{section}.objectives: unknown objective {name!r} (known: "
                                      f"{', '.join(known + list(controls))})")
-        if self.runs_prompt_free_control() and PROMPT_FREE_REWARD not in self.objectives.rewards:
-            raise InputError(f"draft.objectives: control/prompt-free needs {PROMPT_FREE_REWARD} in objectives.rewards")
+        if self.draft_controls() and DRAFT_CONTROL_REWARD not in self.objectives.rewards:
+            raise InputError(f"draft.objectives: {self.draft_controls()[0]} needs {DRAFT_CONTROL_REWARD} in "
+                             "objectives.rewards")
         if self.draft.enabled and all(o in DRAFT_CONTROLS for o in self.draft.objectives):
-            raise InputError("draft.objectives: give at least one objective besides the control "
+            raise InputError("draft.objectives: give at least one objective besides the controls "
                              "(or draft.enabled=false)")
         bad = [n for n in self.pool.ns if n < 1 or self.pool.n_max % n]
         if not self.pool.ns or bad:

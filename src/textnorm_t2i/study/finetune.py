@@ -32,7 +32,7 @@ from textnorm_t2i.finetune.rl import run_rl
 from textnorm_t2i.finetune.sft import SFTPool, run_sft
 from textnorm_t2i.rewards.spec import RewardSpec
 from textnorm_t2i.study.analysis import per_prompt, split_prompts
-from textnorm_t2i.study.config import SFT_CONTROLS, StudyConfig
+from textnorm_t2i.study.config import SFT_CONTROLS, SIGNAL_FREE_CONTROL, StudyConfig
 from textnorm_t2i.world.truth import WorldTruth
 
 if TYPE_CHECKING:  # run.py runs these stages (a type only: no import cycle at run time)
@@ -214,10 +214,15 @@ def choose_draft_lr(study: Study, objective: str) -> tuple[float, dict[str, floa
 
 
 def draft_one(study: Study, objective: str) -> dict:
-    """DRaFT on ``objective`` (its learning rate chosen first when ``draft.lrs`` is given; resumed from its last
-    checkpoint when the run folder exists); the study evaluates it every ``draft.eval_every`` steps."""
+    """DRaFT on ``objective`` (its learning rate chosen first when ``draft.lrs`` is given, the largest for the
+    signal-free control; resumed from its last checkpoint when the run folder exists); the study evaluates it every
+    ``draft.eval_every`` steps."""
     t0 = time.time()
-    lr, probes = (choose_draft_lr(study, objective) if study.cfg.draft.lrs else (None, {}))
+    lrs = study.cfg.draft.lrs
+    if lrs and objective == SIGNAL_FREE_CONTROL:
+        lr, probes = max(lrs), {}  # its objective is noise: nothing to choose by; the largest lr drifts the most
+    else:
+        lr, probes = choose_draft_lr(study, objective) if lrs else (None, {})
     cfg = draft_config(study, objective, lr)
     evals = run_or_reuse(study, objective, cfg, run_draft, cfg.steps, "draft", study.cfg.draft.eta)
     return {"evals": evals, "seconds": round(time.time() - t0, 1), "lr_probes": probes,

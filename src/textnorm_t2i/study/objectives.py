@@ -7,8 +7,10 @@ the study optimises with (the rules), never on the study's own prompts. Objectiv
 - ``raw/<reward>``, ``tn/<reward>``: one reward, raw or TextNorm-normalised;
 - ``ens-mean-tn``, ``ens-ur-tn``: mean, and mean - lambda x std, of the members' TextNorm rewards;
 - ``ens-mean-raw``: mean of the members' raw rewards (the control separating "ensemble" from "TextNorm");
+- ``control/random-direction``: a dual encoder's image embedding against a random direction drawn for every image
+  (:class:`RandomDirectionReward`: a gradient of expectation zero; DRaFT's drift control);
 - ``control/prompt-free``: a raw reward averaged over a fixed list of prompts, whatever the image's prompt
-  (:class:`PromptFreeReward`; DRaFT's drift control).
+  (:class:`PromptFreeReward`; prompt-independent, yet exploitable).
 
 Scoring a batch once per member (:class:`ObjectiveScorer`) gives every objective at once: raw and
 TextNorm rewards come from the same set rewards, ensembles from the member scores.
@@ -20,11 +22,13 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from textnorm_t2i.bench.evaluate import evaluate_subset, summarize
 from textnorm_t2i.bench.tia2 import load_benchmark
@@ -34,7 +38,7 @@ from textnorm_t2i.calibrate.textnorm import normalize_sets, pad_sets
 from textnorm_t2i.errors import InputError
 from textnorm_t2i.io import open_image
 from textnorm_t2i.objectives.factory import load_members, normalise, normalise_by_rules
-from textnorm_t2i.rewards.base import Images, Reward
+from textnorm_t2i.rewards.base import DualEncoderReward, Images, Reward, to_tensor
 from textnorm_t2i.rewards.spec import RewardSpec
 
 METRIC = "auroc"
@@ -61,7 +65,8 @@ def label(objective: str) -> str:
     return {"ens-mean-raw": "mean ensemble of raw", "ens-mean-tn": "mean ensemble of textnorm",
             "ens-ur-tn": "UR ensemble of textnorm", "control/aligned": "control: the oracle's aligned samples",
             "control/random": "control: a random share",
-            "control/prompt-free": "control: a prompt-free reward"}[objective]
+            "control/prompt-free": "control: a prompt-free reward",
+            "control/random-direction": "control: a random direction per image"}[objective]
 
 
 def _cv(values: np.ndarray, k: int, seed: int = 0) -> tuple[int, np.ndarray]:
@@ -156,28 +161,68 @@ class PromptFreeReward(Reward):
         return torch.stack([s.float().mean() for s in sets])
 
 
+class RandomDirectionReward(Reward):
+    """``scale x cosine(image embedding, u)`` of a dual-encoder ``reward``, with ``u`` a random unit direction drawn
+    afresh for every image (seeded by ``seed`` and the image's pixels quantised to uint8): the reward's model, scale and
+    gradient path, with a gradient whose expectation is zero. Optimising it moves a model without any signal, so
+    what it does to gold is drift alone (DRaFT's drift control). The prompt is ignored.
+
+    Example:
+        >>> class Mean(DualEncoderReward):
+        ...     def embed_images(self, images):
+        ...         return images.mean(dim=(2, 3))
+        >>> r = RandomDirectionReward(Mean())
+        >>> x = torch.rand(2, 3, 4, 4)
+        >>> bool(torch.equal(r.score(x, ["a", "b"]), r.score(x, ["c", "d"])))  # the same images, the same directions
+        True
+    """
+
+    def __init__(self, reward: DualEncoderReward, seed: int = 0):
+        super().__init__(device=reward.device, dtype=reward.dtype, batch_size=reward.batch_size)
+        self.reward, self.seed = reward, int(seed)
+        self.name = f"random direction of {reward.name}"
+        self.differentiable = reward.differentiable
+
+    def direction(self, image: torch.Tensor, dim: int) -> torch.Tensor:
+        """The unit direction of one ``3 x H x W`` image in [0, 1] (the same pixels give the same direction)."""
+        pixels = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy().tobytes()
+        digest = hashlib.blake2b(pixels, digest_size=8, key=str(self.seed).encode()).digest()
+        g = torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+        return F.normalize(torch.randn(dim, generator=g), dim=0)
+
+    def _score(self, images: Images, prompts: list[str], grad: bool) -> torch.Tensor:
+        img = self.reward.image_embeddings(images)
+        pixels = to_tensor(images)
+        u = torch.stack([self.direction(x, img.shape[-1]) for x in pixels]).to(img.device)
+        return self.reward.logit_scale() * (img * u).sum(-1)
+
+
 class ObjectiveScorer:
     """Scores images by every objective at once (one pass of set rewards per member reward).
 
     Args:
         temperatures: ``{reward: temperature}`` (from :func:`choose_temperatures`).
         ensemble: the ensembles' members; ``ur_lam`` the UR ensemble's lambda.
-        prompt_free: when given, ``control/prompt-free`` is scored too: ``prompt_free[0]``'s raw reward averaged
-            over the prompts ``prompt_free[1]`` (:class:`PromptFreeReward`).
+        controls: when given, DRaFT's controls are scored too, on ``controls[0]``'s raw reward:
+            ``control/random-direction`` (:class:`RandomDirectionReward`) and ``control/prompt-free``, the reward
+            averaged over the prompts ``controls[1]`` (:class:`PromptFreeReward`).
         extra: more ``{name: Reward}`` scored raw and TextNorm under their own names (e.g. the map's
             perceive variants, with ``extra_temperatures``).
     """
 
     def __init__(self, temperatures: dict[str, float], ensemble: Sequence[str] = (), ur_lam: float = 0.5,
-                 prompt_free: tuple[str, Sequence[str]] | None = None):
+                 controls: tuple[str, Sequence[str]] | None = None):
         self.temperatures = dict(temperatures)
         self.ensemble, self.ur_lam = list(ensemble), float(ur_lam)
         self.normed = {}
         for name, t in self.temperatures.items():
             spec = RewardSpec(name=name, textnorm=True, temperature=t)
             self.normed[name] = normalise(load_members(spec)[0], spec)
-        self.prompt_free = (PromptFreeReward(self.normed[prompt_free[0]].reward, prompt_free[1])
-                            if prompt_free else None)
+        self.controls: dict[str, Reward] = {}
+        if controls:
+            reward = self.normed[controls[0]].reward
+            self.controls = {"control/random-direction": RandomDirectionReward(reward),
+                             "control/prompt-free": PromptFreeReward(reward, controls[1])}
 
     def add(self, name: str, reward: Any, temperature: float) -> None:
         """Score another reward (raw and TextNorm, rules sets) under ``name``."""
@@ -198,8 +243,8 @@ class ObjectiveScorer:
             out["ens-mean-tn"] = combine(tns, "mean").numpy()
             out["ens-ur-tn"] = combine(tns, "ur", self.ur_lam).numpy()
             out["disagreement-tn"] = tns.std(dim=0, unbiased=False).numpy()
-        if self.prompt_free is not None:
-            out["control/prompt-free"] = self.prompt_free.score(images, prompts).double().numpy()
+        for name, control in self.controls.items():
+            out[name] = control.score(images, prompts).double().numpy()
         return out
 
     def reward(self, objective: str) -> Any:
@@ -216,6 +261,6 @@ class ObjectiveScorer:
             return Ensemble(members, mode="mean")
         if objective == "ens-ur-tn":
             return Ensemble(members, mode="ur", lam=self.ur_lam)
-        if objective == "control/prompt-free" and self.prompt_free is not None:
-            return self.prompt_free
+        if objective in self.controls:
+            return self.controls[objective]
         raise InputError(f"unknown objective {objective!r}")

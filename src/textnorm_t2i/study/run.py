@@ -52,7 +52,7 @@ from textnorm_t2i.rundir import (
     remove_entries,
 )
 from textnorm_t2i.study.analysis import bon_curves, compare, perceive_map, run_trajectory, summarize_records
-from textnorm_t2i.study.config import PROMPT_FREE_REWARD, StudyConfig, base_tag
+from textnorm_t2i.study.config import DRAFT_CONTROL_REWARD, StudyConfig, base_tag
 from textnorm_t2i.study.evaluate import judge_images, pixel_drift, records, sample_eval, score_uint8
 from textnorm_t2i.study.finetune import draft_one, rl_one, sft_one
 from textnorm_t2i.study.objectives import ObjectiveScorer, choose_temperatures
@@ -221,10 +221,10 @@ class Study:
     def scorer(self) -> Any:
         if self._scorer is None:
             t = self.result("temperatures")
-            control = self.cfg.runs_prompt_free_control()
             self._scorer = ObjectiveScorer({r: v["temperature"] for r, v in t["rewards"].items()},
                                            self.cfg.objectives.ensemble, t.get("ur_lam", 0.5),
-                                           (PROMPT_FREE_REWARD, self.flat("train")) if control else None)
+                                           (DRAFT_CONTROL_REWARD, self.flat("train")) if self.cfg.draft_controls()
+                                           else None)
         return self._scorer
 
     # ------------------------------------------------------------------ stages

@@ -10,9 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 from textnorm_t2i import tables
-from textnorm_t2i.study.config import DRAFT_CONTROLS, PROMPT_FREE_REWARD
+from textnorm_t2i.study.config import DRAFT_CONTROL_REWARD, DRAFT_CONTROLS
 from textnorm_t2i.study.objectives import label
 from textnorm_t2i.study.verdict import verdict
+
+# What each of DRaFT's controls is, for its line of the answer (the line closes the parenthesis with lr and distance).
+CONTROL_WHAT = {
+    "control/random-direction": f"drift control ({DRAFT_CONTROL_REWARD}'s image embedding against a random direction "
+                                "drawn for every image: the objectives' model and gradient path with no signal",
+    "control/prompt-free": f"prompt-free control ({DRAFT_CONTROL_REWARD} averaged over the training prompts, the same "
+                           "model and scale with nothing about the image's prompt"}
 
 
 def fmt_ci(m: dict | None, digits: int = 3) -> str:
@@ -234,16 +241,15 @@ def draft_answer(results: dict) -> list[str]:
             said = (f"gold fell, while the control's own reward moved {last['objective'] - first['objective']:+.3g} "
                     f"and fidelity {first['fidelity']:.3f} → {last['fidelity']:.3f}")
         elif change["ci"][0] > 0:
-            said = "gold rose: the prompt-independent reward carries some alignment signal, so it is no null control"
+            said = "gold rose: the control's reward carries some alignment signal, so it is no null control"
         else:
             said = f"no change detected (its interval spans {change['ci'][1] - change['ci'][0]:.3f})"
         where = f"KL {last['kl']:.0f} + {last['kl_last_step']:.0f} (last step) nats" if "kl_last_step" in last else \
             f"KL {last['kl']:.0f} nats"
         if last.get("drift") is not None and last["drift"] == last["drift"]:
             where += f", pixel drift {last['drift']:.1f} uint8 levels"
-        lines.append(f"- DRaFT drift control ({PROMPT_FREE_REWARD} averaged over the training prompts, the same model "
-                     f"and scale with nothing about the image's prompt; lr {run['config']['lr']:g}, {where}): gold "
-                     f"change from the base {fmt_ci(change)} — {said}")
+        lines.append(f"- DRaFT {CONTROL_WHAT[name]}; lr {run['config']['lr']:g}, {where}): gold change from the base "
+                     f"{fmt_ci(change)} — {said}")
     return lines
 
 
