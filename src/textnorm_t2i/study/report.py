@@ -66,6 +66,8 @@ def _plt() -> Any:
 
 def _style(objective: str, index: int) -> dict:
     markers = "osD^vP*Xh<>"
+    if objective == "control/prompt-free":  # apart from the drift control, which it is not
+        return {"color": "black", "marker": markers[index % len(markers)], "linestyle": "-."}
     return {"color": COLORS[family(objective)], "marker": markers[index % len(markers)],
             "linestyle": {"textnorm": "-", "raw": "--", "control": ":"}[family(objective)]}
 
@@ -218,8 +220,8 @@ def overoptimisation_plot(runs: dict, base_records: list[dict]) -> str:
     against the optimised reward's gain in units of its spread over prompts under the base model (top), against
     sqrt(KL) from the base model over every stochastic step (middle), and against the pixel drift from the base
     model's images of the same seeds (bottom), along each run, with 95% intervals. A line that turns down while it
-    moves right is over-optimising. A control run (grey, dotted) is drawn in every column's distance panels: the
-    gold that drift alone costs at each distance."""
+    moves right is over-optimising. The control runs are drawn in every column's distance panels: the drift control
+    (grey, dotted), the gold that drift alone costs at each distance, and the prompt-free control (black, dash-dot)."""
     plt = _plt()
     rewards = list(dict.fromkeys(reward_of(o) for o in runs if family(o) != "control"))
     fig, axes = plt.subplots(3, len(rewards), figsize=(4.2 * len(rewards), 10), squeeze=False)
@@ -513,15 +515,17 @@ def _write_report_files(inputs: ReportInputs, out: Path) -> None:
               f"{cfg.eval.steps} DDIM steps (eta {cfg.draft.eta:g}); {dc.steps} steps × {dc.batch_size} images, "
               f"LoRA rank {dc.lora.rank}, regulariser {dc.reg_coef:g}; learning rate "
               + (f"chosen per objective from {', '.join(f'{lr:g}' for lr in cfg.draft.lrs)} by the objective's own "
-                 f"score on the validation prompts after {cfg.draft.lr_steps} steps (never by gold): "
+                 f"score on the validation prompts after {cfg.draft.lr_steps} steps (never by gold; the signal-free "
+                 "drift control, with nothing to choose by, at the largest): "
                  + ", ".join(f"{html_label(o)} {r['config']['lr']:g}" for o, r in draft.items())
                  if cfg.draft.lrs else f"{dc.lr:g} for every objective")
               + f"; evaluated every {cfg.draft.eval_every} steps on the held-out prompts with images sampled as in "
               f"training (eta {cfg.draft.eta:g}; step 0 is the base model sampled the same way) and the KL of the "
               "stochastic policy, the same noise for every model.</p>",
               _img(rl_plot(draft, unit="step"), "DRaFT curves"),
-              "<p>Over-optimisation, per reward (raw dashed red, TextNorm solid blue, the drift control dotted grey in "
-              "every distance panel): gold against the optimised "
+              "<p>Over-optimisation, per reward (raw dashed red, TextNorm solid blue; in every distance panel the "
+              "drift control dotted grey and the prompt-free control dash-dot black, when they ran): gold against "
+              "the optimised "
               "reward's gain (in units of its spread over prompts under the base model, so raw and TextNorm share an "
               "axis), against sqrt(KL) over every stochastic step (DRaFT trains through the last one) and against "
               "the pixel drift; a line that turns down while moving right optimises its proxy past the point where it "
