@@ -23,7 +23,7 @@ demo: install
 test: install
 	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/lint-imports  # the package's layers (pyproject.toml: [tool.importlinter])
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 test-fast: install
 	$(BIN)/ruff check src tests benchmarks tools

@@ -40,6 +40,16 @@ def start_held(cmd: Sequence[str], env: dict, point: str, timeout: float = 600) 
     raise AssertionError(f"{cmd} ended (exit {proc.returncode}) before holding at {point}:\n{''.join(seen)[-3000:]}")
 
 
+def free_port() -> int:
+    """A TCP port free on this machine now: ``accelerate launch`` rendezvous on one, and two launches at once (test
+    workers run in parallel) must not both take the default 29500."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def environment(**extra: str) -> dict:
     """The test environment for a child: one thread each, the package from this checkout."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -438,7 +438,8 @@ def test_an_api_key_never_reaches_an_error_line(monkeypatch):
     from textnorm_t2i.prompts.llm import LLMError, OpenAIChatGenerator
 
     monkeypatch.setenv("TEXTNORM_TEST_KEY", "sk-SECRET10\r")
-    gen = OpenAIChatGenerator("http://127.0.0.1:9/v1", "m", api_key_env="TEXTNORM_TEST_KEY", max_retries=0)
+    gen = OpenAIChatGenerator("http://127.0.0.1:9/v1", "m", api_key_env="TEXTNORM_TEST_KEY", max_retries=0,
+                              cache_dir=None)  # nothing written under ~/.cache
     with pytest.raises(LLMError) as e:
         gen("a red circle")
     assert "SECRET" not in str(e.value)

@@ -79,7 +79,7 @@ class FakeLLM(BaseHTTPRequestHandler):
         key = message.rsplit("Prompt: ", 1)[1]
         FakeLLM.counts[key] = FakeLLM.counts.get(key, 0) + 1
         if key.startswith("slow"):
-            time.sleep(0.6)
+            time.sleep(2.5)
         if key.startswith("malformed") and FakeLLM.counts[key] <= 2:
             content = "I think [two cats, three cats"
         elif key.startswith("always-bad"):
@@ -112,7 +112,9 @@ def server():
 
 def test_llm_client_good_malformed_slow_and_cache(server, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("FAKE_KEY", "sk-secret-123")
-    gen = OpenAIChatGenerator(server, "fake", api_key_env="FAKE_KEY", timeout=0.3, backoff=0.01,
+    # A timeout far from both the fast replies and the slow one's 2.5 s, so a loaded machine (parallel test workers)
+    # does not turn a fast reply into a timeout.
+    gen = OpenAIChatGenerator(server, "fake", api_key_env="FAKE_KEY", timeout=1.0, backoff=0.01,
                               max_retries=3, cache_dir=tmp_path / "cache")
     assert gen("good one") == ["good one variant 1", "good one variant 2"]
     assert gen("malformed one") == ["malformed one variant 1", "malformed one variant 2"]

@@ -127,7 +127,7 @@ def test_cli_missing_model_is_one_line_within_seconds(spec):
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert ("no such folder" in lines[0]) if "=/" in spec or "=./" in spec else ("hf download" in lines[0])
-    assert elapsed < 15, elapsed  # generous for a loaded CI machine; it takes about 3 s here
+    assert elapsed < 30, elapsed  # generous for a loaded CI machine (parallel workers); about 3 s here alone
 
 
 def test_optional_packages_and_pickle_opt_in():

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from processes import free_port
+
 pytestmark = pytest.mark.slow  # every test starts processes
 
 SHAPES = Path(__file__).resolve().parents[1] / "src" / "textnorm_t2i" / "data" / "benchmarks" / "shapes"
@@ -38,7 +40,8 @@ def manifest(tmp_path_factory):
 
 def _launch(args, out, processes):
     # --multi_gpu on a machine without GPUs: torchrun-style processes with the gloo backend on the CPU.
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes), "--num_machines",
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--main_process_port", str(free_port()),
+           "--num_processes", str(processes), "--num_machines",
            "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu", "--num_cpu_threads_per_process",
            "1", "-m", "textnorm_t2i.cli", *args, "-o", str(out)]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
@@ -65,9 +68,9 @@ def test_two_processes_write_the_same_bytes_as_one(manifest, tmp_path, command):
 def test_study_pool_and_scores_sharded_over_two_processes_equal_one(tmp_path):
     """The study's sharded stages (pool generation, scoring by every objective and the oracle) under `accelerate
     launch` with 2 processes write the same files, byte for byte, as one process."""
-    from test_study import TINY
+    from test_study import TINY_TWO_REWARDS
 
-    (tmp_path / "study.yaml").write_text(TINY)
+    (tmp_path / "study.yaml").write_text(TINY_TWO_REWARDS)
     stages = ["--only", "prompts", "temperatures", "pool", "scores"]
 
     def files(work):
@@ -77,7 +80,8 @@ def test_study_pool_and_scores_sharded_over_two_processes_equal_one(tmp_path):
     one = subprocess.run([_textnorm(), *args, "--set", f"work={tmp_path / 'one'}", "--set", f"out={tmp_path / 'o1'}"],
                          env=_env(), capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--main_process_port", str(free_port()),
+           "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu", "--num_cpu_threads_per_process", "1",
            "-m", "textnorm_t2i.cli", *args, "--set", f"work={tmp_path / 'two'}", "--set", f"out={tmp_path / 'o2'}"]
     two = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)

@@ -167,6 +167,10 @@ class RandomDirectionReward(Reward):
     gradient path, with a gradient whose expectation is zero. Optimising it moves a model without any signal, so
     what it does to gold is drift alone (DRaFT's drift control). The prompt is ignored.
 
+    The direction is a function of the quantised pixels: runs are reproducible bit for bit where the images are
+    (one machine, one setup, resumed or not), and any last-bit difference of an image (another thread count, GPU
+    kernels, another split of the batch) gives it another direction -- another walk, equally signal-free.
+
     Example:
         >>> class Mean(DualEncoderReward):
         ...     def embed_images(self, images):
@@ -192,7 +196,8 @@ class RandomDirectionReward(Reward):
 
     def _score(self, images: Images, prompts: list[str], grad: bool) -> torch.Tensor:
         img = self.reward.image_embeddings(images)
-        pixels = to_tensor(images)
+        # One image at a time: a list of PIL images may mix sizes (the reward resizes them itself).
+        pixels = images if isinstance(images, torch.Tensor) else [to_tensor([i])[0] for i in images]
         u = torch.stack([self.direction(x, img.shape[-1]) for x in pixels]).to(img.device)
         return self.reward.logit_scale() * (img * u).sum(-1)
 

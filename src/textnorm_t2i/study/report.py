@@ -21,7 +21,7 @@ from textnorm_t2i.finetune.report import png_data_uri
 from textnorm_t2i.io import atomic_write, read_json, write_json_atomic
 from textnorm_t2i.rundir import mark_run_dir
 from textnorm_t2i.study.analysis import per_prompt, summarize_records
-from textnorm_t2i.study.config import StudyConfig, base_tag
+from textnorm_t2i.study.config import SIGNAL_FREE_CONTROL, StudyConfig, base_tag
 from textnorm_t2i.study.objectives import family, label
 from textnorm_t2i.study.summary import draft_answer
 from textnorm_t2i.study.verdict import verdict
@@ -344,13 +344,15 @@ def _trajectory_table(runs: dict) -> str:
     rows = [[html_label(o), f"{r['trajectory']['peak_gold']:.3f}", str(r["trajectory"]["peak_step"]),
              f"{r['trajectory']['final_gold']:.3f}", _ci(r["trajectory"]["drop"]),
              _ci(r["trajectory"]["change"]) if "change" in r["trajectory"] else "–",
-             f"{r['trajectory']['proxy_gold_spearman']:.2f}"] for o, r in runs.items() if "trajectory" in r]
+             "–" if o == SIGNAL_FREE_CONTROL else f"{r['trajectory']['proxy_gold_spearman']:.2f}"]
+            for o, r in runs.items() if "trajectory" in r]
     return _table(["objective", "peak gold", "at step", "final gold", "drop from peak (paired)",
                    "change from base (paired)", "ρ(proxy, gold)"],
                   rows, "Gold along each run, held out: the drop from the peak is measured from the best of several "
                   "noisy evaluations, so it leans high; the change from the base is unbiased, and the drift control's "
-                  "is what fine-tuning by a prompt-independent reward costs; ρ is "
-                  "the rank correlation of the optimised reward with gold across the evaluations")
+                  "(a random direction per image) is what drift alone costs at its distance; ρ is the rank "
+                  "correlation of the optimised reward with gold across the evaluations (none for the drift control, "
+                  "whose score is noise by design)")
 
 
 def _selection_table(sel: dict, method: str = "RL") -> str:
@@ -515,8 +517,9 @@ def _write_report_files(inputs: ReportInputs, out: Path) -> None:
               f"{cfg.eval.steps} DDIM steps (eta {cfg.draft.eta:g}); {dc.steps} steps × {dc.batch_size} images, "
               f"LoRA rank {dc.lora.rank}, regulariser {dc.reg_coef:g}; learning rate "
               + (f"chosen per objective from {', '.join(f'{lr:g}' for lr in cfg.draft.lrs)} by the objective's own "
-                 f"score on the validation prompts after {cfg.draft.lr_steps} steps (never by gold; the signal-free "
-                 "drift control, with nothing to choose by, at the largest): "
+                 f"score on the validation prompts after {cfg.draft.lr_steps} steps (never by gold"
+                 + ("; the signal-free drift control, with nothing to choose by, at the largest"
+                    if SIGNAL_FREE_CONTROL in draft else "") + "): "
                  + ", ".join(f"{html_label(o)} {r['config']['lr']:g}" for o, r in draft.items())
                  if cfg.draft.lrs else f"{dc.lr:g} for every objective")
               + f"; evaluated every {cfg.draft.eval_every} steps on the held-out prompts with images sampled as in "

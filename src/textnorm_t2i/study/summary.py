@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from textnorm_t2i import tables
-from textnorm_t2i.study.config import DRAFT_CONTROL_REWARD, DRAFT_CONTROLS
+from textnorm_t2i.study.config import DRAFT_CONTROL_REWARD, DRAFT_CONTROLS, SIGNAL_FREE_CONTROL
 from textnorm_t2i.study.objectives import label
 from textnorm_t2i.study.verdict import verdict
 
@@ -138,7 +138,8 @@ def draft_section(results: dict) -> list[str]:
         gold = fmt_ci(last["summary"]["gold"]) if last.get("summary") else f"{last['gold']:.3f}"
         rows.append([label(o), f"{run['config']['lr']:g}", f"{tr['peak_gold']:.3f} (step {tr['peak_step']})", gold,
                      fmt_ci(tr["drop"]), fmt_ci(tr["change"]) if "change" in tr else "–",
-                     f"{tr['proxy_gold_spearman']:.2f}", f"{last['objective'] - ev[0]['objective']:+.4g}",
+                     "–" if o == SIGNAL_FREE_CONTROL else f"{tr['proxy_gold_spearman']:.2f}",
+                     f"{last['objective'] - ev[0]['objective']:+.4g}",
                      f"{last['kl']:.0f}", f"{last['kl_last_step']:.0f}" if "kl_last_step" in last else "–",
                      f"{last['drift']:.1f}" if last.get("drift") == last.get("drift") and "drift" in last else "–"])
     return [f"**Reward-gradient fine-tuning (DRaFT-{cfg['truncation_steps']})** ({cfg['steps']} steps × "
@@ -237,13 +238,19 @@ def draft_answer(results: dict) -> list[str]:
         if name not in DRAFT_CONTROLS or not change:
             continue
         first, last = run["evals"][0], run["evals"][-1]
+        moved = (f"its own score moved {last['objective'] - first['objective']:+.3g}"
+                 + (" (noise by design: a fresh direction per image)" if name == SIGNAL_FREE_CONTROL else "")
+                 + f", fidelity {first['fidelity']:.3f} → {last['fidelity']:.3f}")
         if change["ci"][1] < 0:
-            said = (f"gold fell, while the control's own reward moved {last['objective'] - first['objective']:+.3g} "
-                    f"and fidelity {first['fidelity']:.3f} → {last['fidelity']:.3f}")
+            said = f"gold fell; {moved}"
         elif change["ci"][0] > 0:
-            said = "gold rose: the control's reward carries some alignment signal, so it is no null control"
+            said = (f"gold rose: drift alone raised it, or chance; {moved}" if name == SIGNAL_FREE_CONTROL else
+                    "gold rose: the control's reward carries some alignment signal, so it is no null control")
         else:
-            said = f"no change detected (its interval spans {change['ci'][1] - change['ci'][0]:.3f})"
+            said = f"no change detected (its interval spans {change['ci'][1] - change['ci'][0]:.3f}); {moved}"
+        if name == SIGNAL_FREE_CONTROL:
+            # One random walk: the interval is over prompts, not over walks; it speaks for distances up to its own.
+            said += "; one run, so its interval is over prompts, not over repeats of the walk"
         where = f"KL {last['kl']:.0f} + {last['kl_last_step']:.0f} (last step) nats" if "kl_last_step" in last else \
             f"KL {last['kl']:.0f} nats"
         if last.get("drift") is not None and last["drift"] == last["drift"]:
