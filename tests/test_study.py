@@ -541,7 +541,8 @@ def test_draft_answer_names_the_prompt_free_control_for_what_it_is():
     from textnorm_t2i.study.summary import draft_answer
 
     for change, said in (({"mean": -0.1, "ci": [-0.15, -0.05]}, "gold fell; its own score moved +1, fidelity"),
-                         ({"mean": 0.1, "ci": [0.05, 0.15]}, "carries some alignment signal, so it is no null control")):
+                         ({"mean": 0.1, "ci": [0.05, 0.15]}, "carries some alignment signal, so it is no null "
+                                                             "control")):
         results = _draft_results(change, {"mean": 0.0, "ci": [-0.1, 0.1]})
         results["draft"]["control/prompt-free"] = results["draft"].pop("control/random-direction")
         lines = draft_answer(results)
