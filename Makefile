@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/textnorm demo
 
-# Every test (under 6 minutes on 2 idle cores here); test-fast leaves out those marked `slow` (under a minute).
+# Every test, one worker per core (docs/development.md); test-fast leaves out those marked `slow` (under a minute).
 test: install
 	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/lint-imports  # the package's layers (pyproject.toml: [tool.importlinter])
