@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Sequence
 
@@ -48,6 +49,14 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def accelerate_launch(processes: int) -> list[str]:
+    """The start of a command that runs ``-m <module> ...`` in ``processes`` CPU processes under ``accelerate launch``
+    (torchrun-style, the gloo backend; ``--multi_gpu`` on a machine without GPUs), one thread each, on a free port."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--main_process_port", str(free_port()),
+            "--num_processes", str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend",
+            "no", "--multi_gpu", "--num_cpu_threads_per_process", "1"]
 
 
 def environment(**extra: str) -> dict:

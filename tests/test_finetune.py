@@ -14,7 +14,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from processes import free_port, start_held
+from processes import accelerate_launch, start_held
 from textnorm_t2i.finetune.bon import best_of_n_curve
 from textnorm_t2i.finetune.common import params_digest
 from textnorm_t2i.finetune.config import RLConfig, SamplingConfig
@@ -262,10 +262,7 @@ def test_rl_resume_after_sigkill_is_bitwise_identical(assets, tmp_path):
 def test_two_processes_stay_in_sync(assets, tmp_path):
     cfg = config(assets, tmp_path / "ddp", epochs=2, batch_size=2, train_batch_size=2)
     (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(cfg))
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--main_process_port", str(free_port()),
-           "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu", "--num_cpu_threads_per_process", "1",
-           "-m", "textnorm_t2i.cli", "finetune",
+    cmd = [*accelerate_launch(2), "-m", "textnorm_t2i.cli", "finetune",
            "--method", "rl", "--config", str(tmp_path / "ddp.yaml")]
     result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]

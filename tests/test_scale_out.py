@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from processes import free_port
+from processes import accelerate_launch
 
 pytestmark = pytest.mark.slow  # every test starts processes
 
@@ -39,11 +39,7 @@ def manifest(tmp_path_factory):
 
 
 def _launch(args, out, processes):
-    # --multi_gpu on a machine without GPUs: torchrun-style processes with the gloo backend on the CPU.
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--main_process_port", str(free_port()),
-           "--num_processes", str(processes), "--num_machines",
-           "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu", "--num_cpu_threads_per_process",
-           "1", "-m", "textnorm_t2i.cli", *args, "-o", str(out)]
+    cmd = [*accelerate_launch(processes), "-m", "textnorm_t2i.cli", *args, "-o", str(out)]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"(scored by {processes} processes)" in done.stderr, done.stderr[-2000:]
@@ -80,10 +76,8 @@ def test_study_pool_and_scores_sharded_over_two_processes_equal_one(tmp_path):
     one = subprocess.run([_textnorm(), *args, "--set", f"work={tmp_path / 'one'}", "--set", f"out={tmp_path / 'o1'}"],
                          env=_env(), capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--main_process_port", str(free_port()),
-           "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu", "--num_cpu_threads_per_process", "1",
-           "-m", "textnorm_t2i.cli", *args, "--set", f"work={tmp_path / 'two'}", "--set", f"out={tmp_path / 'o2'}"]
+    cmd = [*accelerate_launch(2), "-m", "textnorm_t2i.cli", *args, "--set", f"work={tmp_path / 'two'}", "--set",
+           f"out={tmp_path / 'o2'}"]
     two = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
     assert "(2 processes)" in two.stdout and "stages prompts, temperatures, pool, scores done" in two.stderr
