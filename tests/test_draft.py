@@ -118,6 +118,25 @@ def test_a_callable_without_autograd_is_refused(tiny, tmp_path):
     assert not (tmp_path / "run" / "lora").exists()
 
 
+def test_a_callable_reward_without_evaluation_loads_no_reward_model(tiny, tmp_path, monkeypatch):
+    """cfg.reward's models are read only by the evaluation: with a callable objective and no evaluation, none
+    is built (the benchmark against trl measures the training loop, not an idle reward model)."""
+    import textnorm_t2i.finetune.draft as engine
+    from textnorm_t2i.trainers import DraftTrainer
+
+    def refuse(spec):
+        raise AssertionError("cfg.reward's views were built")
+
+    monkeypatch.setattr(engine, "build_views", refuse)
+    out = DraftTrainer(draft_config(tiny, tmp_path / "r", steps=1, eval={"every": 0}),
+                       reward=lambda images, prompts: images.mean(dim=(1, 2, 3)), progress=False).train()
+    assert (out / "lora" / "adapter_model.safetensors").is_file()
+    with pytest.raises(AssertionError, match="views were built"):  # the evaluation still reads them
+        DraftTrainer(draft_config(tiny, tmp_path / "e", steps=1, eval={"every": 1, "prompts": PROMPTS[:2],
+                                                                       "steps": 2}),
+                     reward=lambda images, prompts: images.mean(dim=(1, 2, 3)), progress=False).train()
+
+
 @pytest.mark.slow
 def test_draft_runs_logs_and_writes_a_lora(tiny, tmp_path):
     from textnorm_t2i.finetune.draft import run_draft

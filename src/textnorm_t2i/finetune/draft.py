@@ -46,7 +46,7 @@ from textnorm_t2i.finetune.report import write_run_report
 from textnorm_t2i.finetune.setup import setup_training
 from textnorm_t2i.finetune.truth import GroundTruth
 from textnorm_t2i.objectives.factory import build_views
-from textnorm_t2i.rewards.base import Reward
+from textnorm_t2i.rewards.base import Reward, as_reward
 from textnorm_t2i.rundir import GracefulStop
 
 DRAFT_PROMPTS, DRAFT_NOISE, DRAFT_TRUNCATION = 11, 12, 13  # purposes of the run's random streams
@@ -139,9 +139,13 @@ def run_draft(config: DraftConfig | dict, resume: bool = False, progress: bool =
     policy = DDIMPolicy(load_scheduler_config(cfg.generator), cfg.sampling.steps, cfg.sampling.eta)
     if cfg.truncation_steps > cfg.sampling.steps:
         raise InputError(f"truncation_steps={cfg.truncation_steps} exceeds sampling.steps={cfg.sampling.steps}")
-    views = build_views(cfg.reward)
     if reward is None:  # a registered reward declares it; a callable is probed below, once it can be shaped
+        views = build_views(cfg.reward)
         check_differentiable(views[0], (3, 8, 8))
+    elif cfg.eval.every > 0:  # the evaluation logs the raw and TextNorm views of cfg.reward beside the callable
+        views = build_views(cfg.reward)
+    else:  # nothing reads cfg.reward's models: do not load them
+        views = (as_reward(reward),) * 3
     accelerator, run = open_accelerated_run(cfg, resume, overwrite, resume_from)
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     try:
