@@ -12,11 +12,6 @@ pipeline to the end of training (median over alternating rounds); peak memory is
 set size, its worker processes' included (with ``--device cuda``, peak allocated CUDA memory). Steady-state steps/s is
 the median step after ``--warmup`` steps (what a long run sees). The last lines are the ratios (ours / trl).
 
-trl 0.23.1 needs older libraries than ours (transformers < 4.57, diffusers < 0.36), and a process's resident memory
-counts the libraries it imports. So our loop runs twice: in our environment (what a user of this package gets) and
-in trl's environment with trl's library versions (``ours@trl-libs``: the same diffusers UNet code, the same
-transformers, the same peft on both sides, so the ratio measures the two training loops alone).
-
     python benchmarks/draft_throughput.py [--steps 4] [--batch 4] [--denoising 10] [--k 2] [--repeats 3]
                                           [--warmup 3] [-o docs/benchmarks/draft_throughput.json]
 """
@@ -131,7 +126,7 @@ def main() -> None:
         env["CUDA_VISIBLE_DEVICES"] = ""
     elif not torch_cuda_available():
         raise SystemExit("--device cuda: no CUDA device is visible")
-    sides = (["ours"] if args.without_trl else ["trl", "ours", "ours@trl-libs"])
+    sides = (["ours"] if args.without_trl else ["trl", "ours"])
     runs: dict[str, list] = {side: [] for side in sides}
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([str(trl_python), "-c", BUILD, tmp, json.dumps(UNETS[args.unet])], check=True, env=env,
@@ -140,8 +135,7 @@ def main() -> None:
                   "denoising": args.denoising, "k": args.k, "guidance": 3.0, "lr": 1e-3, "device": args.device}
         for r in range(args.repeats):  # alternating, so that a slow spell of a shared machine hits both alike
             for side in sides:
-                python, code = {"trl": (str(trl_python), TRL_SIDE), "ours": (sys.executable, OURS_SIDE),
-                                "ours@trl-libs": (str(trl_python), OURS_SIDE)}[side]
+                python, code = (str(trl_python), TRL_SIDE) if side == "trl" else (sys.executable, OURS_SIDE)
                 runs[side].append(run_side(python, code, {**common, "out": str(Path(tmp) / f"{side}{r}")}, env))
             print(f"round {r + 1}/{args.repeats}: " + ", ".join(f"{s} {rs[-1]['seconds']:.1f} s"
                                                              for s, rs in runs.items()), flush=True)
@@ -153,8 +147,7 @@ def main() -> None:
     print(f"settings: {args.steps} steps x {args.batch} images, {args.denoising} denoising steps, gradient through the "
           f"last {args.k}, CFG 3.0, eta 0, LoRA r=4 on attention, gradient checkpointing, {args.threads} threads, "
           f"{args.device}, UNet {args.unet!r}; median of {args.repeats} alternating rounds, peak memory the largest")
-    names = {"trl": "trl 0.23.1 AlignPropTrainer", "ours": "textnorm draft",
-             "ours@trl-libs": "textnorm draft, trl's libraries"}
+    names = {"trl": "trl 0.23.1 AlignPropTrainer", "ours": "textnorm draft"}
     for side in sides:
         print(f"{names[side]:>28}: {rate[side]:.3f} steps/s from loading to the end, {steady[side]:.3f} steps/s "
               f"after {args.warmup} warm-up steps, peak memory {peak[side]:.0f} MB")
@@ -164,7 +157,7 @@ def main() -> None:
         print(f"{names[side]} / trl: memory ratio {peak[side] / peak['trl']:.2f}, speed ratio "
               f"{rate[side] / rate['trl']:.2f} (whole run), {steady[side] / steady['trl']:.2f} (steady state)")
     print(f"memory ratio {peak['ours'] / peak['trl']:.2f}")
-    print(f"speed ratio {rate['ours'] / rate['trl']:.2f}")  # our environment against trl's: what users get
+    print(f"speed ratio {rate['ours'] / rate['trl']:.2f}")
     if args.output:
         from textnorm_t2i.io import write_json_atomic
 

@@ -32,8 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TRL_VENV = ROOT / ".bench-venvs" / "trl"
-TRL_REQUIREMENTS = ["torch==2.13.0", "trl==0.23.1", "transformers<4.57", "diffusers<0.36", "peft", "accelerate",
-                    "scipy>=1.10", "matplotlib>=3.7"]  # the last two: our package, run on trl's libraries
+TRL_REQUIREMENTS = ["torch==2.13.0", "trl==0.23.1", "transformers<4.57", "diffusers<0.36", "peft", "accelerate"]
 
 # Runs inside either environment: builds the shared tiny pipeline with that environment's libraries.
 BUILD = r'''
@@ -134,15 +133,12 @@ print(json.dumps({"samples": args["epochs"] * args["batch"], "seconds": seconds,
 
 
 def ensure_trl_venv() -> Path:
-    """The trl environment's python, made (or completed) on first use: trl 0.23.1 with its library pins, and the
-    rest of our package's runtime dependencies, so that our loop can also run on trl's library versions."""
     python = TRL_VENV / "bin" / "python"
-    probe = [str(python), "-c", "import trl, diffusers, scipy, matplotlib; from trl import DDPOTrainer"]
+    probe = [str(python), "-c", "import trl, diffusers; from trl import DDPOTrainer"]
     if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
         return python
     print(f"installing {' '.join(TRL_REQUIREMENTS)} into {TRL_VENV} ...", flush=True)
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(TRL_VENV)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(TRL_VENV)], check=True)
     subprocess.run([str(TRL_VENV / "bin" / "pip"), "install", *TRL_REQUIREMENTS], check=True)
     return python
 

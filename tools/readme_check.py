@@ -434,13 +434,8 @@ def _rl_throughput(r: dict) -> str:
 
 def _draft_throughput(r: dict) -> str:
     rate, peak = r["steps_per_second"], r["peak_memory_mb"]
-    text = (f"trl {rate['trl']:.2f} steps/s, {peak['trl']:.0f} MB; ours {rate['ours']:.2f} steps/s "
+    return (f"trl {rate['trl']:.2f} steps/s, {peak['trl']:.0f} MB; ours {rate['ours']:.2f} steps/s "
             f"(×{rate['ours'] / rate['trl']:.2f}), {peak['ours']:.0f} MB (×{peak['ours'] / peak['trl']:.2f})")
-    same = "ours@trl-libs"
-    if same in rate:  # records before 2026-12-02 lack it
-        text += (f"; ours on trl's library versions {rate[same]:.2f} steps/s (×{rate[same] / rate['trl']:.2f}), "
-                 f"{peak[same]:.0f} MB (×{peak[same] / peak['trl']:.2f})")
-    return text
 
 
 def _rl_snr(r: dict) -> str:
