@@ -28,7 +28,7 @@ test: install
 test-fast: install
 	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n auto --maxprocesses 4 --dist loadfile
 
 # The documentation site: docs/ (pages listed in mkdocs.yml) into site/; --strict fails on a broken link or anchor.
 docs: install
