@@ -139,13 +139,10 @@ def run_draft(config: DraftConfig | dict, resume: bool = False, progress: bool =
     policy = DDIMPolicy(load_scheduler_config(cfg.generator), cfg.sampling.steps, cfg.sampling.eta)
     if cfg.truncation_steps > cfg.sampling.steps:
         raise InputError(f"truncation_steps={cfg.truncation_steps} exceeds sampling.steps={cfg.sampling.steps}")
+    # cfg.reward's models are the objective, or (beside a callable) what the evaluation logs; else nothing reads them.
+    views = build_views(cfg.reward) if reward is None or cfg.eval.every > 0 else (as_reward(reward),) * 3
     if reward is None:  # a registered reward declares it; a callable is probed below, once it can be shaped
-        views = build_views(cfg.reward)
         check_differentiable(views[0], (3, 8, 8))
-    elif cfg.eval.every > 0:  # the evaluation logs the raw and TextNorm views of cfg.reward beside the callable
-        views = build_views(cfg.reward)
-    else:  # nothing reads cfg.reward's models: do not load them
-        views = (as_reward(reward),) * 3
     accelerator, run = open_accelerated_run(cfg, resume, overwrite, resume_from)
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     try:
