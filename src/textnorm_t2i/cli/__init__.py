@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from textnorm_t2i import __version__
+from textnorm_t2i.allocator import keep_freed_memory
 from textnorm_t2i.cli import finetune, prompts, rewards, study, tia2, train, world
 from textnorm_t2i.cli.common import Parser
 from textnorm_t2i.errors import InputError
@@ -81,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         0
     """
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # faster large forward passes, same results (see textnorm_t2i.allocator)
     try:
         return args.func(args)
     except InputError as e:

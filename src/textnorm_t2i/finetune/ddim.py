@@ -17,6 +17,10 @@ from typing import Any
 
 import torch
 
+from textnorm_t2i.generate.unet_forward import guided_output
+
+__all__ = ["DDIMPolicy", "Trajectory", "guided_output", "sample_trajectories", "sample_with_step_kl"]
+
 
 @dataclass
 class Trajectory:
@@ -98,17 +102,6 @@ class DDIMPolicy:
             return torch.zeros(sample.shape[0], dtype=sample.dtype, device=sample.device)
         lp = -((sample.detach() - mean) ** 2) / (2 * std**2) - torch.log(std) - 0.5 * math.log(2 * math.pi)
         return lp.mean(dim=tuple(range(1, sample.ndim)))
-
-
-def guided_output(unet: Any, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
-                  guidance_scale: float) -> torch.Tensor:
-    """UNet output with classifier-free guidance (one batched call); ``t`` is a scalar or per sample."""
-    if guidance_scale == 1.0:
-        return unet(x, t, encoder_hidden_states=cond).sample
-    t = torch.cat([t, t]) if t.ndim else t
-    out = unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
-    out_uncond, out_cond = out.chunk(2)
-    return out_uncond + guidance_scale * (out_cond - out_uncond)
 
 
 @torch.no_grad()

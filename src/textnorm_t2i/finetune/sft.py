@@ -31,6 +31,7 @@ from textnorm_t2i.finetune.lora import save_lora_folder, trainable_state
 from textnorm_t2i.finetune.report import write_run_report
 from textnorm_t2i.finetune.setup import setup_training
 from textnorm_t2i.finetune.truth import GroundTruth, gold_verdicts
+from textnorm_t2i.generate.unet_forward import guided_output, unet_output
 from textnorm_t2i.io import write_json_atomic
 from textnorm_t2i.rundir import GracefulStop, RunFolder, hold_point
 
@@ -98,10 +99,8 @@ def sft_step_loss(unet: Any, noise_scheduler: Any, data_x0: torch.Tensor, cond: 
 
     def predict() -> torch.Tensor:
         if guidance is None:
-            return unet(xt, t, encoder_hidden_states=c).sample
-        both = unet(torch.cat([xt, xt]), torch.cat([t, t]), encoder_hidden_states=torch.cat([uncond.expand_as(c), c]))
-        u, k = both.sample.chunk(2)
-        return u + guidance * (k - u)
+            return unet_output(unet, xt, t, c)
+        return guided_output(unet, xt, t, c, uncond.expand_as(c), guidance)
 
     pred = predict()
     loss = (F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3)) * weights[idx.to(device)]).mean()

@@ -16,6 +16,7 @@ from diffusers import DDIMScheduler, DiffusionPipeline
 from textnorm_t2i.errors import InputError
 from textnorm_t2i.generate.grid import to_pil
 from textnorm_t2i.generate.tokenizer import MAX_LENGTH, build_tokenizer
+from textnorm_t2i.generate.unet_forward import guided_output
 
 
 class ShapesPipeline(DiffusionPipeline):
@@ -47,15 +48,9 @@ class ShapesPipeline(DiffusionPipeline):
     def guided_noise(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
                      guidance_scale: float, unet: Any = None) -> torch.Tensor:
         """The model output with classifier-free guidance (one batched UNet call)."""
-        unet = unet or self.unet
-        if guidance_scale == 1.0:
-            return unet(x, t, encoder_hidden_states=cond).sample
-        both = unet(torch.cat([x, x]), torch.cat([t, t]) if t.ndim else t,
-                    encoder_hidden_states=torch.cat([uncond, cond])).sample
-        out_uncond, out_cond = both.chunk(2)
-        return out_uncond + guidance_scale * (out_cond - out_uncond)
+        return guided_output(unet or self.unet, x, t, cond, uncond, guidance_scale)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def __call__(self, prompts: str | Sequence[str], num_inference_steps: int = 25, guidance_scale: float = 3.0,
                  seed: int | None = 0, generator: torch.Generator | None = None, eta: float = 0.0,
                  output_type: str = "pil", batch_size: int = 256, progress: bool = False) -> Any:

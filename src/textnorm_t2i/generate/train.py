@@ -21,6 +21,7 @@ from textnorm_t2i.config import from_dict
 from textnorm_t2i.generate.config import GeneratorTrainConfig
 from textnorm_t2i.generate.grid import image_grid
 from textnorm_t2i.generate.pipeline import ShapesPipeline, build_pipeline
+from textnorm_t2i.generate.unet_forward import unet_output
 from textnorm_t2i.io import write_text_atomic
 from textnorm_t2i.rundir import GracefulStop, RunFolder
 from textnorm_t2i.world.grammar import Spec, sample_spec
@@ -128,7 +129,7 @@ def train_generator(config: GeneratorTrainConfig | dict, out_dir: str | Path, re
                           return_tensors="pt")
                 hidden = text_encoder(input_ids=enc["input_ids"],
                                       attention_mask=enc["attention_mask"]).last_hidden_state
-                loss = F.mse_loss(unet(xt, t, encoder_hidden_states=hidden).sample, target)
+                loss = F.mse_loss(unet_output(unet, xt, t, hidden), target)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)

@@ -1,0 +1,265 @@
+"""One call site for the generator's UNet, with a lean forward of diffusers' ``UNet2DConditionModel``.
+
+Every sampler and trainer here calls :func:`unet_output` rather than ``unet(...).sample``. For the UNets this
+package builds (ResNet blocks, cross-attention transformer blocks with GEGLU feed-forward, nearest-neighbour
+upsampling; see :func:`supported`) it runs the same computation as diffusers' forward through the same modules
+(so LoRA layers injected by peft, ``disable_adapters`` and autograd work unchanged) but without the per-call
+bookkeeping that costs a small UNet on a CPU much of its time:
+
+- the timestep embedding is computed once when every sample shares the timestep (sampling), and its SiLU once
+  for all ResNet blocks rather than once per block;
+- attention calls ``scaled_dot_product_attention`` directly (diffusers' ``Attention.forward`` inspects its
+  processor's signature on every call);
+- without autograd, activations and residual additions run in place on tensors nothing else holds, so fewer
+  large buffers are allocated and touched;
+- divisions by scale factors of 1 are skipped.
+
+The results equal diffusers' forward within float rounding (``tests/test_unet_forward.py`` compares them, with
+and without LoRA, with gradients, on several configurations). Anything else (another block type, FreeU, diffusers'
+own gradient checkpointing, an attention mask) goes through diffusers' forward, as does everything inside
+:func:`reference_forward` (the benchmark's "today" path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+_STATE = threading.local()
+
+_DOWN = {"DownBlock2D", "CrossAttnDownBlock2D"}
+_UP = {"UpBlock2D", "CrossAttnUpBlock2D"}
+
+
+@contextlib.contextmanager
+def reference_forward() -> Iterator[None]:
+    """Within this context :func:`unet_output` calls diffusers' own forward (to compare or to time it).
+
+    Example:
+        >>> with reference_forward():
+        ...     pass
+    """
+    before = getattr(_STATE, "reference", False)
+    _STATE.reference = True
+    try:
+        yield
+    finally:
+        _STATE.reference = before
+
+
+def unet_output(unet: Any, sample: torch.Tensor, timestep: torch.Tensor | int, encoder_hidden_states: torch.Tensor
+                ) -> torch.Tensor:
+    """The UNet's prediction for ``sample`` at ``timestep`` (a scalar or one per sample) given the text states.
+
+    Example:
+        >>> from textnorm_t2i.generate.pipeline import build_pipeline
+        >>> unet = build_pipeline({"block_out_channels": [8, 16, 16], "text_hidden": 16}).unet
+        >>> unet_output(unet, torch.zeros(2, 3, 32, 32), torch.tensor(500), torch.zeros(2, 16, 16)).shape
+        torch.Size([2, 3, 32, 32])
+    """
+    if getattr(_STATE, "reference", False) or not supported(unet) or not _fits(unet, sample):
+        return unet(sample, timestep, encoder_hidden_states=encoder_hidden_states).sample
+    return _forward(unet, sample, timestep, encoder_hidden_states)
+
+
+def guided_output(unet: Any, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
+                  guidance_scale: float) -> torch.Tensor:
+    """The prediction with classifier-free guidance against ``uncond`` (one batched UNet call); ``t`` is a
+    scalar or holds one timestep per sample.
+
+    Example:
+        >>> from textnorm_t2i.generate.pipeline import build_pipeline
+        >>> unet = build_pipeline({"block_out_channels": [8, 16, 16], "text_hidden": 16}).unet
+        >>> c = torch.zeros(2, 16, 16)
+        >>> guided_output(unet, torch.zeros(2, 3, 32, 32), torch.tensor(500), c, c, 3.0).shape
+        torch.Size([2, 3, 32, 32])
+    """
+    if guidance_scale == 1.0:
+        return unet_output(unet, x, t, cond)
+    t = torch.cat([t, t]) if t.ndim else t
+    out = unet_output(unet, torch.cat([x, x]), t, torch.cat([uncond, cond]))
+    out_uncond, out_cond = out.chunk(2)
+    return out_uncond + guidance_scale * (out_cond - out_uncond)
+
+
+def supported(unet: Any) -> bool:
+    """Whether :func:`unet_output` runs ``unet`` through the lean forward (checked once per model, then cached)."""
+    cached = unet.__dict__.get("_textnorm_lean_forward")
+    if cached is None:
+        cached = _check(unet)
+        unet.__dict__["_textnorm_lean_forward"] = cached
+    # diffusers' own gradient checkpointing (set on the blocks) checkpoints inside its forward: leave it to it.
+    return cached and not any(getattr(m, "gradient_checkpointing", False) for m in unet.modules())
+
+
+def _check(unet: Any) -> bool:
+    from diffusers import UNet2DConditionModel
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    if type(unet) is not UNet2DConditionModel:
+        return False
+    c = unet.config
+    if (c.center_input_sample or c.class_embed_type or c.addition_embed_type or c.encoder_hid_dim is not None
+            or c.time_embedding_type != "positional" or c.time_cond_proj_dim is not None
+            or c.mid_block_type != "UNetMidBlock2DCrossAttn" or c.resnet_time_scale_shift != "default"
+            or any(getattr(unet, name, None) is not None
+                   for name in ("time_embed_act", "class_embedding", "add_embedding", "encoder_hid_proj"))
+            or getattr(unet.time_embedding, "cond_proj", None) is not None
+            or getattr(unet.time_embedding, "post_act", None) is not None
+            or not isinstance(unet.time_embedding.act, torch.nn.SiLU) or not isinstance(unet.conv_act, torch.nn.SiLU)
+            or unet.conv_norm_out is None):
+        return False
+    if any(type(b).__name__ not in _DOWN for b in unet.down_blocks) or any(
+            type(b).__name__ not in _UP for b in unet.up_blocks):
+        return False
+    if any(getattr(b, name, None) is not None for b in unet.up_blocks for name in ("s1", "s2", "b1", "b2")):
+        return False  # FreeU
+    for block in [*unet.down_blocks, unet.mid_block, *unet.up_blocks]:
+        for r in block.resnets:
+            if (type(r).__name__ != "ResnetBlock2D" or r.upsample is not None or r.downsample is not None
+                    or r.skip_time_act or r.time_embedding_norm != "default" or r.time_emb_proj is None
+                    or not isinstance(r.nonlinearity, torch.nn.SiLU)):
+                return False
+        for tr in getattr(block, "attentions", None) or []:
+            if type(tr).__name__ != "Transformer2DModel" or not tr.is_input_continuous:
+                return False
+            for blk in tr.transformer_blocks:
+                if (type(blk).__name__ != "BasicTransformerBlock" or blk.norm_type != "layer_norm"
+                        or blk.only_cross_attention or blk.pos_embed is not None or blk.attn2 is None
+                        or blk._chunk_size is not None or type(blk.ff.net[0]).__name__ != "GEGLU"):
+                    return False
+                for a in (blk.attn1, blk.attn2):
+                    if (type(a.processor) not in (AttnProcessor, AttnProcessor2_0) or a.spatial_norm is not None
+                            or a.group_norm is not None or a.norm_cross is not None or a.norm_q is not None
+                            or a.norm_k is not None or a.residual_connection or a.rescale_output_factor != 1.0
+                            or a.scale != (a.inner_dim // a.heads) ** -0.5):
+                        return False
+        for sampler in getattr(block, "downsamplers", None) or []:
+            if type(sampler).__name__ != "Downsample2D" or sampler.norm is not None or not sampler.use_conv:
+                return False
+        for sampler in getattr(block, "upsamplers", None) or []:
+            if (type(sampler).__name__ != "Upsample2D" or sampler.norm is not None or sampler.use_conv_transpose
+                    or not sampler.interpolate or not sampler.use_conv or sampler.name != "conv"):
+                return False
+    return True
+
+
+def _fits(unet: Any, sample: torch.Tensor) -> bool:
+    # diffusers passes explicit upsampling sizes when the image is not a multiple of 2 ** upsamplers.
+    factor = 2 ** sum(1 for b in unet.up_blocks if getattr(b, "upsamplers", None))
+    return sample.ndim == 4 and all(s % factor == 0 for s in sample.shape[-2:])
+
+
+def _forward(unet: Any, x: torch.Tensor, timestep: torch.Tensor | int, ctx: torch.Tensor) -> torch.Tensor:
+    inplace = not torch.is_grad_enabled()
+    t = torch.as_tensor(timestep, device=x.device)
+    t = t.reshape(-1)
+    # One embedding row when all samples share the timestep; broadcasting it is what diffusers' expand does.
+    if t.numel() > 1 and not bool((t == t[0]).all()):
+        t = t.expand(x.shape[0])
+    else:
+        t = t[:1]
+    emb = unet.time_embedding(unet.time_proj(t).to(dtype=x.dtype))
+    emb_act = F.silu(emb)
+
+    # Channels-last activations: oneDNN's convolutions run faster on them and need no reorder per call (the
+    # weights stay as they are); the output is returned in the usual layout.
+    h = unet.conv_in(x.contiguous(memory_format=torch.channels_last))
+    skips = [h]
+    for block in unet.down_blocks:
+        attentions = getattr(block, "attentions", None)
+        for i, resnet in enumerate(block.resnets):
+            h = _resnet(resnet, h, emb_act, inplace)
+            if attentions is not None:
+                h = _transformer(attentions[i], h, ctx, inplace)
+            skips.append(h)
+        for sampler in block.downsamplers or []:
+            h = sampler.conv(h if sampler.padding else F.pad(h, (0, 1, 0, 1)))
+            skips.append(h)
+
+    mid = unet.mid_block
+    h = _resnet(mid.resnets[0], h, emb_act, inplace)
+    for tr, resnet in zip(mid.attentions, mid.resnets[1:]):
+        h = _transformer(tr, h, ctx, inplace)
+        h = _resnet(resnet, h, emb_act, inplace)
+
+    for block in unet.up_blocks:
+        attentions = getattr(block, "attentions", None)
+        for i, resnet in enumerate(block.resnets):
+            h = _resnet(resnet, torch.cat([h, skips.pop()], dim=1), emb_act, inplace)
+            if attentions is not None:
+                h = _transformer(attentions[i], h, ctx, inplace)
+        for sampler in block.upsamplers or []:
+            h = sampler.conv(F.interpolate(h, scale_factor=2.0, mode="nearest"))
+
+    h = unet.conv_norm_out(h)
+    h = F.silu(h, inplace=inplace)
+    return unet.conv_out(h).contiguous()
+
+
+def _resnet(r: Any, x: torch.Tensor, emb_act: torch.Tensor, inplace: bool) -> torch.Tensor:
+    h = F.silu(r.norm1(x), inplace=inplace)
+    h = r.conv1(h)
+    temb = r.time_emb_proj(emb_act)[:, :, None, None]
+    h = h.add_(temb) if inplace else h + temb
+    h = F.silu(r.norm2(h), inplace=inplace)
+    h = r.dropout(h)
+    h = r.conv2(h)
+    shortcut = r.conv_shortcut(x) if r.conv_shortcut is not None else x
+    h = h.add_(shortcut) if inplace else shortcut + h
+    if r.output_scale_factor != 1.0:
+        h = h / r.output_scale_factor
+    return h
+
+
+def _transformer(tr: Any, x: torch.Tensor, ctx: torch.Tensor, inplace: bool) -> torch.Tensor:
+    batch, _, height, width = x.shape
+    h = tr.norm(x)
+    if not tr.use_linear_projection:
+        h = tr.proj_in(h)
+        inner = h.shape[1]
+        h = h.permute(0, 2, 3, 1).reshape(batch, height * width, inner)
+    else:
+        inner = h.shape[1]
+        h = tr.proj_in(h.permute(0, 2, 3, 1).reshape(batch, height * width, inner))
+    for blk in tr.transformer_blocks:
+        h = _add(_attention(blk.attn1, blk.norm1(h), None), h, inplace)
+        h = _add(_attention(blk.attn2, blk.norm2(h), ctx), h, inplace)
+        h = _add(_feed_forward(blk.ff, blk.norm3(h)), h, inplace)
+    if not tr.use_linear_projection:
+        h = tr.proj_out(h.reshape(batch, height, width, inner).permute(0, 3, 1, 2).contiguous())
+    else:
+        h = tr.proj_out(h).reshape(batch, height, width, inner).permute(0, 3, 1, 2).contiguous()
+    return _add(h, x, inplace)
+
+
+def _add(fresh: torch.Tensor, other: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """``fresh + other``, in place on ``fresh`` (a new tensor nothing else holds) when autograd is off."""
+    return fresh.add_(other) if inplace else fresh + other
+
+
+def _attention(a: Any, x: torch.Tensor, ctx: torch.Tensor | None) -> torch.Tensor:
+    batch = x.shape[0]
+    src = x if ctx is None else ctx
+    q, k, v = a.to_q(x), a.to_k(src), a.to_v(src)
+    head_dim = k.shape[-1] // a.heads
+    q = q.view(batch, -1, a.heads, head_dim).transpose(1, 2)
+    k = k.view(batch, -1, a.heads, head_dim).transpose(1, 2)
+    v = v.view(batch, -1, a.heads, head_dim).transpose(1, 2)
+    out = F.scaled_dot_product_attention(q, k, v)
+    out = out.transpose(1, 2).reshape(batch, -1, a.heads * head_dim)
+    return a.to_out[1](a.to_out[0](out))
+
+
+def _feed_forward(ff: Any, x: torch.Tensor) -> torch.Tensor:
+    geglu = ff.net[0]
+    h, gate = geglu.proj(x).chunk(2, dim=-1)
+    h = h * F.gelu(gate)
+    for m in ff.net[1:]:
+        h = m(h)
+    return h
