@@ -1,40 +1,53 @@
-"""How fast the embedded generator runs on this machine, today's code path beside candidate faster ones, in one run.
+"""How fast the embedded generator runs on this machine: today's code path beside the new one, in one run.
 
-Prints, measured side by side in this process (median of ``--repeats`` timed calls after warm-up):
+The two sides:
 
-- the machine's rates: a 2048 x 2048 float32 matmul and a 32-channel 3x3 convolution at 32 x 32 (batch 64), GFLOP/s;
-- the UNet's inference forward (the batch sizes the code samples at) and its training forward + backward, in
-  GFLOP/s (FLOPs counted by ``torch.utils.flop_counter``) and as a share of the matmul rate, for each path:
-  ``today`` (no_grad, contiguous NCHW), ``inference_mode``, ``channels_last`` (inference_mode, weights and inputs
-  channels-last), ``compile`` (``torch.compile`` of the channels-last UNet; its compile time printed; with
-  ``--compile``), and ``bf16`` (CPU autocast to bfloat16: an option where the CPU has native bf16, never a default:
-  it changes the numbers beyond float rounding);
-- images/s of 10-step guided sampling with the pipeline (``today`` vs ``channels_last``);
-- the largest difference of each fp32 path's output from today's (float rounding only).
+- ``today``: diffusers' own UNet forward (``UNet2DConditionModel.forward``, as every sampler and trainer called it
+  before) with glibc's default allocator settings;
+- ``new``: the lean forward of :mod:`textnorm_t2i.generate.unet_forward` (same modules and weights) with
+  :func:`textnorm_t2i.allocator.keep_freed_memory`, which the ``textnorm`` command calls at start.
 
-The last lines are the ratios (path / today). ``--output`` writes them as JSON (docs/benchmarks/).
+Each side runs in a fresh process (the allocator setting is process-wide and cannot be undone), in alternating
+rounds so that a slow spell of a shared machine hits both alike; medians over rounds are reported. Measured per
+side, on the shipped generator:
 
-    python benchmarks/generator_speed.py [--batches 16 64 256] [--train-batch 32] [--compile] [-o FILE]
+- the UNet's inference forward at the batch sizes the code calls it with (16: DRaFT's 8 prompts with guidance;
+  128: RL's 64 samples with guidance; 512: the pipeline's 256 prompts per call with guidance), in GFLOP/s (FLOPs
+  counted by ``torch.utils.flop_counter``) and as a share of the machine's float32 matmul rate (2048 x 2048,
+  measured in this run);
+- its training forward + backward (per-sample timesteps, as SFT and base training) in GFLOP/s;
+- images/s of 10-step guided sampling with the pipeline (256 prompts per call and 16);
+- RL samples/s (the engine's own loop: 64 samples per epoch, stochastic DDIM, 32 per minibatch; steady state
+  after the first epoch);
+- reward-gradient (DRaFT) steps/s (8 images per step, gradient through the last 2 of 10 steps with
+  checkpointing; steady state after 2 steps);
+- the largest difference of the new path's UNet output from today's (float rounding), and, as an option only,
+  the new path under bf16 autocast (its speed and its difference: not float rounding, never a default).
+
+The last lines are the ratios (new / today).
+
+    python benchmarks/generator_speed.py [--rounds 2] [--batches 16 128 512] [-o docs/benchmarks/generator_speed.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from contextlib import nullcontext
-from functools import partial
+from pathlib import Path
 
-import torch
-from torch.utils.flop_counter import FlopCounterMode
-
-from textnorm_t2i.generate.load import load_generator
-from textnorm_t2i.io import write_json_atomic
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def seconds(fn, repeats: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` calls, after two warm-up calls."""
-    for _ in range(2):
+def seconds(fn, repeats: int, warmup: int = 2) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls, after ``warmup`` calls."""
+    for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
@@ -44,117 +57,214 @@ def seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def flops(fn) -> int:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
+def machine_rates(repeats: int) -> dict:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    a = torch.randn(2048, 2048)
+    conv = torch.nn.Conv2d(32, 32, 3, padding=1).eval()
+    xc = torch.randn(64, 32, 32, 32)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        conv(xc)
+    with torch.inference_mode():
+        return {"matmul_gflops": 2 * 2048**3 / seconds(lambda: a @ a, repeats) / 1e9,
+                "conv_gflops": counter.get_total_flops() / seconds(lambda: conv(xc), repeats) / 1e9}
 
 
-def unet_inputs(batch: int, text_dim: int, channels_last: bool = False) -> tuple:
-    g = torch.Generator().manual_seed(batch)
-    x = torch.randn(batch, 3, 32, 32, generator=g)
-    cond = torch.randn(batch, 16, text_dim, generator=g)
-    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-    return x, torch.full((batch,), 500), cond
+def side(name: str, args: argparse.Namespace) -> dict:
+    """Everything measured for one side, in this process."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from textnorm_t2i.allocator import keep_freed_memory
+    from textnorm_t2i.generate.load import load_generator
+    from textnorm_t2i.generate.unet_forward import reference_forward, unet_output
+
+    if name == "new":
+        keep_freed_memory()
+    path = reference_forward if name == "today" else nullcontext
+    out: dict = {"inference": {}, "max_abs_diff": {}}
+    pipe = load_generator("shapes")
+    unet = pipe.unet.eval().requires_grad_(False)
+    dim = unet.config.cross_attention_dim
+    with path():
+        for batch in args.batches:
+            g = torch.Generator().manual_seed(batch)
+            x, c = torch.randn(batch, 3, 32, 32, generator=g), torch.randn(batch, 16, dim, generator=g)
+            t = torch.tensor(500)
+            with torch.inference_mode():
+                with reference_forward(), FlopCounterMode(display=False) as counter:
+                    reference = unet_output(unet, x, t, c)
+                n_flops = counter.get_total_flops()
+                s = seconds(lambda: unet_output(unet, x, t, c), args.repeats)
+                out["inference"][str(batch)] = n_flops / s / 1e9
+                out["max_abs_diff"][str(batch)] = float((unet_output(unet, x, t, c) - reference).abs().max())
+                if name == "new" and batch == max(args.batches):
+                    with torch.autocast("cpu", dtype=torch.bfloat16):
+                        out["bf16_option"] = n_flops / seconds(lambda: unet_output(unet, x, t, c), args.repeats) / 1e9
+                        out["bf16_max_abs_diff"] = float((unet_output(unet, x, t, c).float() - reference).abs().max())
+        print(f"  {name}: inference done", file=sys.stderr, flush=True)
+
+        g = torch.Generator().manual_seed(0)
+        batch = args.train_batch
+        x, c = torch.randn(batch, 3, 32, 32, generator=g), torch.randn(batch, 16, dim, generator=g)
+        t = torch.randint(0, 1000, (batch,), generator=g)
+        unet.requires_grad_(True).train()
+
+        def step():
+            unet.zero_grad(set_to_none=True)
+            unet_output(unet, x, t, c).square().mean().backward()
+
+        with reference_forward(), FlopCounterMode(display=False) as counter:
+            step()
+        out["training"] = counter.get_total_flops() / seconds(step, args.repeats) / 1e9
+        unet.requires_grad_(False).eval()
+
+        out["sampling"] = {}
+        for n in args.sample_prompts:
+            prompts = ["two red circles", "a blue square to the left of a green triangle"] * (n // 2)
+            s = seconds(lambda: pipe(prompts, num_inference_steps=10, output_type="pt"), 2, warmup=1)
+            out["sampling"][str(n)] = len(prompts) / s
+        print(f"  {name}: training and sampling done", file=sys.stderr, flush=True)
+        del pipe, unet
+        out["rl_samples_per_second"] = rl_rate(args)
+        out["draft_steps_per_second"] = draft_rate(args)
+    return out
+
+
+def rl_rate(args: argparse.Namespace) -> float:
+    """Steady-state samples/s of the RL engine (epochs after the first)."""
+    import textnorm_t2i.finetune.rl as engine
+    from textnorm_t2i.rewards.base import CallableReward
+    from textnorm_t2i.rewards.registry import register_reward
+
+    register_reward("bench-brightness", "mean pixel value")(
+        lambda path_or_id=None, **kw: CallableReward(lambda images, p: images.float().mean(dim=(1, 2, 3)),
+                                                     name="brightness"))
+    starts, sample = [], engine.sample_trajectories
+
+    def timed(*a, **k):
+        starts.append(time.perf_counter())
+        return sample(*a, **k)
+
+    engine.sample_trajectories = timed
+    batch = 64
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = {"seed": 0, "generator": "shapes", "out": str(Path(tmp) / "rl"),
+               "prompts": {"list": ["a red circle", "two blue squares", "a green triangle", "three yellow circles"]},
+               "reward": {"name": "bench-brightness", "textnorm": False},
+               "sampling": {"steps": 10, "guidance_scale": 3.0, "eta": 1.0},
+               "epochs": args.rl_epochs, "batch_size": batch, "train_batch_size": 32, "lr": 3e-4,
+               "checkpoint_every": 10**6, "eval": {"every": 0}, "log": {"report_to": ["csv"]}}
+        engine.run_rl(cfg, progress=False)
+        end = time.perf_counter()
+    engine.sample_trajectories = sample
+    epochs = [b - a for a, b in zip(starts, starts[1:] + [end])][1:]
+    return batch / statistics.median(epochs)
+
+
+def draft_rate(args: argparse.Namespace) -> float:
+    """Steady-state optimiser steps/s of the DRaFT engine (steps after the first two)."""
+    import textnorm_t2i.finetune.draft as engine
+    from textnorm_t2i.trainers import DraftTrainer
+
+    starts, sample = [], engine.draft_sample
+
+    def timed(*a, **k):
+        starts.append(time.perf_counter())
+        return sample(*a, **k)
+
+    engine.draft_sample = timed
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = {"seed": 0, "generator": "shapes", "out": str(Path(tmp) / "draft"),
+               "prompts": {"list": ["a red circle", "two blue squares", "a green triangle", "three yellow circles"]},
+               "sampling": {"steps": 10, "guidance_scale": 3.0, "eta": 0.0},
+               "steps": args.draft_steps, "batch_size": 8, "truncation_steps": 2, "lr": 1e-3,
+               "checkpoint_every": 10**6, "eval": {"every": 0}, "log": {"report_to": ["csv"]}}
+        DraftTrainer(cfg, reward=lambda images, prompts: images.float().mean(dim=(1, 2, 3)), progress=False).train()
+        end = time.perf_counter()
+    engine.draft_sample = sample
+    steps = [b - a for a, b in zip(starts, starts[1:] + [end])][2:]
+    return 1 / statistics.median(steps)
+
+
+def median_of(runs: list[dict]) -> dict:
+    """Leaf-wise median of the rounds' results."""
+    first = runs[0]
+    if isinstance(first, dict):
+        return {k: median_of([r[k] for r in runs]) for k in first}
+    return statistics.median(runs)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batches", type=int, nargs="+", default=[16, 64, 256], help="inference batch sizes")
+    parser.add_argument("--batches", type=int, nargs="+", default=[16, 128, 512], help="inference batch sizes")
     parser.add_argument("--train-batch", type=int, default=32)
-    parser.add_argument("--sample-images", type=int, default=64, help="images per sampling call")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile (about a minute to compile)")
-    parser.add_argument("-o", "--output", help="write the results as JSON")
+    parser.add_argument("--sample-prompts", type=int, nargs="+", default=[256, 16], help="prompts per sampling call")
+    parser.add_argument("--rl-epochs", type=int, default=3)
+    parser.add_argument("--draft-steps", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per UNet measurement")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of both sides; medians reported")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--side", choices=["today", "new"], help=argparse.SUPPRESS)  # a side's own process
+    parser.add_argument("-o", "--output", help="write the results as JSON (docs/benchmarks/)")
     args = parser.parse_args()
-    torch.manual_seed(0)
-    out: dict = {"threads": torch.get_num_threads(), "rates": {}, "inference": {}, "training": {}, "sampling": {},
-                 "max_abs_diff": {}}
+    if args.side:
+        print(json.dumps(side(args.side, args)))
+        return
 
-    a = torch.randn(2048, 2048)
-    mm = 2 * 2048**3 / seconds(lambda: a @ a, args.repeats) / 1e9
-    conv = torch.nn.Conv2d(32, 32, 3, padding=1).eval()
-    xc = torch.randn(64, 32, 32, 32)
-    with torch.inference_mode():
-        conv_flops = flops(lambda: conv(xc))
-        conv_rate = conv_flops / seconds(lambda: conv(xc), args.repeats) / 1e9
-    out["rates"] = {"matmul_gflops": mm, "conv_gflops": conv_rate}
-    print(f"machine: matmul {mm:.0f} GFLOP/s, conv 3x3 32ch {conv_rate:.0f} GFLOP/s, {out['threads']} threads",
-          flush=True)
-
-    pipe = load_generator("shapes")
-    unet = pipe.unet.eval().requires_grad_(False)
-    dim = unet.config.cross_attention_dim
-    paths = ["today", "inference_mode", "channels_last", "bf16"] + (["compile"] if args.compile else [])
-    compiled = None
-    for batch in args.batches:
-        x, t, c = unet_inputs(batch, dim)
-        xl = x.contiguous(memory_format=torch.channels_last)
-        with torch.no_grad():
-            n_flops = flops(partial(unet, x, t, encoder_hidden_states=c))
-            reference = unet(x, t, encoder_hidden_states=c).sample
-        row = {}
-        for path in paths:
-            unet.to(memory_format=torch.channels_last if path in ("channels_last", "compile") else
-                    torch.contiguous_format)
-            inp = xl if path in ("channels_last", "compile") else x
-            model = unet
-            if path == "compile":
-                if compiled is None:
-                    t0 = time.perf_counter()
-                    compiled = torch.compile(unet, dynamic=False)
-                    with torch.inference_mode():
-                        compiled(inp, t, encoder_hidden_states=c)
-                    out["compile_seconds"] = time.perf_counter() - t0
-                    print(f"torch.compile: {out['compile_seconds']:.0f} s (first batch size)", flush=True)
-                model = compiled
-            grad_off = torch.no_grad() if path == "today" else torch.inference_mode()
-            cast = torch.autocast("cpu", dtype=torch.bfloat16) if path == "bf16" else nullcontext()
-            with grad_off, cast:
-                s = seconds(partial(model, inp, t, encoder_hidden_states=c), args.repeats)
-                diff = float((model(inp, t, encoder_hidden_states=c).sample.float() - reference).abs().max())
-            row[path] = n_flops / s / 1e9
-            out["max_abs_diff"][f"{path}@{batch}"] = diff
-        unet.to(memory_format=torch.contiguous_format)
-        out["inference"][batch] = row
-        print(f"inference forward, batch {batch} ({n_flops / batch / 1e9:.3f} GFLOP/image): "
-              + ", ".join(f"{p} {v:.0f} GFLOP/s ({v / mm:.0%} of matmul)" for p, v in row.items()), flush=True)
-
-    x, t, c = unet_inputs(args.train_batch, dim)
-    unet.requires_grad_(True).train()
-
-    def step(inp):
-        unet.zero_grad(set_to_none=True)
-        unet(inp, t, encoder_hidden_states=c).sample.square().mean().backward()
-
-    n_flops = flops(lambda: step(x))
-    for path in ("today", "channels_last"):
-        unet.to(memory_format=torch.channels_last if path == "channels_last" else torch.contiguous_format)
-        inp = x.contiguous(memory_format=torch.channels_last) if path == "channels_last" else x
-        out["training"][path] = n_flops / seconds(partial(step, inp), args.repeats) / 1e9
-    unet.requires_grad_(False).eval().to(memory_format=torch.contiguous_format)
-    print(f"training forward+backward, batch {args.train_batch}: "
-          + ", ".join(f"{p} {v:.0f} GFLOP/s ({v / mm:.0%})" for p, v in out["training"].items()), flush=True)
-
-    prompts = ["two red circles", "a blue square to the left of a green triangle"] * (args.sample_images // 2)
-    for path in ("today", "channels_last"):
-        unet.to(memory_format=torch.channels_last if path == "channels_last" else torch.contiguous_format)
-        s = seconds(lambda: pipe(prompts, num_inference_steps=10, output_type="pt"), max(1, args.repeats // 2))
-        out["sampling"][path] = len(prompts) / s
-    unet.to(memory_format=torch.contiguous_format)
-    print("guided sampling (10 DDIM steps, guidance 3): "
-          + ", ".join(f"{p} {v:.1f} images/s" for p, v in out["sampling"].items()), flush=True)
-
-    print("largest |output - today's| (fp32 paths: float rounding): "
-          + ", ".join(f"{k} {v:.1e}" for k, v in out["max_abs_diff"].items() if not k.startswith("bf16")))
-    for batch, row in out["inference"].items():
-        print(f"ratio inference@{batch}: " + ", ".join(f"{p} {v / row['today']:.2f}" for p, v in row.items()
-                                                      if p != "today"))
-    print(f"ratio training: channels_last {out['training']['channels_last'] / out['training']['today']:.2f}")
-    print(f"ratio sampling: channels_last {out['sampling']['channels_last'] / out['sampling']['today']:.2f}")
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
+               PYTHONPATH=str(ROOT / "src"), HF_HUB_OFFLINE="1")
+    passed = [a for a in sys.argv[1:] if a not in ("-o", "--output", args.output)]
+    runs: dict[str, list] = {"today": [], "new": []}
+    rates = []
+    for r in range(args.rounds):
+        for name in ("today", "new"):
+            t0 = time.perf_counter()
+            done = subprocess.run([sys.executable, __file__, *passed, "--side", name], env=env, check=True,
+                                  stdout=subprocess.PIPE, text=True)
+            runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(f"round {r + 1}/{args.rounds}: {name} {time.perf_counter() - t0:.0f} s", flush=True)
+        rates.append(subprocess.run([sys.executable, "-c", "import json, sys; sys.path.insert(0, sys.argv[1]); "
+                                     "import generator_speed as g; print(json.dumps(g.machine_rates(5)))",
+                                     str(Path(__file__).parent)], env=env, check=True, stdout=subprocess.PIPE,
+                                    text=True).stdout)
+    machine = median_of([json.loads(r) for r in rates])
+    result = {"today": median_of(runs["today"]), "new": median_of(runs["new"])}
+    today, new = result["today"], result["new"]
+    mm = machine["matmul_gflops"]
+    print(f"machine: matmul {mm:.0f} GFLOP/s, conv 3x3 32ch {machine['conv_gflops']:.0f} GFLOP/s, "
+          f"{args.threads} threads; medians of {args.rounds} alternating rounds")
+    for b in today["inference"]:
+        print(f"UNet inference forward, batch {b}: today {today['inference'][b]:.0f} GFLOP/s "
+              f"({today['inference'][b] / mm:.0%} of matmul), new {new['inference'][b]:.0f} GFLOP/s "
+              f"({new['inference'][b] / mm:.0%})")
+    print(f"UNet training forward+backward, batch {args.train_batch}: today {today['training']:.0f} GFLOP/s, "
+          f"new {new['training']:.0f} GFLOP/s")
+    for n in today["sampling"]:
+        print(f"guided sampling, {n} prompts per call (10 steps): today {today['sampling'][n]:.1f} images/s, "
+              f"new {new['sampling'][n]:.1f} images/s")
+    print(f"RL: today {today['rl_samples_per_second']:.2f} samples/s, new {new['rl_samples_per_second']:.2f}")
+    print(f"DRaFT: today {today['draft_steps_per_second']:.2f} steps/s, new {new['draft_steps_per_second']:.2f}")
+    print("largest |new - today| of the UNet output (float rounding): "
+          + ", ".join(f"batch {b} {v:.1e}" for b, v in new["max_abs_diff"].items()))
+    print(f"option only: bf16 autocast at batch {max(args.batches)}: {new['bf16_option']:.0f} GFLOP/s, "
+          f"largest difference {new['bf16_max_abs_diff']:.2f} (not float rounding)")
+    ratios = {f"inference@{b}": new["inference"][b] / today["inference"][b] for b in today["inference"]}
+    ratios["training"] = new["training"] / today["training"]
+    ratios.update({f"sampling@{n}": new["sampling"][n] / today["sampling"][n] for n in today["sampling"]})
+    ratios["rl"] = new["rl_samples_per_second"] / today["rl_samples_per_second"]
+    ratios["draft"] = new["draft_steps_per_second"] / today["draft_steps_per_second"]
+    print("ratios new / today: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
+    sampling_batch = str(2 * max(args.sample_prompts))
+    if sampling_batch in new["inference"]:
+        print(f"new UNet inference at the sampling batch ({sampling_batch}): "
+              f"{new['inference'][sampling_batch] / mm:.0%} of the matmul rate")
     if args.output:
+        from textnorm_t2i.io import write_json_atomic
+
         write_json_atomic(args.output, {"date": time.strftime("%Y-%m-%d"), "settings": vars(args) | {"output": None},
-                                        **out})
+                                        "machine": machine, **result, "ratios": ratios, "rounds": runs})
 
 
 if __name__ == "__main__":

@@ -149,3 +149,39 @@ def test_keep_freed_memory_is_idempotent_and_changes_no_result():
         first = keep_freed_memory()
         assert keep_freed_memory() is first and isinstance(first, bool)
         assert torch.equal(unet_output(unet, x, t, ctx), before)
+
+
+def test_folded_lora_weights_follow_every_change_of_the_adapter():
+    """Without autograd the folded weights are cached; an optimiser step, a load or a scale change must show."""
+    unet = embedded_unet()
+    params = add_lora(unet, rank=2)
+    randomise_lora(unet)
+    unet.eval()
+    x, t, ctx = inputs(unet, 2, per_sample_t=False)
+
+    def check():
+        with torch.inference_mode():
+            got = unet_output(unet, x, t, ctx)
+            expected = reference(unet, x, t, ctx)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+        return got
+
+    first = check()
+    optimizer = torch.optim.SGD(params, lr=0.5)
+    unet.train()
+    unet_output(unet, x, t, ctx).square().mean().backward()
+    optimizer.step()
+    unet.eval()
+    second = check()
+    assert (second - first).abs().max() > 1e-4
+    state = {k: v.clone() for k, v in unet.state_dict().items()}
+    with torch.no_grad():
+        for p in params:
+            p.mul_(0.0)
+    check()
+    unet.load_state_dict(state)
+    torch.testing.assert_close(check(), second, rtol=0, atol=0)
+    for m in unet.modules():
+        if hasattr(m, "scaling"):
+            m.scale_layer(3.0)
+    assert (check() - second).abs().max() > 1e-4

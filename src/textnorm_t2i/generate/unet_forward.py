@@ -169,7 +169,7 @@ def _forward(unet: Any, x: torch.Tensor, timestep: torch.Tensor | int, ctx: torc
 
     # Channels-last activations: oneDNN's convolutions run faster on them and need no reorder per call (the
     # weights stay as they are); the output is returned in the usual layout.
-    h = unet.conv_in(x.contiguous(memory_format=torch.channels_last))
+    h = _layer(unet.conv_in, x.contiguous(memory_format=torch.channels_last))
     skips = [h]
     for block in unet.down_blocks:
         attentions = getattr(block, "attentions", None)
@@ -179,7 +179,7 @@ def _forward(unet: Any, x: torch.Tensor, timestep: torch.Tensor | int, ctx: torc
                 h = _transformer(attentions[i], h, ctx, inplace)
             skips.append(h)
         for sampler in block.downsamplers or []:
-            h = sampler.conv(h if sampler.padding else F.pad(h, (0, 1, 0, 1)))
+            h = _layer(sampler.conv, h if sampler.padding else F.pad(h, (0, 1, 0, 1)))
             skips.append(h)
 
     mid = unet.mid_block
@@ -195,22 +195,22 @@ def _forward(unet: Any, x: torch.Tensor, timestep: torch.Tensor | int, ctx: torc
             if attentions is not None:
                 h = _transformer(attentions[i], h, ctx, inplace)
         for sampler in block.upsamplers or []:
-            h = sampler.conv(F.interpolate(h, scale_factor=2.0, mode="nearest"))
+            h = _layer(sampler.conv, F.interpolate(h, scale_factor=2.0, mode="nearest"))
 
     h = unet.conv_norm_out(h)
     h = F.silu(h, inplace=inplace)
-    return unet.conv_out(h).contiguous()
+    return _layer(unet.conv_out, h).contiguous()
 
 
 def _resnet(r: Any, x: torch.Tensor, emb_act: torch.Tensor, inplace: bool) -> torch.Tensor:
     h = F.silu(r.norm1(x), inplace=inplace)
-    h = r.conv1(h)
-    temb = r.time_emb_proj(emb_act)[:, :, None, None]
+    h = _layer(r.conv1, h)
+    temb = _layer(r.time_emb_proj, emb_act)[:, :, None, None]
     h = h.add_(temb) if inplace else h + temb
     h = F.silu(r.norm2(h), inplace=inplace)
     h = r.dropout(h)
-    h = r.conv2(h)
-    shortcut = r.conv_shortcut(x) if r.conv_shortcut is not None else x
+    h = _layer(r.conv2, h)
+    shortcut = _layer(r.conv_shortcut, x) if r.conv_shortcut is not None else x
     h = h.add_(shortcut) if inplace else shortcut + h
     if r.output_scale_factor != 1.0:
         h = h / r.output_scale_factor
@@ -221,20 +221,20 @@ def _transformer(tr: Any, x: torch.Tensor, ctx: torch.Tensor, inplace: bool) -> 
     batch, _, height, width = x.shape
     h = tr.norm(x)
     if not tr.use_linear_projection:
-        h = tr.proj_in(h)
+        h = _layer(tr.proj_in, h)
         inner = h.shape[1]
         h = h.permute(0, 2, 3, 1).reshape(batch, height * width, inner)
     else:
         inner = h.shape[1]
-        h = tr.proj_in(h.permute(0, 2, 3, 1).reshape(batch, height * width, inner))
+        h = _layer(tr.proj_in, h.permute(0, 2, 3, 1).reshape(batch, height * width, inner))
     for blk in tr.transformer_blocks:
         h = _add(_attention(blk.attn1, blk.norm1(h), None), h, inplace)
         h = _add(_attention(blk.attn2, blk.norm2(h), ctx), h, inplace)
         h = _add(_feed_forward(blk.ff, blk.norm3(h)), h, inplace)
     if not tr.use_linear_projection:
-        h = tr.proj_out(h.reshape(batch, height, width, inner).permute(0, 3, 1, 2).contiguous())
+        h = _layer(tr.proj_out, h.reshape(batch, height, width, inner).permute(0, 3, 1, 2).contiguous())
     else:
-        h = tr.proj_out(h).reshape(batch, height, width, inner).permute(0, 3, 1, 2).contiguous()
+        h = _layer(tr.proj_out, h).reshape(batch, height, width, inner).permute(0, 3, 1, 2).contiguous()
     return _add(h, x, inplace)
 
 
@@ -246,20 +246,68 @@ def _add(fresh: torch.Tensor, other: torch.Tensor, inplace: bool) -> torch.Tenso
 def _attention(a: Any, x: torch.Tensor, ctx: torch.Tensor | None) -> torch.Tensor:
     batch = x.shape[0]
     src = x if ctx is None else ctx
-    q, k, v = a.to_q(x), a.to_k(src), a.to_v(src)
+    q, k, v = _layer(a.to_q, x), _layer(a.to_k, src), _layer(a.to_v, src)
     head_dim = k.shape[-1] // a.heads
     q = q.view(batch, -1, a.heads, head_dim).transpose(1, 2)
     k = k.view(batch, -1, a.heads, head_dim).transpose(1, 2)
     v = v.view(batch, -1, a.heads, head_dim).transpose(1, 2)
     out = F.scaled_dot_product_attention(q, k, v)
     out = out.transpose(1, 2).reshape(batch, -1, a.heads * head_dim)
-    return a.to_out[1](a.to_out[0](out))
+    return a.to_out[1](_layer(a.to_out[0], out))
 
 
 def _feed_forward(ff: Any, x: torch.Tensor) -> torch.Tensor:
     geglu = ff.net[0]
-    h, gate = geglu.proj(x).chunk(2, dim=-1)
+    h, gate = _layer(geglu.proj, x).chunk(2, dim=-1)
     h = h * F.gelu(gate)
     for m in ff.net[1:]:
-        h = m(h)
+        h = _layer(m, h) if not isinstance(m, torch.nn.Dropout) else m(h)
     return h
+
+
+def _layer(m: Any, x: torch.Tensor) -> torch.Tensor:
+    """``m(x)``; for a LoRA layer, with its adapter folded into the weight: ``W + scale * B A`` is the same linear
+    map as ``W x + scale * B (A x)`` (peft's own merge formula), computed as one matmul or convolution instead of
+    three plus an addition, without changing the layer's parameters (autograd reaches A and B through the sum)."""
+    weight = _folded_weight(m)
+    if weight is None:
+        return m(x)
+    base = m.base_layer
+    if isinstance(base, torch.nn.Linear):
+        return F.linear(x, weight, base.bias)
+    return F.conv2d(x, weight, base.bias, base.stride, base.padding, base.dilation, base.groups)
+
+
+def _folded_weight(m: Any) -> torch.Tensor | None:
+    """The base weight plus the active adapters' deltas, or None where ``m`` is not plain LoRA to fold."""
+    if not hasattr(m, "lora_A"):
+        return None
+    from peft.tuners.lora.layer import LoraLayer
+
+    if not isinstance(m, LoraLayer) or m.disable_adapters or m.merged:
+        return None  # peft's forward runs the base layer alone (or the already merged weight)
+    base = m.base_layer
+    if type(base) not in (torch.nn.Linear, torch.nn.Conv2d) or getattr(base, "padding_mode", "zeros") != "zeros":
+        return None
+    active = [a for a in m.active_adapters if a in m.lora_A]
+    if any(a in m.lora_variant or not isinstance(m.lora_dropout[a], torch.nn.Identity)
+           or getattr(m, "lora_bias", {}).get(a, False) for a in active):
+        return None  # DoRA and other variants, dropout, LoRA biases: peft's own forward
+    if torch.is_grad_enabled():
+        return _fold(m, active)
+    # Without autograd (sampling: many calls between optimiser steps) the folded weight is kept until any of its
+    # tensors changes: an optimiser step or a load bumps a tensor's version, a reassignment changes its storage.
+    tensors = [base.weight] + [w for a in active for w in (m.lora_A[a].weight, m.lora_B[a].weight)]
+    key = (tuple(active), tuple(m.scaling[a] for a in active), tuple((t.data_ptr(), t._version) for t in tensors))
+    cached = m.__dict__.get("_textnorm_folded")
+    if cached is None or cached[0] != key:
+        cached = (key, _fold(m, active))
+        m.__dict__["_textnorm_folded"] = cached
+    return cached[1]
+
+
+def _fold(m: Any, active: list[str]) -> torch.Tensor:
+    weight = m.base_layer.weight
+    for a in active:
+        weight = weight + m.get_delta_weight(a)
+    return weight
