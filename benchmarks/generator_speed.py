@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,12 +97,12 @@ def side(name: str, args: argparse.Namespace) -> dict:
                 with reference_forward(), FlopCounterMode(display=False) as counter:
                     reference = unet_output(unet, x, t, c)
                 n_flops = counter.get_total_flops()
-                s = seconds(lambda: unet_output(unet, x, t, c), args.repeats)
+                s = seconds(partial(unet_output, unet, x, t, c), args.repeats)
                 out["inference"][str(batch)] = n_flops / s / 1e9
                 out["max_abs_diff"][str(batch)] = float((unet_output(unet, x, t, c) - reference).abs().max())
                 if name == "new" and batch == max(args.batches):
                     with torch.autocast("cpu", dtype=torch.bfloat16):
-                        out["bf16_option"] = n_flops / seconds(lambda: unet_output(unet, x, t, c), args.repeats) / 1e9
+                        out["bf16_option"] = n_flops / seconds(partial(unet_output, unet, x, t, c), args.repeats) / 1e9
                         out["bf16_max_abs_diff"] = float((unet_output(unet, x, t, c).float() - reference).abs().max())
         print(f"  {name}: inference done", file=sys.stderr, flush=True)
 
@@ -123,10 +124,9 @@ def side(name: str, args: argparse.Namespace) -> dict:
         out["sampling"] = {}
         for n in args.sample_prompts:
             prompts = ["two red circles", "a blue square to the left of a green triangle"] * (n // 2)
-            s = seconds(lambda: pipe(prompts, num_inference_steps=10, output_type="pt"), 2, warmup=1)
+            s = seconds(partial(pipe, prompts, num_inference_steps=10, output_type="pt"), 2, warmup=1)
             out["sampling"][str(n)] = len(prompts) / s
         print(f"  {name}: training and sampling done", file=sys.stderr, flush=True)
-        del pipe, unet
         out["rl_samples_per_second"] = rl_rate(args)
         out["draft_steps_per_second"] = draft_rate(args)
     return out

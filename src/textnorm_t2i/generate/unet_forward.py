@@ -91,10 +91,13 @@ def supported(unet: Any) -> bool:
     """Whether :func:`unet_output` runs ``unet`` through the lean forward (checked once per model, then cached)."""
     cached = unet.__dict__.get("_textnorm_lean_forward")
     if cached is None:
-        cached = _check(unet)
+        # diffusers' own gradient checkpointing, switched on and off on the modules that have the flag, checkpoints
+        # inside its forward: those modules are listed once and asked on every call.
+        flagged = [m for m in unet.modules() if hasattr(m, "gradient_checkpointing")]
+        cached = (_check(unet), flagged)
         unet.__dict__["_textnorm_lean_forward"] = cached
-    # diffusers' own gradient checkpointing (set on the blocks) checkpoints inside its forward: leave it to it.
-    return cached and not any(getattr(m, "gradient_checkpointing", False) for m in unet.modules())
+    ok, flagged = cached
+    return ok and not any(m.gradient_checkpointing for m in flagged)
 
 
 def _check(unet: Any) -> bool:
