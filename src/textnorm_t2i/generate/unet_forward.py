@@ -235,9 +235,10 @@ def _transformer(tr: Any, x: torch.Tensor, ctx: torch.Tensor, inplace: bool) -> 
         h = _add(_attention(blk.attn2, blk.norm2(h), ctx), h, inplace)
         h = _add(_feed_forward(blk.ff, blk.norm3(h)), h, inplace)
     if not tr.use_linear_projection:
-        h = _layer(tr.proj_out, h.reshape(batch, height, width, inner).permute(0, 3, 1, 2).contiguous())
+        # (batch, H, W, C) viewed as NCHW is a channels-last tensor: no copy (diffusers makes it contiguous)
+        h = _layer(tr.proj_out, h.reshape(batch, height, width, inner).permute(0, 3, 1, 2))
     else:
-        h = _layer(tr.proj_out, h).reshape(batch, height, width, inner).permute(0, 3, 1, 2).contiguous()
+        h = _layer(tr.proj_out, h).reshape(batch, height, width, inner).permute(0, 3, 1, 2)
     return _add(h, x, inplace)
 
 
