@@ -438,6 +438,21 @@ def _draft_throughput(r: dict) -> str:
             f"(×{rate['ours'] / rate['trl']:.2f}), {peak['ours']:.0f} MB (×{peak['ours'] / peak['trl']:.2f})")
 
 
+def _generator_speed(r: dict) -> str:
+    today, new, ratio = r["today"], r["new"], r["ratios"]
+    mm = r["machine"]["matmul_gflops"]
+    big = str(max(r["settings"]["batches"]))
+    many, few = (str(n) for n in r["settings"]["sample_prompts"])
+    return (f"UNet inference at batch {big}: {today['inference'][big]:.0f} → {new['inference'][big]:.0f} GFLOP/s "
+            f"({today['inference'][big] / mm:.0%} → {new['inference'][big] / mm:.0%} of the machine's "
+            f"{mm:.0f} GFLOP/s matmul rate); guided sampling {today['sampling'][many]:.1f} → "
+            f"{new['sampling'][many]:.1f} images/s (×{ratio['sampling@' + many]:.2f}) at {many} prompts per call, "
+            f"×{ratio['sampling@' + few]:.2f} at {few}; RL {today['rl_samples_per_second']:.2f} → "
+            f"{new['rl_samples_per_second']:.2f} samples/s (×{ratio['rl']:.2f}); DRaFT "
+            f"{today['draft_steps_per_second']:.2f} → {new['draft_steps_per_second']:.2f} steps/s "
+            f"(×{ratio['draft']:.2f})")
+
+
 def _rl_snr(r: dict) -> str:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from rl_gradient_snr import samples_for_cosine
@@ -559,6 +574,7 @@ def sft_quotes() -> list[tuple[str, str]]:
 BENCHMARK_QUOTES = [("docs/benchmarks/textnorm_overhead.json", _overhead),
                     ("docs/benchmarks/rl_throughput.json", _rl_throughput),
                     ("docs/benchmarks/draft_throughput.json", _draft_throughput),
+                    ("docs/benchmarks/generator_speed.json", _generator_speed),
                     ("docs/benchmarks/rl_gradient_snr.json", _rl_snr),
                     ("docs/benchmarks/rl_gradient_snr_redness.json", _rl_snr)]
 
