@@ -242,3 +242,45 @@ def test_a_section_override_keeps_the_rest_of_its_default():
     assert from_dict(DraftConfig, {"method": "draft", "sampling": {"steps": 5}}).sampling.eta == 0.0
     assert load_finetune_config("rl", None, ["sampling.steps=5"]).sampling.eta == 1.0
 
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_recomputed_steps_give_the_gradients_of_an_uncheckpointed_pass(k):
+    """DRaFT's checkpointing (forward without autograd, recomputed in the backward pass) changes no gradient: the
+    LoRA gradients and the images equal those of a pass that keeps every activation, and of torch's checkpoint."""
+    from torch.utils.checkpoint import checkpoint
+
+    import textnorm_t2i.finetune.draft as engine
+    from textnorm_t2i.finetune.backend import DiffusionBackend
+    from textnorm_t2i.finetune.ddim import DDIMPolicy
+    from textnorm_t2i.finetune.lora import add_lora
+    from textnorm_t2i.generate.pipeline import build_pipeline
+
+    pipe = build_pipeline({"block_out_channels": [8, 16, 16], "text_hidden": 16, "attention_head_dim": 4})
+    backend = DiffusionBackend(pipe)
+    params = add_lora(pipe.unet, rank=2)
+    with torch.no_grad():
+        for p in params:
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    policy = DDIMPolicy(pipe.scheduler.config, num_steps=4, eta=0.0)
+    prompts = ["a red circle", "two blue squares"]
+
+    def grads(checkpointing: bool):
+        images, _ = engine.draft_sample(backend, pipe.unet, prompts, policy, 3.0, torch.Generator().manual_seed(0),
+                                        k, checkpointing=checkpointing)
+        return images.detach(), torch.autograd.grad(images.square().mean(), params)
+
+    torch_checkpoint = lambda fn, *a, **kw: checkpoint(fn, *a, use_reentrant=False)  # noqa: E731
+    images, plain = grads(False)
+    images_recomputed, recomputed = grads(True)
+    original = engine.recompute
+    engine.recompute = lambda fn, args, p: torch_checkpoint(lambda *a: fn(*a), *args)
+    try:
+        _, by_torch = grads(True)
+    finally:
+        engine.recompute = original
+    assert torch.equal(images, images_recomputed)
+    for a, b, c in zip(plain, recomputed, by_torch):
+        assert float(a.norm()) > 0
+        assert float((a - b).norm()) <= 1e-5 * float(a.norm()), (a - b).abs().max()
+        assert float((c - b).norm()) <= 1e-5 * float(a.norm())

@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.checkpoint import checkpoint as checkpointed
 
 from textnorm_t2i.errors import InputError
 from textnorm_t2i.finetune.common import (
@@ -42,6 +41,7 @@ from textnorm_t2i.finetune.ddim import DDIMPolicy, guided_output
 from textnorm_t2i.finetune.evaluation import Evaluator, start_logging
 from textnorm_t2i.finetune.lora import save_lora_folder, trainable_state
 from textnorm_t2i.finetune.models import load_scheduler_config
+from textnorm_t2i.finetune.recompute import recompute
 from textnorm_t2i.finetune.report import write_run_report
 from textnorm_t2i.finetune.setup import setup_training
 from textnorm_t2i.finetune.truth import GroundTruth
@@ -95,12 +95,13 @@ def draft_sample(backend: Any, unet: Any, prompts: list[str], policy: DDIMPolicy
     x = torch.randn(backend.latent_shape(len(prompts)), generator=generator).to(backend.device)
     noises = [torch.randn(x.shape, generator=generator).to(x.device) for _ in policy.timesteps]
     first_grad = len(policy.timesteps) - k
+    params = [p for p in unet.parameters() if p.requires_grad]
     graph_steps = []
     for j, t in enumerate(policy.timesteps):
         t = t.to(backend.device)
         with torch.no_grad() if j < first_grad else nullcontext():
             if j >= first_grad and checkpointing:
-                out = checkpointed(guided_output, unet, x, t, cond, uncond, guidance_scale, use_reentrant=False)
+                out = recompute(lambda *a: guided_output(unet, *a, guidance_scale), (x, t, cond, uncond), params)
             else:
                 out = guided_output(unet, x, t, cond, uncond, guidance_scale)
             mean, std = policy.step_distribution(out, t, x)
