@@ -90,8 +90,9 @@ def test_lean_forward_gradients_equal_diffusers_with_lora(name):
     assert len(got) == len(expected) > 2
     for g, e in zip(got, expected):
         # Gradients of LoRA matrices are sums over every pixel: compare them as vectors (relative norm), since
-        # summing in another order moves single coordinates by more than an elementwise tolerance allows.
-        assert float((g - e).norm()) <= 1e-5 * float(e.norm()) + 1e-7, (g - e).abs().max()
+        # summing in another order (another layout, another thread count) moves single coordinates by more than
+        # an elementwise tolerance allows; a wrong formula is off by O(1), float rounding by about 1e-5.
+        assert float((g - e).detach().norm()) <= 1e-4 * float(e.detach().norm()) + 1e-7, (g - e).abs().max()
 
 
 def test_lora_adapters_switch_off_on_the_lean_path():

@@ -99,7 +99,9 @@ def draft_sample(backend: Any, unet: Any, prompts: list[str], policy: DDIMPolicy
     graph_steps = []
     for j, t in enumerate(policy.timesteps):
         t = t.to(backend.device)
-        with torch.no_grad() if j < first_grad else nullcontext():
+        if j == first_grad and j > 0:
+            x = x.clone()  # out of inference mode: the steps with a graph save it for the backward pass
+        with torch.inference_mode() if j < first_grad else nullcontext():
             if j >= first_grad and checkpointing:
                 out = recompute(lambda *a: guided_output(unet, *a, guidance_scale), (x, t, cond, uncond), params)
             else:

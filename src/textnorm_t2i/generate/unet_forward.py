@@ -149,6 +149,10 @@ def _check(unet: Any) -> bool:
             if (type(sampler).__name__ != "Upsample2D" or sampler.norm is not None or sampler.use_conv_transpose
                     or not sampler.interpolate or not sampler.use_conv or sampler.name != "conv"):
                 return False
+    # Norms and dropouts are called as functions: a hook on one would be skipped.
+    if any(m._forward_hooks or m._forward_pre_hooks for m in unet.modules()
+           if isinstance(m, (torch.nn.GroupNorm, torch.nn.LayerNorm, torch.nn.Dropout))):
+        return False
     return True
 
 
@@ -206,14 +210,16 @@ def _forward(unet: Any, x: torch.Tensor, timestep: torch.Tensor | int, ctx: torc
 
 
 def _resnet(r: Any, x: torch.Tensor, emb_act: torch.Tensor, inplace: bool) -> torch.Tensor:
-    h = F.silu(r.norm1(x), inplace=inplace)
-    h = _layer(r.conv1, h)
-    temb = _layer(r.time_emb_proj, emb_act)[:, :, None, None]
+    sub = r._modules  # submodules by name, without nn.Module.__getattr__ on every access
+    h = F.silu(_norm(sub["norm1"], x), inplace=inplace)
+    h = _layer(sub["conv1"], h)
+    temb = _layer(sub["time_emb_proj"], emb_act)[:, :, None, None]
     h = h.add_(temb) if inplace else h + temb
-    h = F.silu(r.norm2(h), inplace=inplace)
-    h = r.dropout(h)
-    h = _layer(r.conv2, h)
-    shortcut = _layer(r.conv_shortcut, x) if r.conv_shortcut is not None else x
+    h = F.silu(_norm(sub["norm2"], h), inplace=inplace)
+    h = _dropout(sub["dropout"], h)
+    h = _layer(sub["conv2"], h)
+    shortcut = sub.get("conv_shortcut")
+    shortcut = _layer(shortcut, x) if shortcut is not None else x
     h = h.add_(shortcut) if inplace else shortcut + h
     if r.output_scale_factor != 1.0:
         h = h / r.output_scale_factor
@@ -221,24 +227,26 @@ def _resnet(r: Any, x: torch.Tensor, emb_act: torch.Tensor, inplace: bool) -> to
 
 
 def _transformer(tr: Any, x: torch.Tensor, ctx: torch.Tensor, inplace: bool) -> torch.Tensor:
+    sub = tr._modules
     batch, _, height, width = x.shape
-    h = tr.norm(x)
+    h = _norm(sub["norm"], x)
     if not tr.use_linear_projection:
-        h = _layer(tr.proj_in, h)
+        h = _layer(sub["proj_in"], h)
         inner = h.shape[1]
         h = h.permute(0, 2, 3, 1).reshape(batch, height * width, inner)
     else:
         inner = h.shape[1]
-        h = _layer(tr.proj_in, h.permute(0, 2, 3, 1).reshape(batch, height * width, inner))
-    for blk in tr.transformer_blocks:
-        h = _add(_attention(blk.attn1, blk.norm1(h), None), h, inplace)
-        h = _add(_attention(blk.attn2, blk.norm2(h), ctx), h, inplace)
-        h = _add(_feed_forward(blk.ff, blk.norm3(h)), h, inplace)
+        h = _layer(sub["proj_in"], h.permute(0, 2, 3, 1).reshape(batch, height * width, inner))
+    for blk in sub["transformer_blocks"]:
+        b = blk._modules
+        h = _add(_attention(b["attn1"], _norm(b["norm1"], h), None), h, inplace)
+        h = _add(_attention(b["attn2"], _norm(b["norm2"], h), ctx), h, inplace)
+        h = _add(_feed_forward(b["ff"], _norm(b["norm3"], h)), h, inplace)
     if not tr.use_linear_projection:
         # (batch, H, W, C) viewed as NCHW is a channels-last tensor: no copy (diffusers makes it contiguous)
-        h = _layer(tr.proj_out, h.reshape(batch, height, width, inner).permute(0, 3, 1, 2))
+        h = _layer(sub["proj_out"], h.reshape(batch, height, width, inner).permute(0, 3, 1, 2))
     else:
-        h = _layer(tr.proj_out, h).reshape(batch, height, width, inner).permute(0, 3, 1, 2)
+        h = _layer(sub["proj_out"], h).reshape(batch, height, width, inner).permute(0, 3, 1, 2)
     return _add(h, x, inplace)
 
 
@@ -247,25 +255,43 @@ def _add(fresh: torch.Tensor, other: torch.Tensor, inplace: bool) -> torch.Tenso
     return fresh.add_(other) if inplace else fresh + other
 
 
+def _norm(m: Any, x: torch.Tensor) -> torch.Tensor:
+    """A GroupNorm or LayerNorm module's function, called directly (no module-call overhead; :func:`_check`
+    makes sure no hook is attached to one)."""
+    if type(m) is torch.nn.GroupNorm:
+        return F.group_norm(x, m.num_groups, m.weight, m.bias, m.eps)
+    if type(m) is torch.nn.LayerNorm:
+        return F.layer_norm(x, m.normalized_shape, m.weight, m.bias, m.eps)
+    return m(x)
+
+
+def _dropout(m: Any, x: torch.Tensor) -> torch.Tensor:
+    """Dropout with p = 0 is the identity (diffusers' default everywhere): skip the call."""
+    return x if type(m) is torch.nn.Dropout and m.p == 0 else m(x)
+
+
 def _attention(a: Any, x: torch.Tensor, ctx: torch.Tensor | None) -> torch.Tensor:
+    sub = a._modules
     batch = x.shape[0]
     src = x if ctx is None else ctx
-    q, k, v = _layer(a.to_q, x), _layer(a.to_k, src), _layer(a.to_v, src)
-    head_dim = k.shape[-1] // a.heads
-    q = q.view(batch, -1, a.heads, head_dim).transpose(1, 2)
-    k = k.view(batch, -1, a.heads, head_dim).transpose(1, 2)
-    v = v.view(batch, -1, a.heads, head_dim).transpose(1, 2)
+    q, k, v = _layer(sub["to_q"], x), _layer(sub["to_k"], src), _layer(sub["to_v"], src)
+    heads = a.heads
+    head_dim = k.shape[-1] // heads
+    q = q.view(batch, -1, heads, head_dim).transpose(1, 2)
+    k = k.view(batch, -1, heads, head_dim).transpose(1, 2)
+    v = v.view(batch, -1, heads, head_dim).transpose(1, 2)
     out = F.scaled_dot_product_attention(q, k, v)
-    out = out.transpose(1, 2).reshape(batch, -1, a.heads * head_dim)
-    return a.to_out[1](_layer(a.to_out[0], out))
+    out = out.transpose(1, 2).reshape(batch, -1, heads * head_dim)
+    to_out = sub["to_out"]
+    return _dropout(to_out[1], _layer(to_out[0], out))
 
 
 def _feed_forward(ff: Any, x: torch.Tensor) -> torch.Tensor:
-    geglu = ff.net[0]
-    h, gate = _layer(geglu.proj, x).chunk(2, dim=-1)
+    net = ff._modules["net"]
+    h, gate = _layer(net[0]._modules["proj"], x).chunk(2, dim=-1)
     h = h * F.gelu(gate)
-    for m in ff.net[1:]:
-        h = _layer(m, h) if not isinstance(m, torch.nn.Dropout) else m(h)
+    for m in net[1:]:
+        h = _dropout(m, h) if isinstance(m, torch.nn.Dropout) else _layer(m, h)
     return h
 
 
@@ -284,7 +310,7 @@ def _layer(m: Any, x: torch.Tensor) -> torch.Tensor:
 
 def _folded_weight(m: Any) -> torch.Tensor | None:
     """The base weight plus the active adapters' deltas, or None where ``m`` is not plain LoRA to fold."""
-    if not hasattr(m, "lora_A"):
+    if "lora_A" not in m._modules:  # a dict lookup: hasattr would go through nn.Module.__getattr__ and raise
         return None
     from peft.tuners.lora.layer import LoraLayer
 
