@@ -433,9 +433,10 @@ def _rl_throughput(r: dict) -> str:
 
 
 def _draft_throughput(r: dict) -> str:
-    rate, peak = r["steps_per_second"], r["peak_memory_mb"]
+    rate, peak, steady = r["steps_per_second"], r["peak_memory_mb"], r["steady_steps_per_second"]
     return (f"trl {rate['trl']:.2f} steps/s, {peak['trl']:.0f} MB; ours {rate['ours']:.2f} steps/s "
-            f"(×{rate['ours'] / rate['trl']:.2f}), {peak['ours']:.0f} MB (×{peak['ours'] / peak['trl']:.2f})")
+            f"(×{rate['ours'] / rate['trl']:.2f}), {peak['ours']:.0f} MB (×{peak['ours'] / peak['trl']:.2f}); "
+            f"steady state after {r['settings']['warmup']} steps ×{steady['ours'] / steady['trl']:.2f}")
 
 
 def _generator_speed(r: dict) -> str:
