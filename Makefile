@@ -59,7 +59,7 @@ bench-draft: install
 
 # The embedded generator's speed: machine rates, UNet GFLOP/s per code path, sampling images/s (about 2 minutes).
 bench-generator-speed: install
-	$(BIN)/python benchmarks/generator_speed.py --compile -o docs/benchmarks/generator_speed.json
+	$(BIN)/python benchmarks/generator_speed.py -o docs/benchmarks/generator_speed.json
 
 # Signal in one DDPO gradient (about 7 minutes per reward).
 bench-rl-snr: install

@@ -148,13 +148,13 @@ def rl_rate(args: argparse.Namespace) -> float:
         return sample(*a, **k)
 
     engine.sample_trajectories = timed
-    batch = 64
+    batch = args.rl_batch
     with tempfile.TemporaryDirectory() as tmp:
         cfg = {"seed": 0, "generator": "shapes", "out": str(Path(tmp) / "rl"),
                "prompts": {"list": ["a red circle", "two blue squares", "a green triangle", "three yellow circles"]},
                "reward": {"name": "bench-brightness", "textnorm": False},
                "sampling": {"steps": 10, "guidance_scale": 3.0, "eta": 1.0},
-               "epochs": args.rl_epochs, "batch_size": batch, "train_batch_size": 32, "lr": 3e-4,
+               "epochs": args.rl_epochs, "batch_size": batch, "train_batch_size": min(32, batch), "lr": 3e-4,
                "checkpoint_every": 10**6, "eval": {"every": 0}, "log": {"report_to": ["csv"]}}
         engine.run_rl(cfg, progress=False)
         end = time.perf_counter()
@@ -202,6 +202,7 @@ def main() -> None:
     parser.add_argument("--train-batch", type=int, default=32)
     parser.add_argument("--sample-prompts", type=int, nargs="+", default=[256, 16], help="prompts per sampling call")
     parser.add_argument("--rl-epochs", type=int, default=3)
+    parser.add_argument("--rl-batch", type=int, default=64, help="RL samples per epoch (the study's)")
     parser.add_argument("--draft-steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per UNet measurement")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of both sides; medians reported")

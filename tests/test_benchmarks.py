@@ -20,8 +20,9 @@ pytestmark = pytest.mark.slow
 # script, tiny arguments, a line its output must contain. rl_throughput and draft_throughput run our side only:
 # trl's side needs a virtual environment of its own (installed from PyPI on the first `make bench-rl`).
 SMOKE = [
-    ("generator_speed.py", ["--batches", "2", "--train-batch", "2", "--sample-images", "2", "--repeats", "1"],
-     "ratio sampling"),
+    ("generator_speed.py", ["--batches", "2", "--train-batch", "2", "--sample-prompts", "4", "2", "--repeats", "1",
+                            "--rounds", "1", "--rl-epochs", "2", "--rl-batch", "4", "--draft-steps", "3"],
+     "ratios new / today"),
     ("generator_validity.py", ["--prompts", "2", "--samples", "2", "--steps", "2"], "counting"),
     ("oracle_accuracy.py", ["--prompts", "2"], "worst rate"),
     ("rl_gradient_snr.py", ["--batches", "2", "--prompts", "2", "--per-prompt", "2"], "cosine"),
