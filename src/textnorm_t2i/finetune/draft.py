@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from textnorm_t2i.errors import InputError
 from textnorm_t2i.finetune.common import (
@@ -96,13 +97,17 @@ def draft_sample(backend: Any, unet: Any, prompts: list[str], policy: DDIMPolicy
     noises = [torch.randn(x.shape, generator=generator).to(x.device) for _ in policy.timesteps]
     first_grad = len(policy.timesteps) - k
     params = [p for p in unet.parameters() if p.requires_grad]
+    distributed = isinstance(unet, torch.nn.parallel.DistributedDataParallel)
     graph_steps = []
     for j, t in enumerate(policy.timesteps):
         t = t.to(backend.device)
         if j == first_grad and j > 0:
             x = x.clone()  # out of inference mode: the steps with a graph save it for the backward pass
         with torch.inference_mode() if j < first_grad else nullcontext():
-            if j >= first_grad and checkpointing:
+            if j >= first_grad and checkpointing and distributed:
+                # DDP prepares its gradient reduction in its forward: it must not run again inside the backward pass
+                out = checkpoint(guided_output, unet, x, t, cond, uncond, guidance_scale, use_reentrant=False)
+            elif j >= first_grad and checkpointing:
                 out = recompute(lambda *a: guided_output(unet, *a, guidance_scale), (x, t, cond, uncond), params)
             else:
                 out = guided_output(unet, x, t, cond, uncond, guidance_scale)
