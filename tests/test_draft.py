@@ -284,3 +284,21 @@ def test_recomputed_steps_give_the_gradients_of_an_uncheckpointed_pass(k):
         assert float(a.norm()) > 0
         assert float((a - b).norm()) <= 1e-4 * float(a.norm()), (a - b).abs().max()  # float rounding: ~1e-5
         assert float((c - b).norm()) <= 1e-4 * float(a.norm())
+
+
+@pytest.mark.slow
+def test_two_processes_end_with_the_same_adapter(tiny, tmp_path):
+    """Under `accelerate launch` with 2 CPU processes (DDP, gloo) both ranks end with the same LoRA weights."""
+    from processes import accelerate_launch
+
+    cfg = draft_config(tiny, tmp_path / "ddp", steps=2, batch_size=1, eval={"every": 0})
+    (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(cfg))
+    cmd = [*accelerate_launch(2), "-m", "textnorm_t2i.cli", "finetune", "--method", "draft", "--config",
+           str(tmp_path / "ddp.yaml")]
+    result = subprocess.run(cmd, env=environment(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    ranks = [yaml.safe_load((tmp_path / "ddp" / "ranks" / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0]["digest"] == ranks[1]["digest"]
+    assert ranks[0]["samples_seen"] == 2 * 1 * 2  # steps x per-process batch x processes
+    lora = load_file(tmp_path / "ddp" / "lora" / "adapter_model.safetensors")
+    assert sum(float(v.abs().sum()) for k, v in lora.items() if "lora_B" in k) > 0  # the adapter moved

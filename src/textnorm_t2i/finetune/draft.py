@@ -35,6 +35,7 @@ from textnorm_t2i.finetune.common import (
     derived_seed,
     eval_prompts,
     open_accelerated_run,
+    params_digest,
     print_accounting,
 )
 from textnorm_t2i.finetune.config import DraftConfig, as_config
@@ -46,6 +47,7 @@ from textnorm_t2i.finetune.recompute import recompute
 from textnorm_t2i.finetune.report import write_run_report
 from textnorm_t2i.finetune.setup import setup_training
 from textnorm_t2i.finetune.truth import GroundTruth
+from textnorm_t2i.io import write_json_atomic
 from textnorm_t2i.objectives.factory import build_views
 from textnorm_t2i.rewards.base import Reward, as_reward
 from textnorm_t2i.rundir import GracefulStop
@@ -238,6 +240,11 @@ def run_draft(config: DraftConfig | dict, resume: bool = False, progress: bool =
                     run, accelerator, stop, unet, optimizer, done=step + 1, total=cfg.steps, every=cfg.checkpoint_every,
                     unit="draft:step", state={"step": step + 1, "samples": samples_seen}, last=last_checkpoint)
         log.close()
+        accelerator.wait_for_everyone()
+        # Each rank's weight digest, as RL writes them: the processes must end with the same adapter.
+        (out / "ranks").mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "ranks" / f"rank{rank}.json",
+                          {"digest": params_digest(trainable_state(unet)), "samples_seen": samples_seen})
         accelerator.wait_for_everyone()
         if main:
             save_lora_folder(unet, out / "lora")
