@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from textnorm_t2i.errors import InputError
-from textnorm_t2i.finetune.lora import trainable_state
+from textnorm_t2i.finetune.lora import save_lora_folder, trainable_state
 from textnorm_t2i.finetune.truth import GroundTruth, subset_prompts
+from textnorm_t2i.io import write_json_atomic
 from textnorm_t2i.rewards.base import Reward
 from textnorm_t2i.rundir import RunFolder, hold_point
 
@@ -198,3 +199,15 @@ def print_accounting(method: str, world_size: int, per_rank: int, extra: str = "
     """One line of batch-size accounting at the start of a run (ddpo-pytorch style)."""
     print(f"[{method}] processes: {world_size}; samples per process per epoch: {per_rank}; "
           f"samples per epoch: {per_rank * world_size}{extra}", flush=True)
+
+
+def finish_ranks(out: Path, unet: Any, rank: int, main: bool, samples_seen: int, accelerator: Any) -> None:
+    """Write each rank's weight digest (``ranks/rank{r}.json``: the processes must end with the same adapter) and,
+    on the main process, the final LoRA weights."""
+    accelerator.wait_for_everyone()
+    (out / "ranks").mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "ranks" / f"rank{rank}.json",
+                      {"digest": params_digest(trainable_state(unet)), "samples_seen": samples_seen})
+    if main:
+        save_lora_folder(unet, out / "lora")
+    accelerator.wait_for_everyone()

@@ -19,8 +19,6 @@ import torch
 
 from textnorm_t2i.generate.unet_forward import guided_output
 
-__all__ = ["DDIMPolicy", "Trajectory", "guided_output", "sample_trajectories", "sample_with_step_kl"]
-
 
 @dataclass
 class Trajectory:

@@ -34,20 +34,19 @@ from textnorm_t2i.finetune.common import (
     checkpoint_or_stop,
     derived_seed,
     eval_prompts,
+    finish_ranks,
     open_accelerated_run,
-    params_digest,
     print_accounting,
 )
 from textnorm_t2i.finetune.config import DraftConfig, as_config
 from textnorm_t2i.finetune.ddim import DDIMPolicy, guided_output
 from textnorm_t2i.finetune.evaluation import Evaluator, start_logging
-from textnorm_t2i.finetune.lora import save_lora_folder, trainable_state
+from textnorm_t2i.finetune.lora import trainable_state
 from textnorm_t2i.finetune.models import load_scheduler_config
 from textnorm_t2i.finetune.recompute import recompute
 from textnorm_t2i.finetune.report import write_run_report
 from textnorm_t2i.finetune.setup import setup_training
 from textnorm_t2i.finetune.truth import GroundTruth
-from textnorm_t2i.io import write_json_atomic
 from textnorm_t2i.objectives.factory import build_views
 from textnorm_t2i.rewards.base import Reward, as_reward
 from textnorm_t2i.rundir import GracefulStop
@@ -106,11 +105,11 @@ def draft_sample(backend: Any, unet: Any, prompts: list[str], policy: DDIMPolicy
         if j == first_grad and j > 0:
             x = x.clone()  # out of inference mode: the steps with a graph save it for the backward pass
         with torch.inference_mode() if j < first_grad else nullcontext():
-            if j >= first_grad and checkpointing and distributed:
+            if j >= first_grad and checkpointing:
                 # DDP prepares its gradient reduction in its forward: it must not run again inside the backward pass
-                out = checkpoint(guided_output, unet, x, t, cond, uncond, guidance_scale, use_reentrant=False)
-            elif j >= first_grad and checkpointing:
-                out = recompute(lambda *a: guided_output(unet, *a, guidance_scale), (x, t, cond, uncond), params)
+                out = (checkpoint(guided_output, unet, x, t, cond, uncond, guidance_scale, use_reentrant=False)
+                       if distributed else
+                       recompute(lambda *a: guided_output(unet, *a, guidance_scale), (x, t, cond, uncond), params))
             else:
                 out = guided_output(unet, x, t, cond, uncond, guidance_scale)
             mean, std = policy.step_distribution(out, t, x)
@@ -240,14 +239,8 @@ def run_draft(config: DraftConfig | dict, resume: bool = False, progress: bool =
                     run, accelerator, stop, unet, optimizer, done=step + 1, total=cfg.steps, every=cfg.checkpoint_every,
                     unit="draft:step", state={"step": step + 1, "samples": samples_seen}, last=last_checkpoint)
         log.close()
-        accelerator.wait_for_everyone()
-        # Each rank's weight digest, as RL writes them: the processes must end with the same adapter.
-        (out / "ranks").mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "ranks" / f"rank{rank}.json",
-                          {"digest": params_digest(trainable_state(unet)), "samples_seen": samples_seen})
-        accelerator.wait_for_everyone()
+        finish_ranks(out, unet, rank, main, samples_seen, accelerator)
         if main:
-            save_lora_folder(unet, out / "lora")
             write_run_report(out, f"DRaFT-{cfg.truncation_steps} on {model.objective.name}")
     finally:
         run.close()

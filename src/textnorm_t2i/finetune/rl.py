@@ -30,20 +30,19 @@ from textnorm_t2i.finetune.common import (
     adapters_off,
     checkpoint_or_stop,
     eval_prompts,
+    finish_ranks,
     open_accelerated_run,
-    params_digest,
     print_accounting,
 )
 from textnorm_t2i.finetune.config import RLConfig, as_config
 from textnorm_t2i.finetune.ddim import DDIMPolicy, Trajectory, guided_output, sample_trajectories
 from textnorm_t2i.finetune.evaluation import Evaluator, start_logging
-from textnorm_t2i.finetune.lora import save_lora_folder, trainable_state
+from textnorm_t2i.finetune.lora import trainable_state
 from textnorm_t2i.finetune.models import load_scheduler_config
 from textnorm_t2i.finetune.report import write_run_report
 from textnorm_t2i.finetune.setup import setup_training
 from textnorm_t2i.finetune.stat_tracking import PromptStatTracker
 from textnorm_t2i.finetune.truth import GroundTruth
-from textnorm_t2i.io import write_json_atomic
 from textnorm_t2i.rundir import GracefulStop
 
 
@@ -256,21 +255,10 @@ def run_rl(config: RLConfig | dict, resume: bool = False, progress: bool = True,
                     state={"epoch": epoch + 1, "samples": samples_seen, "tracker": tracker.state()},
                     last=last_checkpoint)
         log.close()
-        _finish(out, unet, rank, main, samples_seen, accelerator)
+        finish_ranks(out, unet, rank, main, samples_seen, accelerator)
         if main:
             write_run_report(out, f"RL (DDPO) on {model.objective.name}")
     finally:
         run.close()
     return out
 
-
-def _finish(out: Path, unet: Any, rank: int, main: bool, samples_seen: int, accelerator: Any) -> None:
-    """Write each rank's weight digest (sync check) and, on the main process, the final LoRA weights."""
-    accelerator.wait_for_everyone()
-    state = trainable_state(unet)
-    (out / "ranks").mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "ranks" / f"rank{rank}.json",
-                      {"digest": params_digest(state), "samples_seen": samples_seen})
-    if main:
-        save_lora_folder(unet, out / "lora")
-    accelerator.wait_for_everyone()
