@@ -46,19 +46,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def seconds(fn, repeats: int, warmup: int = 2) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` calls, after ``warmup`` calls."""
+def seconds(fn, repeats: int, warmup: int = 2, min_seconds: float = 1.0) -> float:
+    """Median wall time of ``fn()`` over at least ``repeats`` calls and ``min_seconds`` of calls, after ``warmup``
+    calls (a fixed count of 30 ms calls would leave the median to a moment's noise of a shared machine)."""
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
+    times: list[float] = []
+    while len(times) < repeats or sum(times) < min_seconds:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
-def machine_rates(repeats: int) -> dict:
+def machine_rates(repeats: int, min_seconds: float = 1.0) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -68,8 +69,9 @@ def machine_rates(repeats: int) -> dict:
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         conv(xc)
     with torch.inference_mode():
-        return {"matmul_gflops": 2 * 2048**3 / seconds(lambda: a @ a, repeats) / 1e9,
-                "conv_gflops": counter.get_total_flops() / seconds(lambda: conv(xc), repeats) / 1e9}
+        return {"matmul_gflops": 2 * 2048**3 / seconds(lambda: a @ a, repeats, min_seconds=min_seconds) / 1e9,
+                "conv_gflops": counter.get_total_flops() / seconds(lambda: conv(xc), repeats,
+                                                                   min_seconds=min_seconds) / 1e9}
 
 
 def side(name: str, args: argparse.Namespace) -> dict:
@@ -97,12 +99,13 @@ def side(name: str, args: argparse.Namespace) -> dict:
                 with reference_forward(), FlopCounterMode(display=False) as counter:
                     reference = unet_output(unet, x, t, c)
                 n_flops = counter.get_total_flops()
-                s = seconds(partial(unet_output, unet, x, t, c), args.repeats)
+                s = seconds(partial(unet_output, unet, x, t, c), args.repeats, min_seconds=args.min_seconds)
                 out["inference"][str(batch)] = n_flops / s / 1e9
                 out["max_abs_diff"][str(batch)] = float((unet_output(unet, x, t, c) - reference).abs().max())
                 if name == "new" and batch == max(args.batches):
                     with torch.autocast("cpu", dtype=torch.bfloat16):
-                        out["bf16_option"] = n_flops / seconds(partial(unet_output, unet, x, t, c), args.repeats) / 1e9
+                        out["bf16_option"] = n_flops / seconds(partial(unet_output, unet, x, t, c), args.repeats,
+                                                               min_seconds=args.min_seconds) / 1e9
                         out["bf16_max_abs_diff"] = float((unet_output(unet, x, t, c).float() - reference).abs().max())
         print(f"  {name}: inference done", file=sys.stderr, flush=True)
 
@@ -118,13 +121,14 @@ def side(name: str, args: argparse.Namespace) -> dict:
 
         with reference_forward(), FlopCounterMode(display=False) as counter:
             step()
-        out["training"] = counter.get_total_flops() / seconds(step, args.repeats) / 1e9
+        out["training"] = counter.get_total_flops() / seconds(step, args.repeats, min_seconds=args.min_seconds) / 1e9
         unet.requires_grad_(False).eval()
 
         out["sampling"] = {}
         for n in args.sample_prompts:
             prompts = ["two red circles", "a blue square to the left of a green triangle"] * (n // 2)
-            s = seconds(partial(pipe, prompts, num_inference_steps=10, output_type="pt"), 2, warmup=1)
+            s = seconds(partial(pipe, prompts, num_inference_steps=10, output_type="pt"), 2, warmup=1,
+                        min_seconds=2 * args.min_seconds)
             out["sampling"][str(n)] = len(prompts) / s
         print(f"  {name}: training and sampling done", file=sys.stderr, flush=True)
         out["rl_samples_per_second"] = rl_rate(args)
@@ -201,10 +205,12 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[16, 128, 512], help="inference batch sizes")
     parser.add_argument("--train-batch", type=int, default=32)
     parser.add_argument("--sample-prompts", type=int, nargs="+", default=[256, 16], help="prompts per sampling call")
-    parser.add_argument("--rl-epochs", type=int, default=3)
+    parser.add_argument("--rl-epochs", type=int, default=4)
     parser.add_argument("--rl-batch", type=int, default=64, help="RL samples per epoch (the study's)")
     parser.add_argument("--draft-steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per UNet measurement")
+    parser.add_argument("--min-seconds", type=float, default=1.0,
+                        help="each timing runs at least this long (and at least --repeats calls)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of both sides; medians reported")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--side", choices=["today", "new"], help=argparse.SUPPRESS)  # a side's own process
@@ -226,10 +232,10 @@ def main() -> None:
                                   stdout=subprocess.PIPE, text=True)
             runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(f"round {r + 1}/{args.rounds}: {name} {time.perf_counter() - t0:.0f} s", flush=True)
-        rates.append(subprocess.run([sys.executable, "-c", "import json, sys; sys.path.insert(0, sys.argv[1]); "
-                                     "import generator_speed as g; print(json.dumps(g.machine_rates(5)))",
-                                     str(Path(__file__).parent)], env=env, check=True, stdout=subprocess.PIPE,
-                                    text=True).stdout)
+        probe = ("import json, sys; sys.path.insert(0, sys.argv[1]); import generator_speed as g; "
+                 "print(json.dumps(g.machine_rates(5, float(sys.argv[2]))))")
+        rates.append(subprocess.run([sys.executable, "-c", probe, str(Path(__file__).parent), str(args.min_seconds)],
+                                    env=env, check=True, stdout=subprocess.PIPE, text=True).stdout)
     machine = median_of([json.loads(r) for r in rates])
     result = {"today": median_of(runs["today"]), "new": median_of(runs["new"])}
     today, new = result["today"], result["new"]

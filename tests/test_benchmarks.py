@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 # trl's side needs a virtual environment of its own (installed from PyPI on the first `make bench-rl`).
 SMOKE = [
     ("generator_speed.py", ["--batches", "2", "--train-batch", "2", "--sample-prompts", "4", "2", "--repeats", "1",
-                            "--rounds", "1", "--rl-epochs", "2", "--rl-batch", "4", "--draft-steps", "3"],
+                            "--min-seconds", "0", "--rounds", "1", "--rl-epochs", "2", "--rl-batch", "4",
+                            "--draft-steps", "3"],
      "ratios new / today"),
     ("generator_validity.py", ["--prompts", "2", "--samples", "2", "--steps", "2"], "counting"),
     ("oracle_accuracy.py", ["--prompts", "2"], "worst rate"),

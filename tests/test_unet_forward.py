@@ -8,8 +8,13 @@ from diffusers import UNet2DConditionModel
 
 from textnorm_t2i.allocator import keep_freed_memory
 from textnorm_t2i.finetune.lora import add_lora
+from textnorm_t2i.generate import unet_forward
 from textnorm_t2i.generate.pipeline import build_pipeline
 from textnorm_t2i.generate.unet_forward import guided_output, reference_forward, supported, unet_output
+
+# Attention runs as explicit matmuls up to a size and through scaled_dot_product_attention beyond it: each test
+# that compares with diffusers runs with every attention call on one path, then on the other.
+ATTENTION_PATHS = {"matmuls": 10**12, "sdpa": 0}
 
 
 def embedded_unet() -> UNet2DConditionModel:
@@ -55,7 +60,9 @@ def reference(unet, x, t, ctx):
 
 @pytest.mark.parametrize("name", sorted(UNETS))
 @pytest.mark.parametrize("per_sample_t", [False, True])
-def test_lean_forward_equals_diffusers_without_gradients(name, per_sample_t):
+@pytest.mark.parametrize("attention", sorted(ATTENTION_PATHS))
+def test_lean_forward_equals_diffusers_without_gradients(name, per_sample_t, attention, monkeypatch):
+    monkeypatch.setattr(unet_forward, "_SMALL_ATTENTION", ATTENTION_PATHS[attention])
     unet = UNETS[name]().eval()
     assert supported(unet)
     x, t, ctx = inputs(unet, 5, per_sample_t)
@@ -72,7 +79,9 @@ def test_lean_forward_equals_diffusers_without_gradients(name, per_sample_t):
 
 
 @pytest.mark.parametrize("name", ["embedded", "sd-style"])
-def test_lean_forward_gradients_equal_diffusers_with_lora(name):
+@pytest.mark.parametrize("attention", sorted(ATTENTION_PATHS))
+def test_lean_forward_gradients_equal_diffusers_with_lora(name, attention, monkeypatch):
+    monkeypatch.setattr(unet_forward, "_SMALL_ATTENTION", ATTENTION_PATHS[attention])
     unet = UNETS[name]()
     params = add_lora(unet, rank=2)
     randomise_lora(unet)
