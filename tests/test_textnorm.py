@@ -123,3 +123,35 @@ def test_select_hyperparameters_on_tia2_labels():
     assert oracle.heldout["auroc"] >= cv.heldout["auroc"]
     ens = select_hyperparameters(s, [member, member], temperatures=[1.0], lams=[0.0, 1.0], k=3)
     assert set(ens.chosen) == {"temperature", "lam"}
+
+
+def test_selection_does_not_follow_the_last_bits_of_the_scores():
+    """Another CPU's kernels move a float64 score by an ulp or so; near saturation (small temperatures) that decides
+    whether two images tie, and with it a per-prompt metric, the oracle's choice and cross-validation's. The
+    TextNorm scores are rounded before they are ranked, so the selection is the same."""
+    s = load_subset("counting")
+    rng = np.random.default_rng(0)
+    member = [torch.tensor([float(a) * 3 + rng.normal(0, 2), rng.normal(0, 2), rng.normal(0, 2)],
+                           dtype=torch.float64) for a in s.aligned]
+    nudged = [m * (1 + torch.tensor(rng.choice([-2e-16, 0.0, 2e-16], size=len(m)))) for m in member]
+    assert any(not torch.equal(a, b) for a, b in zip(member, nudged))
+    temperatures = [0.01, 0.03, 0.1, 1.0]
+    for mode in ("cv", "per_prompt_oracle"):
+        a = select_hyperparameters(s, [member], temperatures=temperatures, k=5, mode=mode)
+        b = select_hyperparameters(s, [nudged], temperatures=temperatures, k=5, mode=mode)
+        assert a.heldout == b.heldout and a.chosen == b.chosen and a.folds == b.folds
+
+
+def test_a_dual_encoder_reward_scores_in_float64_when_loaded_so():
+    """The misalignment table loads its rewards in float64 (machine-independent once rounded): the embeddings and
+    the set rewards stay float64 all the way, and agree with the float32 model to float32's precision."""
+    from textnorm_t2i.rewards.registry import load_reward
+
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    sets = [["a red circle", "a blue circle"], ["two green squares", "one green square", "a red square"],
+            ["a yellow triangle"]]
+    wide = load_reward("shapes-clip-a", dtype=torch.float64).score_sets(images, sets)
+    narrow = load_reward("shapes-clip-a").score_sets(images, sets)
+    assert all(w.dtype == torch.float64 and n.dtype == torch.float32 for w, n in zip(wide, narrow))
+    for w, n in zip(wide, narrow):
+        torch.testing.assert_close(w.float(), n, rtol=1e-4, atol=1e-4)

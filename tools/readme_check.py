@@ -444,9 +444,11 @@ def _generator_speed(r: dict) -> str:
     mm = r["machine"]["matmul_gflops"]
     big = str(max(r["settings"]["batches"]))
     many, few = (str(n) for n in r["settings"]["sample_prompts"])
+    conv = r["machine"]["conv_gflops"]
     return (f"UNet inference at batch {big}: {today['inference'][big]:.0f} → {new['inference'][big]:.0f} GFLOP/s "
             f"({today['inference'][big] / mm:.0%} → {new['inference'][big] / mm:.0%} of the machine's "
-            f"{mm:.0f} GFLOP/s matmul rate); guided sampling {today['sampling'][many]:.1f} → "
+            f"{mm:.0f} GFLOP/s matmul rate, {new['inference'][big] / conv:.0%} of its {conv:.0f} GFLOP/s 3×3 "
+            f"convolution rate); guided sampling {today['sampling'][many]:.1f} → "
             f"{new['sampling'][many]:.1f} images/s (×{ratio['sampling@' + many]:.2f}) at {many} prompts per call, "
             f"×{ratio['sampling@' + few]:.2f} at {few}; RL {today['rl_samples_per_second']:.2f} → "
             f"{new['rl_samples_per_second']:.2f} samples/s (×{ratio['rl']:.2f}); DRaFT "

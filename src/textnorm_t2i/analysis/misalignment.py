@@ -11,12 +11,14 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from textnorm_t2i.bench.evaluate import evaluate_subset
 from textnorm_t2i.bench.report import render
 from textnorm_t2i.bench.tia2 import load_benchmark
 from textnorm_t2i.calibrate.select import DEFAULT_LAMS, DEFAULT_TEMPERATURES, select_hyperparameters, subset_set_rewards
-from textnorm_t2i.objectives.factory import load_members, normalise
+from textnorm_t2i.objectives.factory import normalise
+from textnorm_t2i.rewards.registry import load_reward
 from textnorm_t2i.rewards.spec import RewardSpec
 
 EMBEDDED_REWARDS = ("shapes-clip-a", "shapes-clip-b")
@@ -37,7 +39,11 @@ def misalignment_table(benchmark: str | os.PathLike = "shapes", rewards: Sequenc
     temperatures = temperatures or DEFAULT_TEMPERATURES
     lams = lams or DEFAULT_LAMS
     specs = [RewardSpec(name=name) for name in rewards]
-    models = [load_members(spec)[0] for spec in specs]
+    # In float64: another CPU's float32 kernels move the last bits of a score, and even rounded (SCORE_DECIMALS)
+    # about 1.6% of the set rewards then land on the other side of a rounding step, enough to flip a
+    # cross-validated temperature on a flat optimum and move a table by several thousandths. Float64's
+    # differences are ~1e-15: rounded, every machine gets the same numbers and the same table.
+    models = [load_reward(spec.names[0], spec.paths[0], dtype=torch.float64) for spec in specs]
     results: dict = {}
     for name, subset in load_benchmark(benchmark).items():
         member_sets = subset_set_rewards(subset, [normalise(reward, spec, subset.prompt_sets)

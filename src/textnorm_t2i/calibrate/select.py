@@ -34,6 +34,10 @@ DEFAULT_LAMS = (0.0, 0.25, 0.5, 1.0, 2.0)
 # are the same numbers on every machine unless one lies within ~1e-7 of a rounding midpoint, and then it
 # moves by 1e-4, far below any difference between rewards that a table shows.
 SCORE_DECIMALS = 4
+# TextNorm scores (and ensembles of them) are rounded to this many decimals before they are ranked: near
+# saturation the softmax gives values like 1 - 1e-17 on one CPU and exactly 1.0 on another (their exp kernels
+# differ in the last bit), and whether two images tie would follow that bit.
+NORMALIZED_DECIMALS = 9
 
 
 def subset_set_rewards(subset: Subset, rewards: Sequence, batch: int = 128, progress: bool = False) -> list[list]:
@@ -170,7 +174,8 @@ def select_hyperparameters(
     per_grid = []
     for g in grid:
         member_scores = torch.stack([normalize_sets(v, m, g["temperature"], scaling) for v, m in padded])
-        combined = combine(member_scores, ensemble_mode, g.get("lam", 0.0)).double().numpy()
+        combined = np.round(combine(member_scores, ensemble_mode, g.get("lam", 0.0)).double().numpy(),
+                            NORMALIZED_DECIMALS)
         combined[~scored] = np.nan
         per_grid.append(evaluate_subset(subset, combined, allow_missing=True))
     prompts = per_grid[0].prompts

@@ -258,7 +258,7 @@ class Reward:
             out = self._score_sets(images, sets, grad)
         for o, ps in zip(out, sets):
             check_finite(o.reshape(-1), self.name, ps)
-        return out if grad else [o.detach().float().cpu() for o in out]
+        return out if grad else [_widened(o.detach()).cpu() for o in out]
 
     # -- the hooks
     def _score_batch(self, images: Images, prompts: list[str]) -> torch.Tensor:
@@ -324,6 +324,11 @@ def as_reward(obj: Reward | Callable) -> Reward:
     raise InputError(f"not a reward: {type(obj).__name__} has no score(images, prompts) and is not callable")
 
 
+def _widened(x: torch.Tensor) -> torch.Tensor:
+    """Embeddings in float32, or float64 when the model computes in float64 (exact benchmark tables)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 class DualEncoderReward(Reward):
     """A reward ``scale x cosine(image embedding, text embedding)`` (CLIP-style); differentiable in the pixels.
 
@@ -353,7 +358,7 @@ class DualEncoderReward(Reward):
         """L2-normalised image embeddings, computed in batches."""
         parts = [self.embed_images(_take(images, slice(lo, lo + self.batch_size)))
                  for lo in range(0, len(images), self.batch_size)]
-        return F.normalize(torch.cat(parts).float(), dim=-1)
+        return F.normalize(_widened(torch.cat(parts)), dim=-1)
 
     def text_embeddings(self, prompts: Sequence[str]) -> torch.Tensor:
         """L2-normalised text embeddings, one row per prompt; each distinct prompt is embedded once."""
@@ -362,7 +367,7 @@ class DualEncoderReward(Reward):
         with torch.no_grad():
             for lo in range(0, len(todo), self.batch_size):
                 chunk = todo[lo : lo + self.batch_size]
-                emb = F.normalize(self._embed_texts(chunk).float(), dim=-1)
+                emb = F.normalize(_widened(self._embed_texts(chunk)), dim=-1)
                 new.update(zip(chunk, emb))
         if self.cache_texts:
             self._text_cache.update(new)
