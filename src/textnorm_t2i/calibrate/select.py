@@ -34,10 +34,27 @@ DEFAULT_LAMS = (0.0, 0.25, 0.5, 1.0, 2.0)
 # are the same numbers on every machine unless one lies within ~1e-7 of a rounding midpoint, and then it
 # moves by 1e-4, far below any difference between rewards that a table shows.
 SCORE_DECIMALS = 4
-# TextNorm scores (and ensembles of them) are rounded to this many decimals before they are ranked: near
-# saturation the softmax gives values like 1 - 1e-17 on one CPU and exactly 1.0 on another (their exp kernels
-# differ in the last bit), and whether two images tie would follow that bit.
-NORMALIZED_DECIMALS = 9
+# TextNorm scores (and ensembles of them) are rounded to this many significant digits before they are ranked:
+# images with the same rounded set rewards must tie on every machine, but the softmax's exp kernels differ in the
+# last bit between CPUs (and between a vector's lanes and its tail). Significant digits, not decimals: scores
+# near 0 (1e-40 against 1e-45 at small temperatures) keep their order, as float64 gives it.
+NORMALIZED_DIGITS = 12
+
+
+def round_significant(x: np.ndarray, digits: int = NORMALIZED_DIGITS) -> np.ndarray:
+    """``x`` rounded to ``digits`` significant digits (zeros, infinities and NaN unchanged).
+
+    Example:
+        >>> round_significant(np.array([0.123456, 2.5e-40, 1.0, 0.0]), 3).tolist()
+        [0.123, 2.5e-40, 1.0, 0.0]
+    """
+    x = np.asarray(x, dtype=np.float64)
+    finite = np.isfinite(x) & (x != 0)
+    out = x.copy()
+    magnitude = np.floor(np.log10(np.abs(x[finite])))
+    scale = 10.0 ** (digits - 1 - magnitude)
+    out[finite] = np.round(x[finite] * scale) / scale
+    return out
 
 
 def subset_set_rewards(subset: Subset, rewards: Sequence, batch: int = 128, progress: bool = False) -> list[list]:
@@ -174,8 +191,7 @@ def select_hyperparameters(
     per_grid = []
     for g in grid:
         member_scores = torch.stack([normalize_sets(v, m, g["temperature"], scaling) for v, m in padded])
-        combined = np.round(combine(member_scores, ensemble_mode, g.get("lam", 0.0)).double().numpy(),
-                            NORMALIZED_DECIMALS)
+        combined = round_significant(combine(member_scores, ensemble_mode, g.get("lam", 0.0)).double().numpy())
         combined[~scored] = np.nan
         per_grid.append(evaluate_subset(subset, combined, allow_missing=True))
     prompts = per_grid[0].prompts
