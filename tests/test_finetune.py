@@ -204,8 +204,10 @@ def test_several_denoising_steps_in_one_pass_equal_one_step_at_a_time(assets, kl
     assert batch.latents.shape == (len(steps) * n, *traj.latents.shape[2:])
     batched, _ = rl_step_loss(backend.unet, policy, batch, cfg, off)
     torch.testing.assert_close(batched, per_step, rtol=1e-5, atol=1e-6)
-    for got, want in zip(grads(batched), expected):  # float32 sums in another order: compare at the tensor's scale
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+    for got, want in zip(grads(batched), expected):
+        # float32 sums in another order (another batch layout, another attention kernel): compare each gradient as
+        # a vector; a wrong formula is off by O(1), rounding by ~1e-6 of the norm
+        assert float((got - want).norm()) <= 1e-4 * float(want.norm()) + 1e-12, (got - want).abs().max()
 
 
 @pytest.mark.slow

@@ -34,27 +34,25 @@ DEFAULT_LAMS = (0.0, 0.25, 0.5, 1.0, 2.0)
 # are the same numbers on every machine unless one lies within ~1e-7 of a rounding midpoint, and then it
 # moves by 1e-4, far below any difference between rewards that a table shows.
 SCORE_DECIMALS = 4
-# TextNorm scores (and ensembles of them) are rounded to this many significant digits before they are ranked:
-# images with the same rounded set rewards must tie on every machine, but the softmax's exp kernels differ in the
-# last bit between CPUs (and between a vector's lanes and its tail). Significant digits, not decimals: scores
-# near 0 (1e-40 against 1e-45 at small temperatures) keep their order, as float64 gives it.
-NORMALIZED_DIGITS = 12
+# TextNorm scores (and ensembles of them) are rounded to this many significant bits (about 12 decimal digits)
+# before they are ranked: images with the same rounded set rewards must tie on every machine, but the softmax's exp
+# kernels differ in the last bit between CPUs (and between a vector's lanes and its tail). Significant bits, not
+# decimals: scores near 0 (1e-40 against 1e-300 at small temperatures) keep their order, as float64 gives it.
+NORMALIZED_BITS = 40
 
 
-def round_significant(x: np.ndarray, digits: int = NORMALIZED_DIGITS) -> np.ndarray:
-    """``x`` rounded to ``digits`` significant digits (zeros, infinities and NaN unchanged).
+def round_significant(x: np.ndarray, bits: int = NORMALIZED_BITS) -> np.ndarray:
+    """``x`` with its mantissa rounded to ``bits`` bits (exact power-of-two scaling: no overflow, the same result
+    on every machine; zeros, infinities and NaN unchanged).
 
     Example:
-        >>> round_significant(np.array([0.123456, 2.5e-40, 1.0, 0.0]), 3).tolist()
-        [0.123, 2.5e-40, 1.0, 0.0]
+        >>> round_significant(np.array([0.5 + 1e-15, 1.0, 0.0])).tolist()
+        [0.5, 1.0, 0.0]
+        >>> bool(0 < round_significant(np.array([1e-310]))[0] < round_significant(np.array([1e-300]))[0])
+        True
     """
-    x = np.asarray(x, dtype=np.float64)
-    finite = np.isfinite(x) & (x != 0)
-    out = x.copy()
-    magnitude = np.floor(np.log10(np.abs(x[finite])))
-    scale = 10.0 ** (digits - 1 - magnitude)
-    out[finite] = np.round(x[finite] * scale) / scale
-    return out
+    mantissa, exponent = np.frexp(np.asarray(x, dtype=np.float64))
+    return np.ldexp(np.round(mantissa * 2.0**bits) / 2.0**bits, exponent)
 
 
 def subset_set_rewards(subset: Subset, rewards: Sequence, batch: int = 128, progress: bool = False) -> list[list]:
