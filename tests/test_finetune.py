@@ -205,9 +205,11 @@ def test_several_denoising_steps_in_one_pass_equal_one_step_at_a_time(assets, kl
     batched, _ = rl_step_loss(backend.unet, policy, batch, cfg, off)
     torch.testing.assert_close(batched, per_step, rtol=1e-5, atol=1e-6)
     for got, want in zip(grads(batched), expected):
-        # float32 sums in another order (another batch layout, another attention kernel): compare each gradient as
-        # a vector; a wrong formula is off by O(1), rounding by ~1e-6 of the norm
-        assert float((got - want).norm()) <= 1e-4 * float(want.norm()) + 1e-12, (got - want).abs().max()
+        # float32 sums in another order (another batch layout): compare each gradient as a vector. The clipped-ratio
+        # gradient is a difference of nearly equal terms (ratio ~ 1), so rounding reaches ~1e-4 of the norm
+        # (measured here: up to 5e-5 with SDPA attention, 1.0e-4 with the matmul attention); a wrong formula is
+        # off by O(1).
+        assert float((got - want).norm()) <= 1e-3 * float(want.norm()) + 1e-12, (got - want).abs().max()
 
 
 @pytest.mark.slow
