@@ -167,6 +167,11 @@ def _take(images: Images, index: Sequence[int] | slice) -> Images:
     return [images[i] for i in index]
 
 
+def _widened(x: torch.Tensor) -> torch.Tensor:
+    """Scores and embeddings in float32, or float64 when the model computes in float64 (exact benchmark tables)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 class Reward:
     """Base class of every reward model.
 
@@ -322,11 +327,6 @@ def as_reward(obj: Reward | Callable) -> Reward:
     if callable(obj):
         return CallableReward(obj)
     raise InputError(f"not a reward: {type(obj).__name__} has no score(images, prompts) and is not callable")
-
-
-def _widened(x: torch.Tensor) -> torch.Tensor:
-    """Embeddings in float32, or float64 when the model computes in float64 (exact benchmark tables)."""
-    return x if x.dtype == torch.float64 else x.float()
 
 
 class DualEncoderReward(Reward):
