@@ -195,3 +195,15 @@ def test_folded_lora_weights_follow_every_change_of_the_adapter():
         if hasattr(m, "scaling"):
             m.scale_layer(3.0)
     assert (check() - second).abs().max() > 1e-4
+    # Another adapter, then a DoRA one (which is not folded: peft's forward runs it): the per-layer plan follows.
+    from peft import LoraConfig
+
+    unet.add_adapter(LoraConfig(r=2, init_lora_weights="gaussian", target_modules=["to_q", "conv1"]), "second")
+    unet.set_adapter("second")
+    randomise_lora(unet)
+    third = check()
+    assert (third - second).abs().max() > 1e-4
+    unet.add_adapter(LoraConfig(r=2, init_lora_weights="gaussian", target_modules=["to_q"], use_dora=True), "dora")
+    unet.set_adapter("dora")
+    randomise_lora(unet)
+    assert (check() - third).abs().max() > 1e-6
