@@ -2,10 +2,13 @@
 
 The two sides:
 
-- ``today``: diffusers' own UNet forward (``UNet2DConditionModel.forward``, as every sampler and trainer called it
-  before) with glibc's default allocator settings;
-- ``new``: the lean forward of :mod:`textnorm_t2i.generate.unet_forward` (same modules and weights) with
-  :func:`textnorm_t2i.allocator.keep_freed_memory`, which the ``textnorm`` command calls at start.
+- ``today``: by default the package as it was when this work began (``--today aa5f05d``, the commit at which the
+  generator-speed issue was filed, taken from this clone's git history with ``git archive``): its samplers and
+  trainers, diffusers' own UNet forward, glibc's default allocator settings. ``--today reference`` is a stricter
+  baseline: this tree's samplers and trainers with diffusers' UNet forward (``reference_forward``) and the default
+  allocator, so that only the UNet forward and the allocator differ between the sides;
+- ``new``: this tree, with the lean forward of :mod:`textnorm_t2i.generate.unet_forward` (same modules and
+  weights) and :func:`textnorm_t2i.allocator.keep_freed_memory`, which the ``textnorm`` command calls at start.
 
 Each side runs in a fresh process (the allocator setting is process-wide and cannot be undone), in alternating
 rounds so that a slow spell of a shared machine hits both alike; medians over rounds are reported. Measured per
@@ -26,7 +29,8 @@ side, on the shipped generator:
 
 The last lines are the ratios (new / today).
 
-    python benchmarks/generator_speed.py [--rounds 2] [--batches 16 128 512] [-o docs/benchmarks/generator_speed.json]
+    python benchmarks/generator_speed.py [--today aa5f05d | --today reference] [--rounds 3] [--batches 16 128 512]
+                                         [-o docs/benchmarks/generator_speed.json]
 """
 
 from __future__ import annotations
@@ -44,6 +48,20 @@ from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+FILED = "aa5f05d"  # the commit at which the generator-speed issue was filed: "today's code" of its targets
+
+
+def code_at(revision: str, into: Path) -> Path:
+    """The package's ``src`` folder as of ``revision`` of this clone, extracted under ``into``."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", revision, "src"],
+                             capture_output=True)
+    if archive.returncode != 0:
+        why = archive.stderr.decode(errors="replace").strip().splitlines() or ["git failed"]
+        print(f"generator_speed: cannot read revision {revision!r} from the git history of {ROOT} ({why[0]}); "
+              "use --today reference on a clone without it", file=sys.stderr)
+        raise SystemExit(2)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into / "src"
 
 
 def seconds(fn, repeats: int, warmup: int = 2, min_seconds: float = 1.0) -> float:
@@ -79,11 +97,19 @@ def side(name: str, args: argparse.Namespace) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from textnorm_t2i.allocator import keep_freed_memory
     from textnorm_t2i.generate.load import load_generator
-    from textnorm_t2i.generate.unet_forward import reference_forward, unet_output
+
+    try:
+        from textnorm_t2i.generate.unet_forward import reference_forward, unet_output
+    except ImportError:  # an older revision's package (--today REV): every caller ran diffusers' forward
+        reference_forward = nullcontext
+
+        def unet_output(unet, x, t, c):
+            return unet(x, t, encoder_hidden_states=c).sample
 
     if name == "new":
+        from textnorm_t2i.allocator import keep_freed_memory
+
         keep_freed_memory()
     path = reference_forward if name == "today" else nullcontext
     out: dict = {"inference": {}, "max_abs_diff": {}}
@@ -211,8 +237,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per UNet measurement")
     parser.add_argument("--min-seconds", type=float, default=1.0,
                         help="each timing runs at least this long (and at least --repeats calls)")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of both sides; medians reported")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of both sides; medians reported")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--today", default=FILED,
+                        help="today's side: a git revision of this clone (default: the issue's filing) or "
+                        "'reference' (this tree with diffusers' UNet forward and the default allocator)")
     parser.add_argument("--side", choices=["today", "new"], help=argparse.SUPPRESS)  # a side's own process
     parser.add_argument("-o", "--output", help="write the results as JSON (docs/benchmarks/)")
     args = parser.parse_args()
@@ -223,12 +252,16 @@ def main() -> None:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                PYTHONPATH=str(ROOT / "src"), HF_HUB_OFFLINE="1")
     passed = [a for a in sys.argv[1:] if a not in ("-o", "--output", args.output)]
+    old_code = tempfile.TemporaryDirectory()
+    envs = {"today": env, "new": env}
+    if args.today != "reference":
+        envs["today"] = dict(env, PYTHONPATH=str(code_at(args.today, Path(old_code.name))))
     runs: dict[str, list] = {"today": [], "new": []}
     rates = []
     for r in range(args.rounds):
         for name in ("today", "new"):
             t0 = time.perf_counter()
-            done = subprocess.run([sys.executable, __file__, *passed, "--side", name], env=env, check=True,
+            done = subprocess.run([sys.executable, __file__, *passed, "--side", name], env=envs[name], check=True,
                                   stdout=subprocess.PIPE, text=True)
             runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(f"round {r + 1}/{args.rounds}: {name} {time.perf_counter() - t0:.0f} s", flush=True)
@@ -236,12 +269,14 @@ def main() -> None:
                  "print(json.dumps(g.machine_rates(5, float(sys.argv[2]))))")
         rates.append(subprocess.run([sys.executable, "-c", probe, str(Path(__file__).parent), str(args.min_seconds)],
                                     env=env, check=True, stdout=subprocess.PIPE, text=True).stdout)
+    old_code.cleanup()
     machine = median_of([json.loads(r) for r in rates])
     result = {"today": median_of(runs["today"]), "new": median_of(runs["new"])}
     today, new = result["today"], result["new"]
     mm = machine["matmul_gflops"]
     print(f"machine: matmul {mm:.0f} GFLOP/s, conv 3x3 32ch {machine['conv_gflops']:.0f} GFLOP/s, "
-          f"{args.threads} threads; medians of {args.rounds} alternating rounds")
+          f"{args.threads} threads; medians of {args.rounds} alternating rounds; today = "
+          + ("this tree with diffusers' UNet forward" if args.today == "reference" else f"the code at {args.today}"))
     for b in today["inference"]:
         print(f"UNet inference forward, batch {b}: today {today['inference'][b]:.0f} GFLOP/s "
               f"({today['inference'][b] / mm:.0%} of matmul), new {new['inference'][b]:.0f} GFLOP/s "

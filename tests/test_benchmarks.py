@@ -19,10 +19,17 @@ pytestmark = pytest.mark.slow
 
 # script, tiny arguments, a line its output must contain. rl_throughput and draft_throughput run our side only:
 # trl's side needs a virtual environment of its own (installed from PyPI on the first `make bench-rl`).
+def _today() -> list[str]:
+    """generator_speed's today side: the issue's filing commit where this clone has it (a shallow clone does not)."""
+    filed = "aa5f05d"
+    have = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{filed}^{{commit}}"], capture_output=True)
+    return ["--today", filed if have.returncode == 0 else "reference"]
+
+
 SMOKE = [
-    ("generator_speed.py", ["--batches", "2", "--train-batch", "2", "--sample-prompts", "4", "2", "--repeats", "1",
-                            "--min-seconds", "0", "--rounds", "1", "--rl-epochs", "2", "--rl-batch", "4",
-                            "--draft-steps", "3"],
+    ("generator_speed.py", [*_today(), "--batches", "2", "--train-batch", "2", "--sample-prompts", "4", "2",
+                            "--repeats", "1", "--min-seconds", "0", "--rounds", "1", "--rl-epochs", "2",
+                            "--rl-batch", "4", "--draft-steps", "3"],
      "ratios new / today"),
     ("generator_validity.py", ["--prompts", "2", "--samples", "2", "--steps", "2"], "counting"),
     ("oracle_accuracy.py", ["--prompts", "2"], "worst rate"),
@@ -51,3 +58,12 @@ def test_benchmark_runs_at_tiny_settings(script, args, expected, tmp_path):
     assert expected in result.stdout.lower(), result.stdout[-2000:]
     if record:
         assert isinstance(json.loads(out.read_text()), dict)
+
+
+def test_generator_speed_refuses_a_revision_it_cannot_read(tmp_path):
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "generator_speed.py"), "--today", "no-such-revision", "-o",
+           str(tmp_path / "r.json")]
+    result = subprocess.run(cmd, cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "no-such-revision" in result.stderr
+    assert not (tmp_path / "r.json").exists()
