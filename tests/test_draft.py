@@ -246,9 +246,8 @@ def test_a_section_override_keeps_the_rest_of_its_default():
 
 @pytest.mark.parametrize("k", [1, 2])
 def test_recomputed_steps_give_the_gradients_of_an_uncheckpointed_pass(k):
-    """DRaFT's checkpointing (forward without autograd, recomputed in the backward pass; every step with a graph
-    but the last) changes no gradient: the LoRA gradients and the images equal those of a pass that keeps every
-    activation, and of torch's checkpoint."""
+    """DRaFT's checkpointing (forward without autograd, recomputed in the backward pass) changes no gradient: the
+    LoRA gradients and the images equal those of a pass that keeps every activation, and of torch's checkpoint."""
     from torch.utils.checkpoint import checkpoint
 
     import textnorm_t2i.finetune.draft as engine

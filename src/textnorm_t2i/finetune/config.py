@@ -265,9 +265,8 @@ class DraftConfig(FinetuneConfig):
                                    "(1 is ReFL-like)", min=1)
     randomized_truncation: bool = option(False, "draw K uniformly from 1..truncation_steps at every step "
                                          "(AlignProp)")
-    gradient_checkpointing: bool = option(True, "recompute the UNet's activations in the backward pass, on "
-                                          "every step with a gradient but the last (less memory, about a "
-                                          "third more compute on those steps)")
+    gradient_checkpointing: bool = option(True, "recompute the UNet's activations in the backward pass (less "
+                                          "memory, about a third more compute)")
     reg_coef: float = option(0.0, "> 0: MSE between the adapted and the frozen UNet's predictions on the steps "
                              "with a gradient (keeps the model near the base)", min=0)
     lr: float = option(2e-3, "learning rate (AdamW)", min=0, min_exclusive=True)

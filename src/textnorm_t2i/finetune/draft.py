@@ -86,8 +86,7 @@ def check_differentiable(reward: Reward, image_shape: tuple[int, int, int]) -> N
 def draft_sample(backend: Any, unet: Any, prompts: list[str], policy: DDIMPolicy, guidance_scale: float,
                  generator: torch.Generator, k: int, checkpointing: bool = True
                  ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
-    """Sample one image per prompt; the last ``k`` steps keep their graph (with ``checkpointing``, all of them but
-    the last recompute their activations in the backward pass).
+    """Sample one image per prompt; the last ``k`` steps keep their graph.
 
     Returns the images ``(N, 3, H, W)`` in [0, 1] (differentiable) and, per step with a graph, ``(x_t, t,
     model output)`` for the regulariser. All noise is drawn on the CPU from ``generator`` (the same draws for
@@ -98,9 +97,6 @@ def draft_sample(backend: Any, unet: Any, prompts: list[str], policy: DDIMPolicy
     x = torch.randn(backend.latent_shape(len(prompts)), generator=generator).to(backend.device)
     noises = [torch.randn(x.shape, generator=generator).to(x.device) for _ in policy.timesteps]
     first_grad = len(policy.timesteps) - k
-    # The last step is not checkpointed: its recomputation would run right after the reward's backward pass, so
-    # a no-grad forward there buys nothing but a UNet call (its activations overlap the decoder's and reward's only).
-    last = len(policy.timesteps) - 1
     params = [p for p in unet.parameters() if p.requires_grad]
     distributed = isinstance(unet, torch.nn.parallel.DistributedDataParallel)
     graph_steps = []
@@ -109,7 +105,7 @@ def draft_sample(backend: Any, unet: Any, prompts: list[str], policy: DDIMPolicy
         if j == first_grad and j > 0:
             x = x.clone()  # out of inference mode: the steps with a graph save it for the backward pass
         with torch.inference_mode() if j < first_grad else nullcontext():
-            if first_grad <= j < last and checkpointing:
+            if j >= first_grad and checkpointing:
                 # DDP prepares its gradient reduction in its forward: it must not run again inside the backward pass
                 out = (checkpoint(guided_output, unet, x, t, cond, uncond, guidance_scale, use_reentrant=False)
                        if distributed else
