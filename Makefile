@@ -57,7 +57,7 @@ bench-rl: install
 bench-draft: install
 	$(BIN)/python benchmarks/draft_throughput.py -o docs/benchmarks/draft_throughput.json
 
-# The embedded generator's speed: machine rates, UNet GFLOP/s per code path, sampling images/s (about 2 minutes).
+# The embedded generator's speed against the code at its issue's filing: machine rates, UNet GFLOP/s, sampling, RL, DRaFT (5 rounds, about 25 minutes).
 bench-generator-speed: install
 	$(BIN)/python benchmarks/generator_speed.py -o docs/benchmarks/generator_speed.json
 

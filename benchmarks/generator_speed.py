@@ -11,7 +11,8 @@ The two sides:
   weights) and :func:`textnorm_t2i.allocator.keep_freed_memory`, which the ``textnorm`` command calls at start.
 
 Each side runs in a fresh process (the allocator setting is process-wide and cannot be undone), in alternating
-rounds so that a slow spell of a shared machine hits both alike; medians over rounds are reported. Measured per
+rounds so that a slow spell of a shared machine hits both alike; each side's medians over rounds are reported, and
+each ratio is the median over rounds of that round's new / today. Measured per
 side, on the shipped generator:
 
 - the UNet's inference forward at the batch sizes the code calls it with (16: DRaFT's 8 prompts with guidance;
@@ -29,7 +30,7 @@ side, on the shipped generator:
 
 The last lines are the ratios (new / today).
 
-    python benchmarks/generator_speed.py [--today aa5f05d | --today reference] [--rounds 3] [--batches 16 128 512]
+    python benchmarks/generator_speed.py [--today aa5f05d | --today reference] [--rounds 5] [--batches 16 128 512]
                                          [-o docs/benchmarks/generator_speed.json]
 """
 
@@ -218,6 +219,16 @@ def draft_rate(args: argparse.Namespace) -> float:
     return 1 / statistics.median(steps)
 
 
+def round_ratios(today: dict, new: dict) -> dict[str, float]:
+    """new / today for each headline measure of one round."""
+    ratios = {f"inference@{b}": new["inference"][b] / today["inference"][b] for b in today["inference"]}
+    ratios["training"] = new["training"] / today["training"]
+    ratios.update({f"sampling@{n}": new["sampling"][n] / today["sampling"][n] for n in today["sampling"]})
+    ratios["rl"] = new["rl_samples_per_second"] / today["rl_samples_per_second"]
+    ratios["draft"] = new["draft_steps_per_second"] / today["draft_steps_per_second"]
+    return ratios
+
+
 def median_of(runs: list[dict]) -> dict:
     """Leaf-wise median of the rounds' results."""
     first = runs[0]
@@ -237,7 +248,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per UNet measurement")
     parser.add_argument("--min-seconds", type=float, default=1.0,
                         help="each timing runs at least this long (and at least --repeats calls)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of both sides; medians reported")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of both sides; medians reported")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--today", default=FILED,
                         help="today's side: a git revision of this clone (default: the issue's filing) or "
@@ -292,12 +303,12 @@ def main() -> None:
           + ", ".join(f"batch {b} {v:.1e}" for b, v in new["max_abs_diff"].items()))
     print(f"option only: bf16 autocast at batch {max(args.batches)}: {new['bf16_option']:.0f} GFLOP/s, "
           f"largest difference {new['bf16_max_abs_diff']:.2f} (not float rounding)")
-    ratios = {f"inference@{b}": new["inference"][b] / today["inference"][b] for b in today["inference"]}
-    ratios["training"] = new["training"] / today["training"]
-    ratios.update({f"sampling@{n}": new["sampling"][n] / today["sampling"][n] for n in today["sampling"]})
-    ratios["rl"] = new["rl_samples_per_second"] / today["rl_samples_per_second"]
-    ratios["draft"] = new["draft_steps_per_second"] / today["draft_steps_per_second"]
-    print("ratios new / today: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
+    # Each ratio is the median over rounds of that round's new / today: the two sides of a round run minutes
+    # apart, so a slow spell of a shared machine that spans a round moves both.
+    per_round = [round_ratios(t, n) for t, n in zip(runs["today"], runs["new"])]
+    ratios = {k: statistics.median(r[k] for r in per_round) for k in per_round[0]}
+    print("ratios new / today (median over rounds of each round's ratio): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
     sampling_batch = str(2 * max(args.sample_prompts))
     if sampling_batch in new["inference"]:
         print(f"new UNet inference at the sampling batch ({sampling_batch}): "

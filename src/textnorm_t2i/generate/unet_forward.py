@@ -8,8 +8,9 @@ bookkeeping that costs a small UNet on a CPU much of its time:
 
 - the timestep embedding is computed once when every sample shares the timestep (sampling), and its SiLU once
   for all ResNet blocks rather than once per block;
-- attention over a few dozen tokens runs as two batched matmuls and a softmax (faster here than
-  ``scaled_dot_product_attention``'s CPU kernel), longer attention calls ``scaled_dot_product_attention``
+- attention over a few dozen tokens runs as two batched matmuls and a softmax, transposed so that the matmuls'
+  small dimension (the head's channels) comes first (faster here than ``scaled_dot_product_attention``'s CPU
+  kernel), longer attention calls ``scaled_dot_product_attention``
   directly (diffusers' ``Attention.forward`` inspects its processor's signature on every call);
 - channels are concatenated through the channels-last tensors' (batch, H, W, C) views;
 - without autograd, activations and residual additions run in place on tensors nothing else holds, so fewer
