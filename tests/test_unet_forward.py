@@ -132,6 +132,34 @@ def test_guided_output_equals_two_reference_calls():
     torch.testing.assert_close(plain, c, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["embedded", "sd-style"])
+@pytest.mark.parametrize("per_sample_t", [False, True])
+def test_guided_output_shares_the_text_free_layers_and_keeps_gradients(name, per_sample_t):
+    # The lean path runs the layers before the first cross-attention once for both branches; diffusers' forward
+    # on the stacked batch (reference_forward) is the reference, for outputs and for gradients to x and to LoRA.
+    unet = UNETS[name]()
+    params = add_lora(unet, rank=2)
+    randomise_lora(unet)
+    unet.train()
+    x, t, cond = inputs(unet, 3, per_sample_t)
+    x = x.requires_grad_(True)
+    uncond = torch.randn(cond.shape, generator=torch.Generator().manual_seed(5))
+    weight = torch.randn(x.shape, generator=torch.Generator().manual_seed(9))
+
+    def grads():
+        out = guided_output(unet, x, t, cond, uncond, 3.0)
+        return (out, *torch.autograd.grad((out * weight).sum(), [x, *params]))
+
+    with reference_forward():
+        expected = grads()
+    got = grads()
+    for g, e in zip(got, expected):
+        assert float((g - e).detach().norm()) <= 1e-4 * float(e.detach().norm()) + 1e-7, (g - e).abs().max()
+    with torch.inference_mode():
+        fast = guided_output(unet, x.detach(), t, cond, uncond, 3.0)
+    torch.testing.assert_close(fast, expected[0].detach(), rtol=1e-4, atol=1e-5)
+
+
 def test_what_the_lean_path_does_not_cover_runs_diffusers_forward_exactly():
     freeu = sd_style_unet()
     freeu.enable_freeu(s1=0.9, s2=0.2, b1=1.2, b2=1.4)

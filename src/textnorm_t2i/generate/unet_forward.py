@@ -8,6 +8,8 @@ bookkeeping that costs a small UNet on a CPU much of its time:
 
 - the timestep embedding is computed once when every sample shares the timestep (sampling), and its SiLU once
   for all ResNet blocks rather than once per block;
+- with classifier-free guidance (:func:`guided_output`) both branches see the same sample: the layers before the
+  first cross-attention (for the embedded UNet, its two outer levels) run once, on half the batch;
 - attention over a few dozen tokens runs as two batched matmuls and a softmax, transposed so that the matmuls'
   small dimension (the head's channels) comes first (faster here than ``scaled_dot_product_attention``'s CPU
   kernel), longer attention calls ``scaled_dot_product_attention``
@@ -69,9 +71,13 @@ def unet_output(unet: Any, sample: torch.Tensor, timestep: torch.Tensor | int, e
         >>> unet_output(unet, torch.zeros(2, 3, 32, 32), torch.tensor(500), torch.zeros(2, 16, 16)).shape
         torch.Size([2, 3, 32, 32])
     """
-    if getattr(_STATE, "reference", False) or not supported(unet) or not _fits(unet, sample):
+    if not _lean(unet, sample):
         return unet(sample, timestep, encoder_hidden_states=encoder_hidden_states).sample
     return _forward(unet, sample, timestep, encoder_hidden_states)
+
+
+def _lean(unet: Any, sample: torch.Tensor) -> bool:
+    return not getattr(_STATE, "reference", False) and supported(unet) and _fits(unet, sample)
 
 
 def guided_output(unet: Any, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
@@ -88,8 +94,12 @@ def guided_output(unet: Any, x: torch.Tensor, t: torch.Tensor, cond: torch.Tenso
     """
     if guidance_scale == 1.0:
         return unet_output(unet, x, t, cond)
-    t = torch.cat([t, t]) if t.ndim else t
-    out = unet_output(unet, torch.cat([x, x]), t, torch.cat([uncond, cond]))
+    ctx = torch.cat([uncond, cond])
+    if _lean(unet, x):
+        # Both branches see the same sample and timestep: the layers before the first cross-attention run once.
+        out = _forward(unet, x, t, ctx, copies=2)
+    else:
+        out = unet_output(unet, torch.cat([x, x]), torch.cat([t, t]) if t.ndim else t, ctx)
     out_uncond, out_cond = out.chunk(2)
     return out_uncond + guidance_scale * (out_cond - out_uncond)
 
@@ -169,7 +179,12 @@ def _fits(unet: Any, sample: torch.Tensor) -> bool:
     return sample.ndim == 4 and all(s % factor == 0 for s in sample.shape[-2:])
 
 
-def _forward(unet: Any, x: torch.Tensor, timestep: torch.Tensor | int, ctx: torch.Tensor) -> torch.Tensor:
+def _forward(unet: Any, x: torch.Tensor, timestep: torch.Tensor | int, ctx: torch.Tensor, copies: int = 1
+             ) -> torch.Tensor:
+    """The UNet on ``copies`` stacked copies of ``x`` (and of its timesteps) against ``ctx``, which holds
+    ``copies * len(x)`` rows: nothing before the first cross-attention depends on ``ctx``, so that part runs on
+    ``x`` once and its activations are copied where the text first enters (exact: each row's arithmetic is the
+    same as in a stacked batch)."""
     inplace = not torch.is_grad_enabled()
     t = torch.as_tensor(timestep, device=x.device)
     t = t.reshape(-1)
@@ -185,12 +200,21 @@ def _forward(unet: Any, x: torch.Tensor, timestep: torch.Tensor | int, ctx: torc
     # weights stay as they are); the output is returned in the usual layout.
     h = _layer(unet.conv_in, x.contiguous(memory_format=torch.channels_last))
     skips = [h]
+
+    def text_enters(h: torch.Tensor) -> torch.Tensor:
+        nonlocal skips, emb_act
+        if h.shape[0] != ctx.shape[0]:
+            skips = [_repeat_rows(s, copies) for s in skips]
+            emb_act = _repeat_rows(emb_act, copies) if emb_act.shape[0] > 1 else emb_act
+            h = _repeat_rows(h, copies)
+        return h
+
     for block in unet.down_blocks:
         attentions = getattr(block, "attentions", None)
         for i, resnet in enumerate(block.resnets):
             h = _resnet(resnet, h, emb_act, inplace)
             if attentions is not None:
-                h = _transformer(attentions[i], h, ctx, inplace)
+                h = _transformer(attentions[i], text_enters(h), ctx, inplace)
             skips.append(h)
         for sampler in block.downsamplers or []:
             h = _layer(sampler.conv, h if sampler.padding else F.pad(h, (0, 1, 0, 1)))
@@ -199,7 +223,7 @@ def _forward(unet: Any, x: torch.Tensor, timestep: torch.Tensor | int, ctx: torc
     mid = unet.mid_block
     h = _resnet(mid.resnets[0], h, emb_act, inplace)
     for tr, resnet in zip(mid.attentions, mid.resnets[1:]):
-        h = _transformer(tr, h, ctx, inplace)
+        h = _transformer(tr, text_enters(h), ctx, inplace)
         h = _resnet(resnet, h, emb_act, inplace)
 
     for block in unet.up_blocks:
@@ -207,13 +231,22 @@ def _forward(unet: Any, x: torch.Tensor, timestep: torch.Tensor | int, ctx: torc
         for i, resnet in enumerate(block.resnets):
             h = _resnet(resnet, _cat_channels(h, skips.pop()), emb_act, inplace)
             if attentions is not None:
-                h = _transformer(attentions[i], h, ctx, inplace)
+                h = _transformer(attentions[i], text_enters(h), ctx, inplace)
         for sampler in block.upsamplers or []:
             h = _layer(sampler.conv, F.interpolate(h, scale_factor=2.0, mode="nearest"))
 
     h = unet.conv_norm_out(h)
     h = F.silu(h, inplace=inplace)
-    return _layer(unet.conv_out, h).contiguous()
+    return text_enters(_layer(unet.conv_out, h)).contiguous()
+
+
+def _repeat_rows(y: torch.Tensor, copies: int) -> torch.Tensor:
+    """``torch.cat([y] * copies)``, keeping a channels-last tensor channels-last."""
+    if copies == 1:
+        return y
+    if y.ndim == 4 and y.is_contiguous(memory_format=torch.channels_last):
+        return torch.cat([y.permute(0, 2, 3, 1)] * copies).permute(0, 3, 1, 2)
+    return torch.cat([y] * copies)
 
 
 def _resnet(r: Any, x: torch.Tensor, emb_act: torch.Tensor, inplace: bool) -> torch.Tensor:
