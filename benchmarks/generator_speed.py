@@ -237,8 +237,45 @@ def median_of(runs: list[dict]) -> dict:
     return statistics.median(runs)
 
 
+def refuse(message: str) -> None:
+    """One line on stderr, exit code 2: before any measurement (a run takes about an hour)."""
+    print(f"generator_speed: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]  # argparse's own errors, in one line too
+        refuse(f"{message} (see --help)")
+
+
+def check_settings(args: argparse.Namespace) -> None:
+    """Settings the measurement cannot run with, refused up front rather than as a traceback minutes later."""
+    at_least = {"--batches": (min(args.batches), 1), "--train-batch": (args.train_batch, 1),
+                "--rl-epochs": (args.rl_epochs, 2), "--rl-batch": (args.rl_batch, 1),
+                "--draft-steps": (args.draft_steps, 3), "--repeats": (args.repeats, 1), "--rounds": (args.rounds, 1),
+                "--threads": (args.threads, 1)}
+    for flag, (value, lo) in at_least.items():
+        if value < lo:  # RL's and DRaFT's rates are steady-state: the first epoch, the first two steps are left out
+            refuse(f"{flag} must be at least {lo}, got {value}")
+    if any(n < 2 or n % 2 for n in args.sample_prompts):
+        refuse(f"--sample-prompts must be even numbers of at least 2 (two prompts alternate), "
+               f"got {args.sample_prompts}")
+    if args.rl_batch > 32 and args.rl_batch % 32:
+        refuse(f"--rl-batch above 32 must be a multiple of 32 (RL's minibatch), got {args.rl_batch}")
+    if not 0 <= args.min_seconds < float("inf"):
+        refuse(f"--min-seconds must be a finite number of at least 0, got {args.min_seconds}")
+    if args.output:
+        from textnorm_t2i.errors import InputError
+        from textnorm_t2i.io import check_writable
+
+        try:
+            check_writable(args.output)
+        except InputError as e:
+            refuse(str(e))
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, nargs="+", default=[16, 128, 512], help="inference batch sizes")
     parser.add_argument("--train-batch", type=int, default=32)
     parser.add_argument("--sample-prompts", type=int, nargs="+", default=[256, 16], help="prompts per sampling call")
@@ -256,6 +293,7 @@ def main() -> None:
     parser.add_argument("--side", choices=["today", "new"], help=argparse.SUPPRESS)  # a side's own process
     parser.add_argument("-o", "--output", help="write the results as JSON (docs/benchmarks/)")
     args = parser.parse_args()
+    check_settings(args)
     if args.side:
         print(json.dumps(side(args.side, args)))
         return

@@ -60,6 +60,29 @@ def test_benchmark_runs_at_tiny_settings(script, args, expected, tmp_path):
         assert isinstance(json.loads(out.read_text()), dict)
 
 
+@pytest.mark.parametrize("args,named", [
+    (["--rounds", "0"], "--rounds"),
+    (["--rl-epochs", "1"], "--rl-epochs"),  # the first epoch is left out of the steady state: nothing would remain
+    (["--draft-steps", "2"], "--draft-steps"),
+    (["--sample-prompts", "256", "3"], "--sample-prompts"),
+    (["--rl-batch", "48"], "--rl-batch"),
+    (["--batches", "16", "0"], "--batches"),
+    (["--min-seconds", "nan"], "--min-seconds"),
+    (["--repeats", "many"], "--repeats"),
+    (["--output", "{tmp}"], "folder"),
+    (["--output", "/proc/r.json"], "/proc/r.json"),
+])
+def test_generator_speed_refuses_settings_it_cannot_run_before_measuring(args, named, tmp_path):
+    # An hour's run must not end in a traceback or fail to write its record: refused at once, in one line.
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "generator_speed.py"), *args]
+    result = subprocess.run(cmd, cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and named in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_generator_speed_refuses_a_revision_it_cannot_read(tmp_path):
     cmd = [sys.executable, str(ROOT / "benchmarks" / "generator_speed.py"), "--today", "no-such-revision", "-o",
            str(tmp_path / "r.json")]
