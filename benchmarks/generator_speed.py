@@ -52,15 +52,20 @@ ROOT = Path(__file__).resolve().parent.parent
 FILED = "aa5f05d"  # the commit at which the generator-speed issue was filed: "today's code" of its targets
 
 
+def refuse(message: str) -> None:
+    """One line on stderr, exit code 2: before any measurement (a run takes about an hour)."""
+    print(f"generator_speed: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def code_at(revision: str, into: Path) -> Path:
     """The package's ``src`` folder as of ``revision`` of this clone, extracted under ``into``."""
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", revision, "src"],
                              capture_output=True)
     if archive.returncode != 0:
         why = archive.stderr.decode(errors="replace").strip().splitlines() or ["git failed"]
-        print(f"generator_speed: cannot read revision {revision!r} from the git history of {ROOT} ({why[0]}); "
-              "use --today reference on a clone without it", file=sys.stderr)
-        raise SystemExit(2)
+        refuse(f"cannot read revision {revision!r} from the git history of {ROOT} ({why[0]}); "
+               "use --today reference on a clone without it")
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
     return into / "src"
 
@@ -237,17 +242,6 @@ def median_of(runs: list[dict]) -> dict:
     return statistics.median(runs)
 
 
-def refuse(message: str) -> None:
-    """One line on stderr, exit code 2: before any measurement (a run takes about an hour)."""
-    print(f"generator_speed: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]  # argparse's own errors, in one line too
-        refuse(f"{message} (see --help)")
-
-
 def check_settings(args: argparse.Namespace) -> None:
     """Settings the measurement cannot run with, refused up front rather than as a traceback minutes later."""
     at_least = {"--batches": (min(args.batches), 1), "--train-batch": (args.train_batch, 1),
@@ -275,6 +269,8 @@ def check_settings(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    from textnorm_t2i.cli.common import Parser  # argparse with one-line errors, as the textnorm command has
+
     parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, nargs="+", default=[16, 128, 512], help="inference batch sizes")
     parser.add_argument("--train-batch", type=int, default=32)

@@ -99,7 +99,7 @@ def guided_output(unet: Any, x: torch.Tensor, t: torch.Tensor, cond: torch.Tenso
         # Both branches see the same sample and timestep: the layers before the first cross-attention run once.
         out = _forward(unet, x, t, ctx, copies=2)
     else:
-        out = unet_output(unet, torch.cat([x, x]), torch.cat([t, t]) if t.ndim else t, ctx)
+        out = unet(torch.cat([x, x]), torch.cat([t, t]) if t.ndim else t, encoder_hidden_states=ctx).sample
     out_uncond, out_cond = out.chunk(2)
     return out_uncond + guidance_scale * (out_cond - out_uncond)
 
